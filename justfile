@@ -1,0 +1,33 @@
+# olmo2spec tasks. `just --list` shows them all.
+python := "python3"
+
+# Install olmo2spec and its runtime dependencies.
+install:
+    {{python}} -m pip install -q -e .
+
+# Install with the test and lint tools.
+install-dev:
+    {{python}} -m pip install -q -e '.[dev]'
+
+# The main job: check every shipped recipe and explain the 13B plan.
+demo: install
+    olmo2spec check specs/*.toml
+    olmo2spec explain specs/13b.toml
+
+# The test suite, then lint and type checks.
+test: install-dev
+    {{python}} -m pytest -q
+    {{python}} -m ruff check olmo2spec tests benchmarks
+    {{python}} -m mypy
+
+# Lint and type-check only.
+lint: install-dev
+    {{python}} -m ruff check olmo2spec tests benchmarks
+    {{python}} -m mypy
+
+# Wall time of `olmo2spec check specs/13b.toml` against `python -c pass`.
+bench-compile: install
+    {{python}} benchmarks/bench_compile.py
+
+# Every benchmark.
+bench: bench-compile

@@ -1,0 +1,155 @@
+"""`olmo2spec`: parses arguments, calls the compiler, prints results and errors. No logic here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from olmo2spec import __version__
+from olmo2spec.spec.diagnostics import Diagnostic, Severity, SpecError
+
+__all__ = ["main"]
+
+EXIT_SPEC_ERROR = 2
+EXIT_INTERNAL = 70
+
+
+def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else 160  # piped output: wide enough for the tables
+    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+
+
+def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
+    for d in diagnostics:
+        print(d.render(), file=sys.stderr)
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    if errors:
+        print(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}", file=sys.stderr)
+
+
+def _add_spec_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value, e.g. --set stages.pretrain.lr.peak=4e-4 (repeatable)")
+    p.add_argument("--strict", action="store_true", help="treat lint warnings as errors")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from olmo2spec.compiler import check
+
+    status = 0
+    for spec in args.spec:
+        try:
+            checked = check(spec, args.overrides, strict=args.strict)
+        except SpecError as exc:
+            _print_diagnostics(exc.diagnostics)
+            status = EXIT_SPEC_ERROR
+            continue
+        _print_diagnostics(checked.warnings)
+        plan = checked.plan
+        print(f"ok: {spec}: {plan.recipe.name}, {plan.model.params.total:,} parameters, {len(plan.stages)} stages, "
+              f"{len(checked.warnings)} warning{'s' * (len(checked.warnings) != 1)}")
+    return status
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from olmo2spec.compiler import check
+    from olmo2spec.plan.plan import to_json
+
+    checked = check(args.spec, args.overrides, strict=args.strict)
+    if args.json:
+        sys.stdout.write(to_json(checked.plan))
+        return 0
+    _print_diagnostics(checked.warnings)
+    from olmo2spec.explain import render_plan
+
+    render_plan(checked.plan, _console())
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from olmo2spec.compiler import check
+    from olmo2spec.diff import diff_plans, render_diff
+
+    a = check(args.a, args.overrides)
+    b = check(args.b, args.overrides)
+    rows = diff_plans(a.plan, b.plan)
+    if args.json:
+        print(json.dumps([list(r) for r in rows], indent=2))
+    else:
+        render_diff(rows, args.a, args.b, _console())
+    return 1 if rows and args.exit_code else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from olmo2spec.spec.jsonschema import recipe_schema
+
+    text = json.dumps(recipe_schema(partial=args.partial), indent=2, sort_keys=True) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="olmo2spec", description="Compile OLMo 2 recipes into launch bundles.")
+    parser.add_argument("--version", action="version", version=f"olmo2spec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="check recipes: every error and warning, nothing written")
+    p.add_argument("spec", nargs="+", help="recipe files")
+    _add_spec_options(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("explain", help="print the resolved plan as tables (or --json)")
+    p.add_argument("spec", help="recipe file")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    _add_spec_options(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("diff", help="what differs between two recipes' plans, as a table")
+    p.add_argument("a", help="first recipe")
+    p.add_argument("b", help="second recipe")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--exit-code", action="store_true", help="exit 1 when the plans differ")
+    _add_spec_options(p)
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("schema", help="JSON Schema (draft 2020-12) of recipe files, for editors")
+    p.add_argument("--partial", action="store_true", help="no required keys: for fragments that are extended")
+    p.add_argument("-o", "--output", help="write to this file instead of stdout")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SpecError as exc:
+        _print_diagnostics(exc.diagnostics)
+        return EXIT_SPEC_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug in olmo2spec, not in the recipe
+        if os.environ.get("OLMO2SPEC_DEBUG"):
+            traceback.print_exc()
+        print(f"internal error: {type(exc).__name__}: {exc}\n  this is a bug in olmo2spec {__version__}; "
+              "rerun with OLMO2SPEC_DEBUG=1 for a traceback and report it", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plan -> launch bundle (jinja2 templates)."""

@@ -1,0 +1,135 @@
+"""`olmo2spec explain`: the resolved plan as tables a person reads before spending GPU-hours."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from olmo2spec.plan.mixes import MixPlan
+from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, StagePlan, TrainStagePlan
+from olmo2spec.spec.quantity import format_tokens
+
+__all__ = ["render_plan", "mix_table"]
+
+
+def _table(title: str, *columns: str, right_from: int = 1) -> Table:
+    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan")
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="right" if i >= right_from else "left")
+    return table
+
+
+def _si(n: float) -> str:
+    return f"{n:.3g}"
+
+
+def model_table(plan: Plan) -> Table:
+    m, p = plan.model, plan.model.params
+    t = _table("Model", "", "value")
+    attention = "MHA" if m.n_kv_heads == m.n_heads else f"GQA ({m.n_heads // m.n_kv_heads} q heads per kv head)"
+    rows = [
+        ("shape", f"d_model {m.d_model}, {m.n_layers} layers, {m.n_heads}/{m.n_kv_heads} heads x {m.head_dim}, "
+                  f"MLP {m.mlp_hidden}"),
+        ("attention", f"{attention}, RoPE theta {m.rope_theta:,.0f}, QK-norm {'on' if m.qk_norm else 'off'}"),
+        ("norm", f"{m.norm} RMSNorm, eps {m.norm_eps:g}"),
+        ("vocabulary", f"{plan.tokenizer.name}: {plan.tokenizer.vocab_size:,} ids, "
+                       f"{plan.tokenizer.embedding_rows:,} embedding rows"),
+        ("parameters", f"{p.total:,} ({format_tokens(p.total)})"),
+        ("non-embedding", f"{p.non_embedding:,}"),
+        ("FLOPs / token", f"{_si(m.flops_per_token)} (6 x non-embedding + attention at {m.max_seq_len})"),
+    ]
+    for row in rows:
+        t.add_row(*row)
+    t.columns[1].justify = "left"
+    return t
+
+
+def _lr(stage: TrainStagePlan | PostTrainStagePlan) -> str:
+    lr = stage.lr
+    warm = f"warmup {lr.warmup_steps:,}, " if lr.warmup_steps else ""
+    stop = "" if lr.stop_step >= lr.horizon_steps else f", stops at {lr.lr_at_stop:.3g} (truncated)"
+    return f"{lr.kind} {warm}{lr.peak:.3g} -> {lr.end:.3g} at {lr.horizon_steps:,}{stop}"
+
+
+def _shape(stage: StagePlan) -> tuple[str, str, str, str, str]:
+    if isinstance(stage, (TrainStagePlan, PostTrainStagePlan)):
+        par = stage.parallel
+        runs = len(stage.runs) if isinstance(stage, TrainStagePlan) else 1
+        tokens = format_tokens(stage.tokens) if isinstance(stage, TrainStagePlan) else f"{stage.examples:,} ex"
+        layout = (f"{par.nodes}n x {par.gpus // par.nodes}, shard {par.shard_gpus} x {par.replicate}, "
+                  f"mb {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}")
+        return str(runs), f"{stage.steps:,}", tokens, layout, f"{stage.memory.total_gib:.1f}"
+    if isinstance(stage, SoupStagePlan):
+        return str(len(stage.ingredients)), "", "", "average of " + ", ".join(stage.ingredients), ""
+    return "", "", "", "", ""
+
+
+def stages_table(plan: Plan) -> Table:
+    t = _table("Stages (dependency order)", "stage", "kind", "after", "runs", "steps", "tokens/run",
+               "layout", "GiB/GPU", "GPU-h", right_from=3)
+    for stage in plan.stages:
+        cost = getattr(stage, "cost", None)
+        t.add_row(stage.name, stage.kind, ", ".join(stage.depends_on), *_shape(stage),
+                  f"{cost.gpu_hours:,.0f}" if cost else "")
+    return t
+
+
+def schedules_table(plan: Plan) -> Table:
+    t = _table("Learning rates", "stage", "batch", "tokens/step", "schedule", right_from=1)
+    for stage in plan.stages:
+        if isinstance(stage, TrainStagePlan):
+            t.add_row(stage.name, f"{stage.batch_size} x {stage.seq_len}", f"{stage.tokens_per_step:,}", _lr(stage))
+        elif isinstance(stage, PostTrainStagePlan):
+            t.add_row(stage.name, f"{stage.batch_size} ex", "", _lr(stage))
+    t.columns[3].justify = "left"
+    return t
+
+
+def mix_table(mix: MixPlan) -> Table:
+    t = _table(f"Mix {mix.name}: {format_tokens(mix.tokens)} tokens", "source", "source tokens", "source %",
+               "mix %", "tokens", "repeats")
+    for row in mix.rows:
+        t.add_row(row.source, format_tokens(row.source_tokens), f"{row.source_pct:.2f}", f"{row.mix_pct:.2f}",
+                  format_tokens(row.tokens), f"{row.repeats:.2f}x")
+    return t
+
+
+def memory_table(plan: Plan) -> Table:
+    t = _table(f"Memory per GPU, GiB (capacity {plan.cluster.gpu_memory_gib:g})", "stage", "params", "grads",
+               "optimizer", "transient", "activations", "logits", "reserved", "total")
+    for stage in plan.stages:
+        if isinstance(stage, (TrainStagePlan, PostTrainStagePlan)):
+            m = stage.memory
+            t.add_row(stage.name, *(f"{v:.1f}" for v in (m.params_gib, m.grads_gib, m.optimizer_gib,
+                      m.transient_gib, m.activations_gib, m.logits_gib, m.reserved_gib, m.total_gib)))
+    return t
+
+
+def estimates_table(plan: Plan) -> Table:
+    e, c = plan.estimates, plan.cluster
+    t = _table("Estimates", "", "value")
+    rows = [
+        ("base tokens", f"{format_tokens(e.base_tokens)} (pretraining + mid-training, every run)"),
+        ("base FLOPs, 6ND", f"{e.base_flops_6n:.3g} ({e.base_flops_6n / 1e23:.2f} x 10^23, Table 6's convention)"),
+        ("base FLOPs, with attention", f"{e.base_flops:.3g}"),
+        ("all stages FLOPs", f"{e.total_flops:.3g}"),
+        ("GPU-hours", f"{e.gpu_hours:,.0f} at {c.mfu:.0%} MFU of {c.gpu_peak_tflops:g} TFLOP/s ({c.gpu})"),
+        ("GPU energy", f"{e.gpu_energy_mwh:,.1f} MWh at {c.gpu_power_kw:g} kW per GPU"),
+        ("facility energy", f"{e.energy_mwh:,.1f} MWh (PUE {c.pue:g})"),
+        ("CO2", f"{e.co2_tonnes:,.1f} t ({c.carbon_intensity:g} kg/kWh)"),
+        ("water", f"{e.water_kl:,.0f} kL ({c.wue:g} L/kWh)"),
+    ]
+    for row in rows:
+        t.add_row(*row)
+    t.columns[1].justify = "left"
+    return t
+
+
+def render_plan(plan: Plan, console: Console) -> None:
+    title = Text(f"{plan.recipe.name}", style="bold")
+    if plan.recipe.description:
+        title.append(f": {plan.recipe.description}", style="")
+    mixes = [mix_table(m) for m in plan.mixes.values()]
+    console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), *mixes,
+                        memory_table(plan), estimates_table(plan)))

@@ -1,0 +1,1 @@
+"""The Plan: every value of a recipe resolved, derived and explicit."""

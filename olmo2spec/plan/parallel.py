@@ -1,0 +1,73 @@
+"""Data-parallel layout of a stage: HSDP shard groups, micro-batch, gradient accumulation.
+
+torchtitan leaves `dp_shard=-1` to be inferred on the cluster; we settle every number here,
+from the memory estimate, so a recipe that cannot fit fails on a laptop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from olmo2spec.plan.memory import MemoryEstimate
+
+__all__ = ["Layout", "choose_layout", "NoFit"]
+
+
+@attrs.frozen(kw_only=True)
+class Layout:
+    shard_gpus: int
+    micro_batch: int
+    checkpointing: bool
+    memory: MemoryEstimate
+
+
+class NoFit(Exception):
+    """No layout fits; carries the smallest estimate tried, for the message."""
+
+    def __init__(self, best: MemoryEstimate, shard_gpus: int) -> None:
+        super().__init__("does not fit")
+        self.best = best
+        self.shard_gpus = shard_gpus
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def shard_candidates(gpus: int, gpus_per_node: int) -> list[int]:
+    """Shard group sizes to try, smallest first: one node, then whole numbers of nodes."""
+    within = [d for d in _divisors(gpus) if d >= min(gpus_per_node, gpus)]
+    nodes_aligned = [d for d in within if d % gpus_per_node == 0 or d == gpus]
+    return nodes_aligned or [gpus]
+
+
+def choose_layout(*, gpus: int, gpus_per_node: int, per_rank_batch: int, shard: int | str,
+                  micro_batch: int | str, checkpointing: str,
+                  estimate: Callable[[int, int, bool], MemoryEstimate]) -> Layout:
+    """Pick shard group, micro-batch and activation checkpointing; explicit choices are kept.
+
+    Rules (each "auto" is settled in this order):
+      1. shard: the smallest candidate group where anything fits.
+      2. checkpointing: off if some micro-batch fits without it, else on.
+      3. micro-batch: the largest divisor of the per-rank batch that fits.
+
+    Raises:
+        NoFit: when nothing fits.
+    """
+    shards = shard_candidates(gpus, gpus_per_node) if shard == "auto" else [int(shard)]
+    smallest: tuple[MemoryEstimate, int] | None = None
+    for group in shards:
+        ac_options = {"auto": [False, True], "none": [False], "full": [True]}[checkpointing]
+        mb_options = (sorted(_divisors(per_rank_batch), reverse=True) if micro_batch == "auto"
+                      else [int(micro_batch)])
+        for ac in ac_options:
+            for mb in mb_options:
+                mem = estimate(group, mb, ac)
+                if mem.total_gib <= mem.capacity_gib:
+                    return Layout(shard_gpus=group, micro_batch=mb, checkpointing=ac, memory=mem)
+                if smallest is None or mem.total_gib < smallest[0].total_gib:
+                    smallest = (mem, group)
+    assert smallest is not None
+    raise NoFit(*smallest)

@@ -1,0 +1,277 @@
+"""The Plan: the contract between compiler and runtime, every value resolved and explicit.
+
+Frozen attrs throughout; nothing downstream changes it. `plan.json` is `to_json(plan)`; the
+runtime reads it back with `from_json` and refuses another `PLAN_VERSION`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import cattrs
+
+from olmo2spec import __version__
+from olmo2spec.plan.counts import ParamCounts
+from olmo2spec.plan.memory import MemoryEstimate
+from olmo2spec.plan.mixes import MixPlan
+from olmo2spec.plan.schedule import LrSchedule
+from olmo2spec.spec.cluster import ClusterSpec
+from olmo2spec.spec.mixes import SourceSpec
+from olmo2spec.spec.model import ModelSpec, TokenizerSpec
+from olmo2spec.spec.recipe import RecipeInfo
+from olmo2spec.spec.training import CheckpointSpec, DataSpec, OptimizerSpec
+
+__all__ = [
+    "PLAN_VERSION", "Plan", "ModelPlan", "ClusterPlan", "ParallelPlan", "Cost", "RunPlan", "PrepareStagePlan",
+    "TrainStagePlan", "SoupStagePlan", "PostTrainStagePlan", "EvalStagePlan", "ExportStagePlan", "StagePlan",
+    "Estimates", "to_json", "from_json", "to_dict", "PlanVersionError",
+]
+
+PLAN_VERSION = 1
+"""Bumped whenever the Plan's shape changes; the runtime refuses other versions."""
+
+Hyper = int | float | str | bool | list[str]
+
+
+@attrs.frozen(kw_only=True)
+class ModelPlan(ModelSpec):
+    head_dim: int
+    """d_model / n_heads (OLMo 2: 128 at every size)."""
+    kv_dim: int
+    """n_kv_heads x head_dim: width of the k and v projections."""
+    params: ParamCounts
+    flops_per_token: int
+    """Training FLOPs per token at max_seq_len, MFU convention (6 x non-embedding + attention)."""
+
+
+@attrs.frozen(kw_only=True)
+class ClusterPlan(ClusterSpec):
+    gpu_memory_gib: float
+    """Memory per accelerator the estimates fit into."""
+    gpu_peak_tflops: float
+    """Dense BF16 peak per accelerator, the MFU denominator."""
+    total_gpus: int
+    """nodes x gpus_per_node."""
+
+
+@attrs.frozen(kw_only=True)
+class ParallelPlan:
+    nodes: int
+    gpus: int
+    """World size: every GPU is a data-parallel rank (FSDP2/HSDP, no tensor parallelism)."""
+    shard_gpus: int
+    """GPUs one FSDP shard group spans."""
+    replicate: int
+    """HSDP replicas: gpus / shard_gpus (1 means plain FSDP)."""
+    micro_batch: int
+    """Sequences per GPU per forward/backward."""
+    grad_accum: int
+    """Micro-batches per optimizer step: batch / (gpus x micro_batch)."""
+    activation_checkpointing: bool
+    compile: bool
+    mixed_precision: str
+    """'bf16' (params bf16, reduce fp32) on GPUs; 'fp32' on CPU."""
+    backend: str
+    """'nccl' on GPUs, 'gloo' on CPU."""
+
+
+@attrs.frozen(kw_only=True)
+class Cost:
+    tokens: int
+    """Tokens processed by every run of the stage together."""
+    flops: float
+    """MFU convention (attention included)."""
+    flops_6n: float
+    """6 x all parameters x tokens (Kaplan; the paper's Table 6)."""
+    gpu_hours: float
+    """flops / (peak x mfu)."""
+    wall_hours: float
+    """gpu_hours / GPUs, runs one after another."""
+    gpu_energy_kwh: float
+    """GPU-hours x power per GPU: Table 19's "Total GPU Power"."""
+    energy_kwh: float
+    """gpu_energy_kwh x PUE: what the data centre draws (section 6.5)."""
+    co2_kg: float
+    water_l: float
+
+
+@attrs.frozen(kw_only=True)
+class RunPlan:
+    name: str
+    """Job and checkpoint-directory name of this run."""
+    seed: int
+    """Data-order seed."""
+    mix: str
+    """Mix name under `Plan.mixes`."""
+
+
+@attrs.frozen(kw_only=True)
+class _StageCommon:
+    name: str
+    kind: str
+    description: str
+    depends_on: list[str]
+    """Stages that must finish first (the DAG's edges)."""
+
+
+@attrs.frozen(kw_only=True)
+class PrepareStagePlan(_StageCommon):
+    sources: list[str]
+    text_field: str
+    filters: list[str]
+
+
+@attrs.frozen(kw_only=True)
+class TrainStagePlan(_StageCommon):
+    init_from: str
+    """Run whose final checkpoint this stage loads; "" for a random init."""
+    restore_optimizer: bool
+    runs: list[RunPlan]
+    batch_size: int
+    """Sequences per optimizer step."""
+    seq_len: int
+    tokens_per_step: int
+    steps: int
+    """Optimizer steps per run."""
+    tokens: int
+    """Tokens per run: steps x tokens_per_step."""
+    mix_epochs: float
+    """Tokens per run / the mix's budget; over 1 only with repeat_mix."""
+    lr: LrSchedule
+    parallel: ParallelPlan
+    memory: MemoryEstimate
+    cost: Cost
+
+
+@attrs.frozen(kw_only=True)
+class SoupStagePlan(_StageCommon):
+    ingredients: list[str]
+    """Runs whose final checkpoints are averaged."""
+    weights: list[float]
+    """One per ingredient, summing to 1."""
+
+
+@attrs.frozen(kw_only=True)
+class PostTrainStagePlan(_StageCommon):
+    init_from: str
+    dataset: str
+    examples: int
+    epochs: int
+    batch_size: int
+    max_seq_len: int
+    steps: int
+    seed: int
+    lr: LrSchedule
+    hyperparameters: dict[str, Hyper]
+    """The kind's own settings (DPO beta, PPO clipping, ...), every one explicit."""
+    parallel: ParallelPlan
+    memory: MemoryEstimate
+    cost: Cost
+
+
+@attrs.frozen(kw_only=True)
+class EvalStagePlan(_StageCommon):
+    targets: list[str]
+    """Runs to evaluate."""
+    suite: str
+    tasks: list[str]
+
+
+@attrs.frozen(kw_only=True)
+class ExportStagePlan(_StageCommon):
+    source: str
+    """Run to export."""
+    format: str
+
+
+StagePlan = (PrepareStagePlan | TrainStagePlan | SoupStagePlan | PostTrainStagePlan | EvalStagePlan
+             | ExportStagePlan)
+_STAGE_PLANS: dict[str, type] = {
+    "prepare": PrepareStagePlan, "pretrain": TrainStagePlan, "anneal": TrainStagePlan,
+    "microanneal": TrainStagePlan, "soup": SoupStagePlan, "sft": PostTrainStagePlan,
+    "dpo": PostTrainStagePlan, "rlvr": PostTrainStagePlan, "eval": EvalStagePlan, "export": ExportStagePlan,
+}
+
+
+@attrs.frozen(kw_only=True)
+class Estimates:
+    base_tokens: int
+    """Tokens of pretraining and mid-training, every run counted (the paper's totals)."""
+    base_flops_6n: float
+    """6 x all parameters x base_tokens: the paper's Table 6 convention."""
+    base_flops: float
+    """Base FLOPs with attention, MFU convention."""
+    total_flops: float
+    """Every stage, post-training included (post-training at full sequence length: an upper bound)."""
+    gpu_hours: float
+    gpu_energy_mwh: float
+    """Before PUE, comparable with Table 19's "Total GPU Power"."""
+    energy_mwh: float
+    """After PUE."""
+    co2_tonnes: float
+    water_kl: float
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    version: int
+    olmo2spec_version: str
+    recipe: RecipeInfo
+    model: ModelPlan
+    tokenizer: TokenizerSpec
+    optimizer: OptimizerSpec
+    data: DataSpec
+    checkpoint: CheckpointSpec
+    cluster: ClusterPlan
+    sources: dict[str, SourceSpec]
+    mixes: dict[str, MixPlan]
+    stages: list[StagePlan]
+    estimates: Estimates
+
+    def stage(self, name: str) -> StagePlan:
+        """The stage called `name`.
+
+        Raises:
+            KeyError: when there is none.
+        """
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+
+class PlanVersionError(ValueError):
+    """plan.json was written by an incompatible olmo2spec."""
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(StagePlan, lambda d, _t: _converter.structure(d, _STAGE_PLANS[d["kind"]]))
+_converter.register_structure_hook(Hyper, lambda v, _t: v)
+_converter.register_structure_hook(int | str, lambda v, _t: v)
+_converter.register_structure_hook(float | str, lambda v, _t: v)
+
+
+def to_dict(plan: Plan) -> dict[str, Any]:
+    return _converter.unstructure(plan)  # type: ignore[no-any-return]
+
+
+def to_json(plan: Plan) -> str:
+    """Deterministic JSON: sorted keys, fixed float repr, trailing newline."""
+    return json.dumps(to_dict(plan), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+
+
+def from_json(text: str) -> Plan:
+    """Read plan.json.
+
+    Raises:
+        PlanVersionError: when the plan was written for another plan version.
+    """
+    data = json.loads(text)
+    if data.get("version") != PLAN_VERSION:
+        raise PlanVersionError(
+            f"plan version {data.get('version')!r} (olmo2spec {data.get('olmo2spec_version')}) is not "
+            f"{PLAN_VERSION} (olmo2spec {__version__}); rebuild the bundle with this olmo2spec, or install the "
+            f"version that built it")
+    return _converter.structure(data, Plan)

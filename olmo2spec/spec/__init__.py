@@ -1,0 +1,1 @@
+"""The recipe language: TOML files -> composed tree -> typed `Recipe` -> checks and lint."""

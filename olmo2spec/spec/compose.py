@@ -1,0 +1,281 @@
+"""Reading recipe files and composing them: `extends`, `include`, and `--set` overrides.
+
+Every value keeps the file, line and column it was written at, so an error in an extended
+or included fragment points into that fragment. Merge rules (DESIGN.md): tables merge,
+scalars and lists replace, `[[stages]]` merge by `name`; the file itself wins over its
+includes, which win over the file it extends.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Sequence
+from pathlib import Path as FsPath
+from typing import Any
+
+import attrs
+
+from olmo2spec.spec.diagnostics import Diagnostic, Location, Path, Severity, SpecError
+from olmo2spec.spec.positions import Positions, scan_positions
+
+__all__ = ["Origin", "Composed", "compose", "parse_override", "display_path"]
+
+_TOML_ERROR_AT = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
+
+
+@attrs.frozen
+class Origin:
+    """Where a value was written: its key and its value."""
+
+    key: Location
+    value: Location
+
+
+@attrs.frozen
+class Composed:
+    """A recipe after composition: a plain TOML tree and the origin of every path in it."""
+
+    data: dict[str, Any]
+    origins: dict[Path, Origin]
+    files: tuple[str, ...]
+    """Every file read, in the order read (for hashing and error messages)."""
+
+    def locate(self, path: Path, *, at_key: bool = False) -> Location | None:
+        """Location of `path`, or of its nearest ancestor that has one."""
+        for n in range(len(path), -1, -1):
+            origin = self.origins.get(path[:n])
+            if origin is not None:
+                return origin.key if (at_key or n < len(path)) else origin.value
+        return None
+
+
+# -- located trees: values wrapped with their origin while merging ------------------------
+class _LDict(dict[str, Any]):
+    origin: Origin | None = None
+
+
+class _LList(list[Any]):
+    origin: Origin | None = None
+
+
+@attrs.frozen
+class _Leaf:
+    value: Any
+    origin: Origin | None
+
+
+def _wrap(value: Any, path: Path, origin_of: Any) -> Any:
+    origin = origin_of(path)
+    if isinstance(value, dict):
+        out = _LDict({k: _wrap(v, path + (k,), origin_of) for k, v in value.items()})
+        out.origin = origin
+        return out
+    if isinstance(value, list):
+        items = _LList(_wrap(v, path + (i,), origin_of) for i, v in enumerate(value))
+        items.origin = origin
+        return items
+    return _Leaf(value, origin)
+
+
+def _unwrap(node: Any, path: Path, origins: dict[Path, Origin]) -> Any:
+    origin = getattr(node, "origin", None)
+    if origin is not None:
+        origins[path] = origin
+    if isinstance(node, dict):
+        return {k: _unwrap(v, path + (k,), origins) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_unwrap(v, path + (i,), origins) for i, v in enumerate(node)]
+    return node.value
+
+
+def _merge(base: Any, over: Any, path: Path) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = _LDict(base)
+        out.origin = getattr(base, "origin", None) or getattr(over, "origin", None)
+        for key, value in over.items():
+            out[key] = _merge(base[key], value, path + (key,)) if key in base else value
+        return out
+    if path == ("stages",) and isinstance(base, list) and isinstance(over, list):
+        return _merge_stages(base, over)
+    return over
+
+
+def _stage_name(stage: Any) -> Any:
+    if isinstance(stage, dict) and isinstance(stage.get("name"), _Leaf):
+        return stage["name"].value
+    return None
+
+
+def _merge_stages(base: list[Any], over: list[Any]) -> _LList:
+    out = _LList(base)
+    out.origin = getattr(over, "origin", None) or getattr(base, "origin", None)
+    for stage in over:
+        name = _stage_name(stage)
+        match = [i for i, s in enumerate(out) if name is not None and _stage_name(s) == name]
+        if match:
+            out[match[0]] = _merge(out[match[0]], stage, ("stages", match[0]))
+        else:
+            out.append(stage)
+    return out
+
+
+# -- files ----------------------------------------------------------------------------------
+def display_path(path: FsPath) -> str:
+    """A path as users typed it: relative to the working directory when inside it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if rel.startswith("..") else rel
+
+
+class _Composer:
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+        self.files: list[str] = []
+
+    def error(self, code: str, field: str, message: str, hint: str, at: Location | None) -> None:
+        self.diagnostics.append(Diagnostic(code, Severity.ERROR, field, message, hint, at))
+
+    def read(self, path: FsPath, stack: Sequence[FsPath], at: Location | None) -> _LDict | None:
+        shown = display_path(path)
+        if path in stack:
+            chain = " -> ".join(display_path(p) for p in [*stack, path])
+            self.error("E003", "", f"recipe files extend or include each other in a cycle: {chain}",
+                       "remove one of the `extends`/`include` entries in the cycle", at)
+            return None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            self.error("E002", "", f"file not found: {shown}",
+                       "paths in `extends` and `include` are relative to the file naming them", at)
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self.error("E002", "", f"cannot read {shown}: {exc}", "", at)
+            return None
+        self.files.append(shown)
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            self.toml_error(shown, str(exc))
+            return None
+        positions = scan_positions(text)
+        tree = _wrap(raw, (), lambda p: _origin(shown, positions, p))
+        return self.compose_tree(tree, path, [*stack, path])
+
+    def toml_error(self, shown: str, message: str) -> None:
+        m = _TOML_ERROR_AT.match(message)
+        at = Location(shown, int(m["line"]), int(m["col"])) if m else Location(shown, 1, 1)
+        text = m["msg"] if m else message
+        self.error("E001", "", f"invalid TOML: {text}",
+                   "see https://toml.io for the syntax; strings need quotes", at)
+
+    def compose_tree(self, tree: _LDict, path: FsPath, stack: list[FsPath]) -> _LDict:
+        extends = tree.pop("extends", None)
+        include = tree.pop("include", None)
+        result = _LDict()
+        for ref in self.references(extends, include):
+            part = self.read(path.parent / ref.value, stack, ref.origin.value if ref.origin else None)
+            if part is not None:
+                result = _merge(result, part, ())
+        merged: _LDict = _merge(result, tree, ())
+        return merged
+
+    def references(self, extends: Any, include: Any) -> Iterator[_Leaf]:
+        if extends is not None:
+            if isinstance(extends, _Leaf) and isinstance(extends.value, str):
+                yield extends
+            else:
+                self.bad_reference("extends", extends, "a file name, e.g. extends = \"base/olmo2.toml\"")
+        if include is not None:
+            if not isinstance(include, list):
+                self.bad_reference("include", include, "a list, e.g. include = [\"mixes/a.toml\"]")
+                return
+            for item in include:
+                if isinstance(item, _Leaf) and isinstance(item.value, str):
+                    yield item
+                else:
+                    self.bad_reference("include", item, "a list of file names")
+
+    def bad_reference(self, key: str, node: Any, expected: str) -> None:
+        origin = getattr(node, "origin", None)
+        self.error("E012", key, f"expected {expected}", "", origin.value if origin else None)
+
+
+def _origin(file: str, positions: Positions, path: Path) -> Origin | None:
+    key = positions.find(path, at_key=True)
+    value = positions.find(path)
+    if key is None or value is None:
+        return None
+    return Origin(Location(file, *key), Location(file, *value))
+
+
+# -- overrides ------------------------------------------------------------------------------
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """`stages.pretrain.batch_size=512` -> (("stages", "pretrain", "batch_size"), 512).
+
+    The value is read as a TOML value (so `--set model.norm="pre"` and `--set seeds=[1,2]`
+    work); a bare word that is not valid TOML is taken as a string.
+
+    Raises:
+        ValueError: when there is no `=` or the key is empty.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return tuple(part.strip() for part in key.strip().split(".")), parsed
+
+
+def _apply_override(composer: _Composer, tree: _LDict, index: int, text: str) -> None:
+    at = Location("--set", index, 1)
+    origin = Origin(at, at)
+    try:
+        keys, value = parse_override(text)
+    except ValueError as exc:
+        composer.error("E070", "", f"bad --set: {exc}", "write --set stages.pretrain.lr.peak=4e-4", at)
+        return
+    node: Any = tree
+    for key in keys[:-1]:
+        if isinstance(node, list):  # stages are addressed by name
+            named = [s for s in node if _stage_name(s) == key]
+            if not named:
+                names = ", ".join(str(_stage_name(s)) for s in node)
+                composer.error("E070", ".".join(keys), f"no stage named {key!r} (stages: {names})", "", at)
+                return
+            node = named[0]
+            continue
+        child = node.get(key)
+        if not isinstance(child, (dict, list)):
+            child = _LDict()
+            child.origin = origin
+            node[key] = child
+        node = child
+    if not isinstance(node, dict):
+        composer.error("E070", ".".join(keys), "cannot set a whole stage; name a field of it", "", at)
+        return
+    node[keys[-1]] = _wrap(value, (), lambda _p: origin)
+
+
+def compose(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Composed:
+    """Read a recipe, follow `extends`/`include`, apply `--set` overrides.
+
+    Raises:
+        SpecError: with every problem found, when a file is missing, unreadable, not TOML,
+            or part of a cycle.
+    """
+    composer = _Composer()
+    tree = composer.read(FsPath(path).absolute(), [], None)
+    if tree is not None:
+        for index, text in enumerate(overrides, start=1):
+            _apply_override(composer, tree, index, text)
+    if composer.diagnostics or tree is None:
+        raise SpecError(composer.diagnostics)
+    origins: dict[Path, Origin] = {}
+    data = _unwrap(tree, (), origins)
+    return Composed(data, origins, tuple(composer.files))

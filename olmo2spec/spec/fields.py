@@ -1,0 +1,92 @@
+"""Field helpers: every spec key carries its documentation, and checks sit next to it.
+
+Validators are attrs validators (`(instance, attribute, value) -> None`), built by small
+factories in the style of `attrs.validators`. They are switched off while cattrs builds the
+objects and run afterwards by `structure.validate_all`, so that every failure is reported
+rather than only the first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection
+from typing import Any
+
+import attrs
+
+__all__ = [
+    "doc", "SpecValueError", "positive", "non_negative", "in_range", "one_of", "safe_name",
+    "unit_interval", "each", "SAFE_NAME",
+]
+
+SAFE_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+_SAFE_NAME = re.compile(SAFE_NAME)
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+class SpecValueError(ValueError):
+    """A value broke a rule; carries the error code and a hint for the fix."""
+
+    def __init__(self, message: str, hint: str = "", code: str = "E013") -> None:
+        super().__init__(message)
+        self.hint = hint
+        self.code = code
+
+
+def doc(text: str, *, default: Any = attrs.NOTHING, validator: Validator | list[Validator] | None = None,
+        factory: Callable[[], Any] | None = None, key: str | None = None) -> Any:
+    """An attrs field with its documentation (shown by `olmo2spec schema`) and checks."""
+    metadata = {"doc": text}
+    if key is not None:
+        metadata["key"] = key  # the TOML key, when it is a Python keyword (`from`)
+    if factory is not None:
+        return attrs.field(factory=factory, validator=validator, metadata=metadata)
+    return attrs.field(default=default, validator=validator, metadata=metadata)
+
+
+def positive(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not value > 0:
+        raise SpecValueError(f"must be greater than 0 (got {value!r})")
+
+
+def non_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and value < 0:
+        raise SpecValueError(f"must not be negative (got {value!r})")
+
+
+def unit_interval(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not 0 <= value <= 1:
+        raise SpecValueError(f"must be between 0 and 1 (got {value!r})")
+
+
+def in_range(low: float, high: float) -> Validator:
+    def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None and not low <= value <= high:
+            raise SpecValueError(f"must be between {low:g} and {high:g} (got {value!r})")
+    return check
+
+
+def one_of(choices: Collection[Any]) -> Validator:
+    def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices)
+            raise SpecValueError(f"must be one of {listed} (got {value!r})")
+    return check
+
+
+def safe_name(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """Names reach file names and job names in the bundle, so they stay in a safe set."""
+    if value is not None and not _SAFE_NAME.match(value):
+        raise SpecValueError(
+            f"{value!r} is not a valid name",
+            "use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        )
+
+
+def each(check: Validator) -> Validator:
+    """Apply `check` to every element of a list or every value of a table."""
+    def check_all(inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+        items = value.values() if isinstance(value, dict) else value
+        for item in items or ():
+            check(inst, attr, item)
+    return check_all

@@ -1,0 +1,226 @@
+"""Cross-field rules on a structured recipe: shapes that must agree, names that must exist.
+
+Rules that need resolved numbers (steps, batch layout, memory) live in `plan/resolve.py`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from olmo2spec.spec.diagnostics import Path, Reporter
+from olmo2spec.spec.recipe import Recipe
+from olmo2spec.spec.stages import (
+    AnnealStage,
+    EvalStage,
+    ExportStage,
+    MicroannealStage,
+    PostTrainStage,
+    PrepareStage,
+    PretrainStage,
+    SoupStage,
+    StageSpec,
+    TrainStage,
+)
+
+__all__ = ["check_rules", "stage_order", "parents", "CHECKPOINT_KINDS", "TRAIN_KINDS"]
+
+CHECKPOINT_KINDS = ("pretrain", "anneal", "microanneal", "soup", "sft", "dpo", "rlvr")
+"""Stages that leave a model checkpoint behind."""
+TRAIN_KINDS = ("pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr")
+"""Stages with a learning-rate schedule."""
+
+
+def _did_you_mean(name: str, known: Iterable[str], what: str) -> str:
+    known = list(known)
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"declared {what}: {', '.join(known)}" if known else f"no {what} are declared"
+
+
+def check_model(recipe: Recipe, report: Reporter) -> None:
+    m, tok = recipe.model, recipe.tokenizer
+    if m.d_model % m.n_heads:
+        report.error("E020", ("model", "n_heads"), f"n_heads {m.n_heads} does not divide d_model {m.d_model}",
+                     f"pick n_heads so that d_model / n_heads is a whole head_dim, e.g. {m.d_model // 128 or 1}")
+        return
+    head_dim = m.d_model // m.n_heads
+    if m.n_heads % m.n_kv_heads:
+        report.error("E021", ("model", "n_kv_heads"),
+                     f"n_kv_heads {m.n_kv_heads} does not divide n_heads {m.n_heads}",
+                     "each key/value head serves a whole group of query heads (GQA); use a divisor of n_heads")
+    if head_dim % 2:
+        report.error("E022", ("model", "n_heads"), f"head_dim d_model / n_heads = {head_dim} is odd",
+                     "RoPE rotates pairs of dimensions; choose n_heads so head_dim is even (OLMo 2: 128)")
+    if tok.embedding_rows < tok.vocab_size:
+        report.error("E023", ("tokenizer", "embedding_rows"),
+                     f"embedding_rows {tok.embedding_rows} is smaller than vocab_size {tok.vocab_size}",
+                     f"use at least {tok.vocab_size}, rounded up to a multiple of 128: "
+                     f"{-(-tok.vocab_size // 128) * 128}")
+    for key in ("eos_id", "pad_id"):
+        if getattr(tok, key) >= tok.vocab_size:
+            report.error("E024", ("tokenizer", key), f"{key} {getattr(tok, key)} is outside the vocabulary "
+                         f"(vocab_size {tok.vocab_size})", "special-token ids must be below vocab_size")
+
+
+def check_mixes(recipe: Recipe, report: Reporter) -> None:
+    for name, mix in recipe.mixes.items():
+        path: Path = ("mixes", name)
+        if bool(mix.source_pct) == bool(mix.mix_pct):
+            report.error("E053", path, "a mix needs exactly one of `source_pct` and `mix_pct`",
+                         "give source % per source like Table 13, or mix % with a `tokens` budget", at_key=True)
+        if mix.mix_pct and mix.tokens is None:
+            report.error("E053", path + ("mix_pct",), "a mix given by mix % needs a token budget",
+                         "add tokens = \"50B\" to the mix", at_key=True)
+        for column in ("source_pct", "mix_pct", "allow_repeats"):
+            entries = getattr(mix, column)
+            for source in entries:
+                if source not in recipe.sources:
+                    report.error("E050", path + (column, source), f"unknown source {source!r}",
+                                 _did_you_mean(source, recipe.sources, "sources"), at_key=column != "allow_repeats")
+        for source, share in mix.source_pct.items():
+            if share.percent > 100 and not share.repeats_declared:
+                report.error("E051", path + ("source_pct", source),
+                             f"source % {share.percent:g} uses {source!r} {share.percent / 100:g} times",
+                             f"repeats must be declared: write {source} = \"{share.percent / 100:g}x\"")
+
+
+def _check_ref(name: str | None, path: Path, stage_index: dict[str, int], here: int, kinds: tuple[str, ...],
+               recipe: Recipe, report: Reporter, what: str) -> None:
+    if name is None:
+        return
+    if name not in stage_index:
+        report.error("E040", path, f"no stage named {name!r}", _did_you_mean(name, stage_index, "stages"))
+    elif stage_index[name] == here:
+        report.error("E041", path, f"{what} names the stage itself", "name the stage it starts from")
+    elif recipe.stages[stage_index[name]].kind not in kinds:
+        found = recipe.stages[stage_index[name]].kind
+        report.error("E043", path, f"{what} {name!r} is a {found} stage, which leaves no usable result here",
+                     f"name a stage of kind {', '.join(kinds)}")
+
+
+def parents(stage: StageSpec) -> list[str]:
+    """Names of the stages `stage` waits for: its `from` and its soup ingredients."""
+    names = [stage.from_] if stage.from_ else []
+    if isinstance(stage, SoupStage):
+        names += [n for n in stage.ingredients if n not in names]
+    return names
+
+
+def stage_order(recipe: Recipe) -> tuple[list[int], list[str]]:
+    """Stage indices in dependency order (written order among equals), and a cycle if any.
+
+    Stages merge in from fragments in any order, so position in the file does not matter;
+    only the DAG does.
+    """
+    index = {s.name: i for i, s in reversed(list(enumerate(recipe.stages)))}
+    deps = [[index[p] for p in parents(s) if p in index and index[p] != i] for i, s in enumerate(recipe.stages)]
+    order: list[int] = []
+    placed: set[int] = set()
+    while len(order) < len(deps):
+        ready = [i for i in range(len(deps)) if i not in placed and all(d in placed for d in deps[i])]
+        if not ready:
+            return order, _find_cycle(recipe, deps, placed)
+        order.append(ready[0])
+        placed.add(ready[0])
+    return order, []
+
+
+def _find_cycle(recipe: Recipe, deps: list[list[int]], placed: set[int]) -> list[str]:
+    start = min(i for i in range(len(deps)) if i not in placed)
+    seen: list[int] = []
+    node = start
+    while node not in seen:
+        seen.append(node)
+        node = next(d for d in deps[node] if d not in placed)
+    cycle = seen[seen.index(node):] + [node]
+    return [recipe.stages[i].name for i in cycle]
+
+
+def _from_kinds(stage: StageSpec) -> tuple[str, ...]:
+    if isinstance(stage, PretrainStage):
+        return ("prepare",)  # data dependency only; pretraining starts from a random init
+    if isinstance(stage, PrepareStage):
+        return ("prepare",)
+    return CHECKPOINT_KINDS
+
+
+def check_stages(recipe: Recipe, report: Reporter) -> None:
+    stage_index: dict[str, int] = {}
+    for i, stage in enumerate(recipe.stages):
+        if stage.name in stage_index:
+            report.error("E042", ("stages", i, "name"), f"stage name {stage.name!r} is used twice",
+                         "give every stage its own name")
+        else:
+            stage_index[stage.name] = i
+    for i, stage in enumerate(recipe.stages):
+        path: Path = ("stages", i)
+        _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`")
+        needs_from = (AnnealStage, MicroannealStage, PostTrainStage, EvalStage, ExportStage)
+        if isinstance(stage, needs_from) and stage.from_ is None:
+            report.error("E011", path + ("from",), f"a {stage.kind} stage needs `from`",
+                         "name the stage whose checkpoint it starts from", at_key=True)
+        if isinstance(stage, SoupStage):
+            if not stage.ingredients:
+                report.error("E011", path + ("ingredients",), "a soup needs at least one ingredient", at_key=True)
+            for j, name in enumerate(stage.ingredients):
+                _check_ref(name, path + ("ingredients", j), stage_index, i, CHECKPOINT_KINDS, recipe, report,
+                           "ingredient")
+        if isinstance(stage, TrainStage):
+            check_train_stage(stage, path, recipe, report)
+        if isinstance(stage, PrepareStage):
+            for j, source in enumerate(stage.sources):
+                if source not in recipe.sources:
+                    report.error("E050", path + ("sources", j), f"unknown source {source!r}",
+                                 _did_you_mean(source, recipe.sources, "sources"))
+
+
+def check_cycles(recipe: Recipe, report: Reporter) -> None:
+    _order, cycle = stage_order(recipe)
+    if cycle:
+        first = next(i for i, s in enumerate(recipe.stages) if s.name == cycle[0])
+        report.error("E041", ("stages", first), f"the stages depend on each other in a cycle: {' -> '.join(cycle)}",
+                     "a stage can only start from stages that finish before it; break the cycle", at_key=True)
+
+
+def check_train_stage(stage: TrainStage, path: Path, recipe: Recipe, report: Reporter) -> None:
+    if stage.seq_len is not None and stage.seq_len > recipe.model.max_seq_len:
+        report.error("E025", path + ("seq_len",), f"seq_len {stage.seq_len} exceeds model.max_seq_len "
+                     f"{recipe.model.max_seq_len}", "raise model.max_seq_len or shorten the stage's sequences")
+    if isinstance(stage, (PretrainStage, AnnealStage)):
+        if stage.mix not in recipe.mixes:
+            report.error("E050", path + ("mix",), f"unknown mix {stage.mix!r}",
+                         _did_you_mean(stage.mix, recipe.mixes, "mixes"))
+        if (stage.tokens is None) == (stage.steps is None):
+            report.error("E033", path, "give exactly one of `tokens` and `steps`",
+                         "e.g. tokens = \"50B\"; steps follow from the batch size", at_key=True)
+    if isinstance(stage, AnnealStage):
+        if not stage.seeds:
+            report.error("E035", path + ("seeds",), "an anneal needs at least one data-order seed",
+                         "e.g. seeds = [42, 42069, 666]")
+        if len(set(stage.seeds)) != len(stage.seeds):
+            report.error("E035", path + ("seeds",), f"seeds repeat: {stage.seeds}",
+                         "ingredients with the same seed see the same data order; use distinct seeds")
+    if isinstance(stage, MicroannealStage):
+        for j, candidate in enumerate(stage.candidates):
+            for k, source in enumerate(candidate):
+                if source not in recipe.sources:
+                    report.error("E050", path + ("candidates", j, k), f"unknown source {source!r}",
+                                 _did_you_mean(source, recipe.sources, "sources"))
+        if stage.general not in recipe.sources:
+            report.error("E050", path + ("general",), f"unknown source {stage.general!r}",
+                         _did_you_mean(stage.general, recipe.sources, "sources"))
+        if not stage.candidates:
+            report.error("E011", path + ("candidates",), "a microanneal needs at least one candidate",
+                         at_key=True)
+        if not 0 < stage.candidate_share < 1:
+            report.error("E013", path + ("candidate_share",), "must be between 0 and 1, exclusive "
+                         f"(got {stage.candidate_share!r})", "the paper used 0.1 to 0.5")
+
+
+def check_rules(recipe: Recipe, report: Reporter) -> None:
+    check_model(recipe, report)
+    check_mixes(recipe, report)
+    check_stages(recipe, report)
+    check_cycles(recipe, report)

@@ -1,0 +1,59 @@
+"""`[optimizer]`, `[data]` and `[checkpoint]`: how every training stage optimises and reads."""
+
+from __future__ import annotations
+
+import attrs
+
+from olmo2spec.spec.fields import doc, non_negative, one_of, positive, unit_interval
+
+__all__ = ["OptimizerSpec", "DataSpec", "CheckpointSpec"]
+
+
+def _two_betas(_inst: object, _attr: object, value: list[float]) -> None:
+    from olmo2spec.spec.fields import SpecValueError
+
+    if len(value) != 2 or not all(0 <= b < 1 for b in value):
+        raise SpecValueError(f"must be two numbers in [0, 1) (got {value!r})", "e.g. betas = [0.9, 0.95]")
+
+
+@attrs.frozen(kw_only=True)
+class OptimizerSpec:
+    """AdamW as OLMo 2 uses it (section 3.4, Table 3)."""
+
+    name: str = doc("Optimizer; only 'adamw' is supported.", default="adamw", validator=one_of(("adamw",)))
+    betas: list[float] = doc("Adam (beta1, beta2).", factory=lambda: [0.9, 0.95], validator=_two_betas)
+    eps: float = doc("Adam epsilon (section 3.4.1: 1e-8 lowers gradient-norm spikes).", default=1e-8,
+                     validator=positive)
+    weight_decay: float = doc("Decoupled weight decay.", default=0.1, validator=non_negative)
+    decay_embeddings: bool = doc("Apply weight decay to the token embedding (OLMo 2: no, section 3.4.2).",
+                                 default=False)
+    decay_norms: bool = doc("Apply weight decay to norm weights (OLMo 2: yes).", default=True)
+    grad_clip: float = doc("Clip the global gradient norm to this value.", default=1.0, validator=positive)
+    z_loss: float = doc("Weight of the z-loss, 1e-5 x logsumexp^2 (section 3.3.3, Table 1).", default=1e-5,
+                        validator=non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class DataSpec:
+    """How token files are read at train time."""
+
+    root: str = doc("Where `${DATA_ROOT}` in source paths points when the bundle runs; "
+                    "'env' reads the DATA_ROOT environment variable.", default="env")
+    ngram_masking: bool = doc("Mask the labels of instances with a repeated n-gram run (section 3.1).",
+                              default=True)
+    ngram_max_period: int = doc("Longest n-gram period checked by the masking.", default=13, validator=positive)
+    ngram_min_repeats: int = doc("Repeats in a row that trigger the masking.", default=32, validator=positive)
+    instance_filter_warn_share: float = doc(
+        "Warn when more than this share of instances is masked.", default=0.01, validator=unit_interval)
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointSpec:
+    """Checkpoint policy for every training stage; retention is explicit, nothing is deleted silently."""
+
+    every_steps: int = doc("Save a checkpoint every this many steps (and at the end).", default=1000,
+                           validator=positive)
+    keep_last: int = doc("Temporary checkpoints kept; older ones are deleted.", default=3, validator=positive)
+    permanent_every: int = doc("Every this many steps a checkpoint is kept forever (0: none).", default=10000,
+                               validator=non_negative)
+    async_save: bool = doc("Save in the background while training continues.", default=True)
