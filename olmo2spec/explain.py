@@ -6,7 +6,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from olmo2spec.plan.mixes import MixPlan
+from olmo2spec.plan.mixes import MixPlan, MixRow
 from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, StagePlan, TrainStagePlan
 from olmo2spec.spec.quantity import format_tokens
 
@@ -61,7 +61,8 @@ def _shape(stage: StagePlan) -> tuple[str, str, str, str, str]:
                   f"mb {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}")
         return str(runs), f"{stage.steps:,}", tokens, layout, f"{stage.memory.total_gib:.1f}"
     if isinstance(stage, SoupStagePlan):
-        return str(len(stage.ingredients)), "", "", "average of " + ", ".join(stage.ingredients), ""
+        weights = "uniform" if len(set(stage.weights)) == 1 else "weighted"
+        return str(len(stage.ingredients)), "", "", f"{weights} average of {len(stage.ingredients)} runs", ""
     return "", "", "", "", ""
 
 
@@ -71,8 +72,13 @@ def stages_table(plan: Plan) -> Table:
     for stage in plan.stages:
         cost = getattr(stage, "cost", None)
         t.add_row(stage.name, stage.kind, ", ".join(stage.depends_on), *_shape(stage),
-                  f"{cost.gpu_hours:,.0f}" if cost else "")
+                  _hours(cost.gpu_hours) if cost else "")
+    t.columns[6].justify = "left"
     return t
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"
 
 
 def schedules_table(plan: Plan) -> Table:
@@ -89,10 +95,16 @@ def schedules_table(plan: Plan) -> Table:
 def mix_table(mix: MixPlan) -> Table:
     t = _table(f"Mix {mix.name}: {format_tokens(mix.tokens)} tokens", "source", "source tokens", "source %",
                "mix %", "tokens", "repeats")
-    for row in mix.rows:
-        t.add_row(row.source, format_tokens(row.source_tokens), f"{row.source_pct:.2f}", f"{row.mix_pct:.2f}",
-                  format_tokens(row.tokens), f"{row.repeats:.2f}x")
+    for i, row in enumerate(mix.rows):
+        t.add_row(*_mix_cells(row), end_section=bool(mix.groups) and i == len(mix.rows) - 1)
+    for row in mix.groups:  # subtotals, below a rule
+        t.add_row(*_mix_cells(row), style="italic")
     return t
+
+
+def _mix_cells(row: MixRow) -> tuple[str, ...]:
+    return (row.source, format_tokens(row.source_tokens), f"{row.source_pct:.2f}", f"{row.mix_pct:.2f}",
+            format_tokens(row.tokens), f"{row.repeats:.2f}x")
 
 
 def memory_table(plan: Plan) -> Table:

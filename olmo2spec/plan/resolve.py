@@ -73,6 +73,7 @@ class _Resolver:
         self.gpu = GPUS[recipe.cluster.gpu]
         self.counts = count_params(recipe.model, recipe.tokenizer)
         self.sizes: dict[str, int] = {name: int(s.tokens) for name, s in recipe.sources.items()}
+        self.groups = {name: s.group for name, s in recipe.sources.items() if s.group}
         self.mixes: dict[str, MixPlan] = {}
         self.done: dict[str, StagePlan] = {}
 
@@ -105,9 +106,9 @@ class _Resolver:
                 continue  # reported by the rules
             if mix.source_pct:
                 pct = {s: share.percent for s, share in mix.source_pct.items()}
-                self.mixes[name] = mix_from_source_pct(name, mix.description, pct, self.sizes)
+                self.mixes[name] = mix_from_source_pct(name, mix.description, pct, self.sizes, self.groups)
             elif mix.mix_pct and mix.tokens is not None:
-                plan = mix_from_mix_pct(name, mix.description, mix.mix_pct, mix.tokens, self.sizes)
+                plan = mix_from_mix_pct(name, mix.description, mix.mix_pct, mix.tokens, self.sizes, self.groups)
                 for row in plan.rows:
                     if row.source_pct > 100 + 1e-9 and row.source not in mix.allow_repeats:
                         self.report.error(
@@ -282,7 +283,7 @@ class _Resolver:
             pct = {s: 100 * repeats for s in candidate}
             pct[stage.general] = 100 * general / self.sizes[stage.general]
             name = f"{stage.name}-{j}"
-            self.mixes[name] = mix_from_source_pct(name, f"microanneal candidate {slug}", pct, self.sizes)
+            self.mixes[name] = mix_from_source_pct(name, f"microanneal candidate {slug}", pct, self.sizes, self.groups)
             runs.append(RunPlan(name=name, seed=stage.seed or self.recipe.recipe.seed, mix=name))
             names.append(name)
         return runs, names, stage.tokens
