@@ -78,8 +78,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     from olmo2spec.compiler import check
     from olmo2spec.diff import diff_plans, render_diff
 
-    a = check(args.a, args.overrides)
-    b = check(args.b, args.overrides)
+    a = check(args.a, [*args.overrides, *args.set_a])
+    b = check(args.b, [*args.overrides, *args.set_b])
     rows = diff_plans(a.plan, b.plan)
     if args.json:
         print(json.dumps([list(r) for r in rows], indent=2))
@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", help="second recipe")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--exit-code", action="store_true", help="exit 1 when the plans differ")
+    p.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE", help="override in A only")
+    p.add_argument("--set-b", action="append", default=[], metavar="KEY=VALUE",
+                   help="override in B only: diff X X --set-b stages.pretrain.lr.peak=4e-4 shows what it changes")
     _add_spec_options(p)
     p.set_defaults(func=cmd_diff)
 

@@ -108,13 +108,16 @@ def _mix_cells(row: MixRow) -> tuple[str, ...]:
 
 
 def memory_table(plan: Plan) -> Table:
-    t = _table(f"Memory per GPU, GiB (capacity {plan.cluster.gpu_memory_gib:g})", "stage", "params", "grads",
-               "optimizer", "transient", "activations", "logits", "reserved", "total")
+    t = _table(f"Memory per GPU, GiB (capacity {plan.cluster.gpu_memory_gib:g}; activations with the chosen "
+               "setting, and without / with checkpointing)", "stage", "params", "grads", "optimizer", "transient",
+               "activations", "no AC / AC", "logits", "reserved", "total")
     for stage in plan.stages:
         if isinstance(stage, (TrainStagePlan, PostTrainStagePlan)):
             m = stage.memory
+            both = f"{m.activations_no_ac_gib:.1f} / {m.activations_full_ac_gib:.1f}"
             t.add_row(stage.name, *(f"{v:.1f}" for v in (m.params_gib, m.grads_gib, m.optimizer_gib,
-                      m.transient_gib, m.activations_gib, m.logits_gib, m.reserved_gib, m.total_gib)))
+                      m.transient_gib, m.activations_gib)), both,
+                      *(f"{v:.1f}" for v in (m.logits_gib, m.reserved_gib, m.total_gib)))
     return t
 
 

@@ -32,7 +32,11 @@ class MemoryEstimate:
     transient_gib: float
     """Unsharded working copies: the block being computed and the one prefetched, and their grads."""
     activations_gib: float
-    """Saved for backward at this micro-batch and checkpointing setting."""
+    """Saved for backward at this micro-batch and the chosen checkpointing setting."""
+    activations_no_ac_gib: float
+    """What activations would take without activation checkpointing."""
+    activations_full_ac_gib: float
+    """What activations would take with every block checkpointed."""
     logits_gib: float
     """Output logits, their fp32 upcast for the loss, and its gradient."""
     reserved_gib: float
@@ -69,14 +73,16 @@ def estimate_memory(*, model: ModelSpec, counts: ParamCounts, gpu: Gpu, seq_len:
     transient = (2 * compute_bytes + 4) * largest_unit  # current + prefetched copy, plus its fp32 grad
     tokens = micro_batch * seq_len
     per_block = _activation_elements_per_token(model) * compute_bytes * tokens
-    if checkpointing:  # keep each block's input, recompute one block at a time
-        activations = model.n_layers * model.d_model * compute_bytes * tokens + per_block
-    else:
-        activations = model.n_layers * per_block
+    without = model.n_layers * per_block
+    # checkpointing keeps each block's input and recomputes one block at a time
+    with_ac = model.n_layers * model.d_model * compute_bytes * tokens + per_block
+    activations = with_ac if checkpointing else without
     logits = tokens * vocab_rows * (compute_bytes + 4 + 4)
     parts = [params + frozen, grads, optim, transient, activations * trainable_copies, logits]
     total = sum(parts) / GIB + gpu.reserved_gib
     return MemoryEstimate(
         params_gib=(params + frozen) / GIB, grads_gib=grads / GIB, optimizer_gib=optim / GIB,
         transient_gib=transient / GIB, activations_gib=activations * trainable_copies / GIB,
+        activations_no_ac_gib=without * trainable_copies / GIB,
+        activations_full_ac_gib=with_ac * trainable_copies / GIB,
         logits_gib=logits / GIB, reserved_gib=gpu.reserved_gib, total_gib=total, capacity_gib=gpu.memory_gib)

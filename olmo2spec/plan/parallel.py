@@ -24,12 +24,13 @@ class Layout:
 
 
 class NoFit(Exception):
-    """No layout fits; carries the smallest estimate tried, for the message."""
+    """No layout fits; carries the smallest estimate tried and its layout, for the message."""
 
-    def __init__(self, best: MemoryEstimate, shard_gpus: int) -> None:
+    def __init__(self, best: MemoryEstimate, shard_gpus: int, micro_batch: int) -> None:
         super().__init__("does not fit")
         self.best = best
         self.shard_gpus = shard_gpus
+        self.micro_batch = micro_batch
 
 
 def _divisors(n: int) -> list[int]:
@@ -57,7 +58,7 @@ def choose_layout(*, gpus: int, gpus_per_node: int, per_rank_batch: int, shard: 
         NoFit: when nothing fits.
     """
     shards = shard_candidates(gpus, gpus_per_node) if shard == "auto" else [int(shard)]
-    smallest: tuple[MemoryEstimate, int] | None = None
+    smallest: tuple[MemoryEstimate, int, int] | None = None
     for group in shards:
         ac_options = {"auto": [False, True], "none": [False], "full": [True]}[checkpointing]
         mb_options = (sorted(_divisors(per_rank_batch), reverse=True) if micro_batch == "auto"
@@ -68,6 +69,6 @@ def choose_layout(*, gpus: int, gpus_per_node: int, per_rank_batch: int, shard: 
                 if mem.total_gib <= mem.capacity_gib:
                     return Layout(shard_gpus=group, micro_batch=mb, checkpointing=ac, memory=mem)
                 if smallest is None or mem.total_gib < smallest[0].total_gib:
-                    smallest = (mem, group)
+                    smallest = (mem, group, mb)
     assert smallest is not None
     raise NoFit(*smallest)

@@ -71,11 +71,14 @@ class _Resolver:
         self.recipe = recipe
         self.report = report
         self.gpu = GPUS[recipe.cluster.gpu]
+        self.device_name = "CPU process" if self.gpu.name == "cpu" else f"{self.gpu.name} GPU"
         self.counts = count_params(recipe.model, recipe.tokenizer)
         self.sizes: dict[str, int] = {name: int(s.tokens) for name, s in recipe.sources.items()}
         self.groups = {name: s.group for name, s in recipe.sources.items() if s.group}
         self.mixes: dict[str, MixPlan] = {}
         self.done: dict[str, StagePlan] = {}
+        self.failed: set[str] = set()
+        """Stages that could not be resolved (their errors are reported); what follows them is skipped."""
 
     # -- helpers ---------------------------------------------------------------------------
     def runs_of(self, name: str) -> list[str]:
@@ -128,7 +131,7 @@ class _Resolver:
         if batch % gpus and not isinstance(stage, RlvrStage):  # RLVR rollouts split unevenly, see below
             self.report.error("E030", path + ("batch_size",),
                               f"batch_size {batch} is not divisible by the {gpus} data-parallel ranks "
-                              f"({nodes} nodes x {c.gpus_per_node})",
+                              f"({nodes} node{'s' * (nodes != 1)} x {c.gpus_per_node})",
                               f"use a multiple of {gpus} (e.g. {max(gpus, batch // gpus * gpus)}), or change nodes")
             return None
         per_rank = -(-batch // gpus)  # RLVR: the largest share of a rollout batch any rank trains on
@@ -156,8 +159,9 @@ class _Resolver:
         except NoFit as exc:
             m = exc.best
             self.report.error(
-                "E060", path, f"does not fit in {m.capacity_gib:.1f} GiB per {self.gpu.name} GPU: the smallest "
-                f"layout tried (shard over {exc.shard_gpus} GPUs, micro-batch 1) needs {m.total_gib:.1f} GiB "
+                "E060", path, f"does not fit in {m.capacity_gib:.1f} GiB per {self.device_name}: the smallest "
+                f"layout tried (shard over {exc.shard_gpus} GPU{'s' * (exc.shard_gpus != 1)}, micro-batch "
+                f"{exc.micro_batch}) needs {m.total_gib:.1f} GiB "
                 f"(parameters {m.params_gib:.1f}, gradients {m.grads_gib:.1f}, optimizer {m.optimizer_gib:.1f}, "
                 f"activations {m.activations_gib:.1f}, logits {m.logits_gib:.1f})",
                 "shard over more GPUs (shard_gpus), add nodes, turn on activation_checkpointing, or shorten "
@@ -345,6 +349,9 @@ class _Resolver:
                 self.report.error("E036", path + ("weights",), f"{len(weights)} weights for {len(ingredients)} "
                                   f"ingredient runs ({', '.join(ingredients)})", "give one weight per run, or none")
                 return None
+            if ingredients and sum(weights) <= 0:
+                self.report.error("E036", path + ("weights",), f"weights sum to {sum(weights):g}",
+                                  "give at least one ingredient run a positive weight, or give no weights")
             if not ingredients or sum(weights) <= 0:
                 return None
             return SoupStagePlan(**common, ingredients=ingredients,
@@ -362,8 +369,13 @@ class _Resolver:
         order, _cycle = stage_order(self.recipe)
         for i in order:
             stage = self.recipe.stages[i]
+            if any(name in self.failed for name in parents(stage)):
+                self.failed.add(stage.name)  # reporting it would only repeat its predecessor's error
+                continue
             resolved = self.stage(stage, ("stages", i))
-            if resolved is not None:
+            if resolved is None:
+                self.failed.add(stage.name)
+            else:
                 self.done[stage.name] = resolved
         if self.report.has_errors:
             return None

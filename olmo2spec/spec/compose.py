@@ -8,6 +8,7 @@ includes, which win over the file it extends.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
@@ -93,7 +94,8 @@ def _unwrap(node: Any, path: Path, origins: dict[Path, Origin]) -> Any:
 def _merge(base: Any, over: Any, path: Path) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
         out = _LDict(base)
-        out.origin = getattr(base, "origin", None) or getattr(over, "origin", None)
+        # a table written in several files is located where the winning file writes it
+        out.origin = getattr(over, "origin", None) or getattr(base, "origin", None)
         for key, value in over.items():
             out[key] = _merge(base[key], value, path + (key,)) if key in base else value
         return out
@@ -111,12 +113,14 @@ def _stage_name(stage: Any) -> Any:
 def _merge_stages(base: list[Any], over: list[Any]) -> _LList:
     out = _LList(base)
     out.origin = getattr(over, "origin", None) or getattr(base, "origin", None)
+    merged: set[Any] = set()
     for stage in over:
         name = _stage_name(stage)
-        match = [i for i, s in enumerate(out) if name is not None and _stage_name(s) == name]
-        if match:
+        match = [i for i, s in enumerate(base) if name is not None and _stage_name(s) == name]
+        if match and name not in merged:
             out[match[0]] = _merge(out[match[0]], stage, ("stages", match[0]))
-        else:
+            merged.add(name)
+        else:  # a new stage, or a name used twice in one file (reported by the rules)
             out.append(stage)
     return out
 
@@ -140,6 +144,7 @@ class _Composer:
         self.diagnostics.append(Diagnostic(code, Severity.ERROR, field, message, hint, at))
 
     def read(self, path: FsPath, stack: Sequence[FsPath], at: Location | None) -> _LDict | None:
+        path = FsPath(os.path.normpath(path))  # "a/../b.toml" is b.toml, so cycles are found
         shown = display_path(path)
         if path in stack:
             chain = " -> ".join(display_path(p) for p in [*stack, path])
@@ -163,6 +168,8 @@ class _Composer:
             return None
         positions = scan_positions(text)
         tree = _wrap(raw, (), lambda p: _origin(shown, positions, p))
+        start = Location(shown, 1, 1)
+        tree.origin = Origin(start, start)  # where a missing top-level table is reported
         return self.compose_tree(tree, path, [*stack, path])
 
     def toml_error(self, shown: str, message: str) -> None:
@@ -245,8 +252,10 @@ def _apply_override(composer: _Composer, tree: _LDict, index: int, text: str) ->
         if isinstance(node, list):  # stages are addressed by name
             named = [s for s in node if _stage_name(s) == key]
             if not named:
-                names = ", ".join(str(_stage_name(s)) for s in node)
-                composer.error("E070", ".".join(keys), f"no stage named {key!r} (stages: {names})", "", at)
+                names = [str(_stage_name(s)) for s in node]
+                close = difflib.get_close_matches(key, names, n=1)
+                composer.error("E070", ".".join(keys), f"no stage named {key!r} (stages: {', '.join(names)})",
+                               f"did you mean {close[0]!r}?" if close else "", at)
                 return
             node = named[0]
             continue

@@ -7,6 +7,7 @@ Errors are collected, never raised one at a time, so a user sees every problem i
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterable
 
 import attrs
@@ -15,6 +16,8 @@ __all__ = ["Severity", "Location", "Diagnostic", "SpecError", "Path", "dotted", 
 
 Path = tuple[str | int, ...]
 """A path into the raw TOML tree: table keys and array indices."""
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class Severity(enum.Enum):
@@ -66,17 +69,21 @@ class SpecError(Exception):
 def dotted(path: Path, stage_names: dict[int, str] | None = None) -> str:
     """Render a path as the dotted field users read: stages are named, not numbered.
 
-    `("stages", 0, "batch_size")` becomes `stages.pretrain.batch_size`.
+    `("stages", 0, "batch_size")` becomes `stages.pretrain.batch_size`. Keys that are not bare
+    TOML keys are quoted as TOML quotes them: `stages."pre train".name`.
     """
+    def key_text(key: str) -> str:
+        return key if _BARE_KEY.match(key) else '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
     parts: list[str] = []
     for i, key in enumerate(path):
         if isinstance(key, int):
             if i > 0 and path[i - 1] == "stages" and stage_names and key in stage_names:
-                parts.append(stage_names[key])
+                parts.append(key_text(stage_names[key]))
             else:
                 parts[-1:] = [f"{parts[-1]}[{key}]"] if parts else [f"[{key}]"]
         else:
-            parts.append(key)
+            parts.append(key_text(key))
     return ".".join(parts)
 
 

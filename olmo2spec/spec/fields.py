@@ -1,13 +1,14 @@
 """Field helpers: every spec key carries its documentation, and checks sit next to it.
 
 Validators are attrs validators (`(instance, attribute, value) -> None`), built by small
-factories in the style of `attrs.validators`. They are switched off while cattrs builds the
-objects and run afterwards by `structure.validate_all`, so that every failure is reported
-rather than only the first.
+factories in the style of `attrs.validators`; they look at the value only. `structure.py` runs
+each one as its field is structured (attrs' own run, which stops at the first failure, is
+switched off), so that every failure is reported, bad types and bad values together.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Collection
 from typing import Any
@@ -70,7 +71,9 @@ def one_of(choices: Collection[Any]) -> Validator:
     def check(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
         if value not in choices:
             listed = ", ".join(repr(c) for c in choices)
-            raise SpecValueError(f"must be one of {listed} (got {value!r})")
+            close = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
+            raise SpecValueError(f"must be one of {listed} (got {value!r})",
+                                 f"did you mean {close[0]!r}?" if close else "")
     return check
 
 

@@ -96,7 +96,8 @@ def _check_ref(name: str | None, path: Path, stage_index: dict[str, int], here: 
         report.error("E041", path, f"{what} names the stage itself", "name the stage it starts from")
     elif recipe.stages[stage_index[name]].kind not in kinds:
         found = recipe.stages[stage_index[name]].kind
-        report.error("E043", path, f"{what} {name!r} is a {found} stage, which leaves no usable result here",
+        article = "an" if found[0] in "aeiou" else "a"
+        report.error("E043", path, f"{what} {name!r} is {article} {found} stage, which leaves no usable result here",
                      f"name a stage of kind {', '.join(kinds)}")
 
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, get_args
+from typing import Any, Literal, get_args, get_origin
 
 import attrs
 import cattrs
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import (
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+    IterableValidationNote,
+)
 from cattrs.gen import make_dict_structure_fn, override
 
 from olmo2spec.spec.compose import Composed
@@ -53,6 +58,8 @@ def _show(value: Any) -> str:
         return "a table"
     if isinstance(value, list):
         return "a list"
+    if isinstance(value, bool):
+        return str(value).lower()  # as TOML writes it
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -68,9 +75,7 @@ def toml_keys(cls: type) -> list[str]:
 
 # -- strict primitive hooks -----------------------------------------------------------------
 def _int(value: Any, _t: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):  # 4096.0 too: TOML has real integers
         raise _TypeMismatch("an integer", value, "4096")
     return value
 
@@ -125,6 +130,57 @@ def _inherit(value: Any, _t: Any) -> float | str:
     return float(value)
 
 
+_TABLE_HINT = "write a [table] section, or an inline table { key = value, ... }"
+_LIST_EXAMPLES: dict[Any, str] = {
+    int: "[42, 42069]", float: "[0.9, 0.95]", str: "[\"a\", \"b\"]", list[str]: "[[\"a\"], [\"a\", \"b\"]]",
+    Stage: "[[stages]] tables, one per stage",
+}
+
+
+def _is_container(t: Any) -> bool:
+    origin: Any = get_origin(t)
+    return origin is list or origin is dict
+
+
+def _container(t: Any) -> Callable[[Any, Any], Any]:
+    """Lists and tables, strictly: a string is not a list of its characters, nor a table a list of its keys."""
+    origin: Any = get_origin(t)
+    is_list = origin is list
+    item_type = get_args(t)[0 if is_list else 1]
+
+    def structure(value: Any, _t: Any) -> Any:
+        if is_list and not isinstance(value, list):
+            raise _TypeMismatch("a list", value, _LIST_EXAMPLES.get(item_type, "[...]"))
+        if not is_list and not isinstance(value, dict):
+            raise SpecValueError(f"expected a table (got {_show(value)})", _TABLE_HINT, "E012")
+        out: dict[Any, Any] = {}
+        errors: list[Exception] = []
+        for key, item in (enumerate(value) if is_list else value.items()):
+            try:
+                out[key] = converter.structure(item, item_type)
+            except Exception as exc:  # collected, like cattrs' own detailed validation
+                exc.add_note(IterableValidationNote(f"Structuring {t} @ {key!r}", key, item_type))
+                errors.append(exc)
+        if errors:
+            raise IterableValidationError(f"While structuring {t!r}", errors, t)
+        return list(out.values()) if is_list else out
+
+    return structure
+
+
+def _checked(attribute: attrs.Attribute[Any]) -> Callable[[Any, Any], Any]:
+    """Structure a field and run its validator at once, so that bad values are reported with bad types."""
+    validator = attribute.validator
+    assert validator is not None
+
+    def structure(value: Any, t: Any) -> Any:
+        result = converter.structure(value, t)
+        validator(None, attribute, result)  # spec validators look at the value only
+        return result
+
+    return structure
+
+
 def _dispatch(tag: str, classes: dict[str, type], what: str) -> Callable[[Any, Any], Any]:
     """Structure a tagged union: the value of `tag` names the class (stage `kind`, `schedule`)."""
 
@@ -152,9 +208,23 @@ def _make_converter() -> cattrs.Converter:
     conv.register_structure_hook(Stage, _dispatch("kind", STAGE_KINDS, "stage"))
     conv.register_structure_hook(Schedule, _dispatch("schedule", SCHEDULES, "learning-rate"))
 
+    conv.register_structure_hook_factory(_is_container, _container)
+
     def attrs_hook(cls: type) -> Any:
-        renames = {a.name: override(rename=toml_key(a)) for a in attrs.fields(cls) if "key" in a.metadata}
-        return make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **renames)  # type: ignore[arg-type]
+        overrides = {
+            a.name: override(rename=toml_key(a) if "key" in a.metadata else None,
+                             struct_hook=_checked(a) if a.validator is not None else None)
+            for a in attrs.fields(cls) if "key" in a.metadata or a.validator is not None
+        }
+        fn: Callable[[Any, Any], Any] = make_dict_structure_fn(
+            cls, conv, _cattrs_forbid_extra_keys=True, **overrides)  # type: ignore[arg-type]
+
+        def structure(value: Any, t: Any) -> Any:
+            if not isinstance(value, dict):
+                raise SpecValueError(f"expected a table (got {_show(value)})", _TABLE_HINT, "E012")
+            return fn(value, t)
+
+        return structure
 
     conv.register_structure_hook_factory(attrs.has, attrs_hook)
     return conv
@@ -214,40 +284,16 @@ def _diagnostic(path: Path, exc: BaseException, cls: type | None, composed: Comp
     yield Diagnostic(code, Severity.ERROR, dotted(path, names), message, hint, composed.locate(path))
 
 
-def _validate(obj: Any, path: Path) -> Iterator[tuple[Path, SpecValueError]]:
-    """Run every field validator, collecting failures (attrs stops at the first)."""
-    if attrs.has(type(obj)):
-        for a in attrs.fields(type(obj)):
-            value = getattr(obj, a.name)
-            field_path = path + (toml_key(a),)
-            if a.validator is not None:
-                try:
-                    a.validator(obj, a, value)
-                except SpecValueError as exc:
-                    yield field_path, exc
-            yield from _validate(value, field_path)
-    elif isinstance(obj, list):
-        for i, item in enumerate(obj):
-            yield from _validate(item, path + (i,))
-    elif isinstance(obj, dict):
-        for key, item in obj.items():
-            yield from _validate(item, path + (key,))
-
-
 def structure_recipe(composed: Composed) -> tuple[Recipe | None, list[Diagnostic]]:
     """Build the typed recipe; on failure return None and every problem found."""
     names = stage_names(composed.data)
-    with attrs.validators.disabled():
+    with attrs.validators.disabled():  # each field's validator ran as it was structured (`_checked`)
         try:
             recipe = converter.structure(composed.data, Recipe)
         except Exception as exc:  # cattrs groups every failure in one exception
             found = [d for p, e, c in _flatten(exc, (), Recipe) for d in _diagnostic(p, e, c, composed, names)]
             return None, found
-    problems = [
-        Diagnostic(exc.code, Severity.ERROR, dotted(path, names), str(exc), exc.hint, composed.locate(path))
-        for path, exc in _validate(recipe, ())
-    ]
-    return (None if problems else recipe), problems
+    return recipe, []
 
 
 assert get_args(AutoInt)[1] == Literal["auto"]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from olmo2spec.plan.memory import estimate_memory
 from olmo2spec.plan.counts import count_params
+from olmo2spec.plan.memory import estimate_memory
 
 
 def test_batch_is_split_into_ranks_micro_batches_and_accumulation(plans):
@@ -34,8 +34,9 @@ def test_32b_needs_shard_groups_larger_than_a_node(plans):
 
 
 def test_activation_checkpointing_shrinks_activations():
-    from olmo2spec.compiler import check
     from conftest import SPECS
+
+    from olmo2spec.compiler import check
 
     recipe = check(SPECS / "7b.toml").recipe
     counts = count_params(recipe.model, recipe.tokenizer)

@@ -1,0 +1,502 @@
+"""Broken recipes and the exact errors `olmo2spec check` gives for them.
+
+Error messages are part of the contract: each case states all of stderr, line by line:
+`FILE:LINE:COL` (relative to the repository root), code, dotted field, message, hint and
+the closing count. Most recipes in tests/data/broken/ extend specs/tiny.toml and change one
+thing, so the error points into the broken file; a few are self-contained; a few put the
+mistake into a fragment (tests/data/broken/fragments/) to show that errors point there.
+The `--set` cases check that overrides are typed, checked and located like the file.
+
+To add a case: write tests/data/broken/NAME.toml and an entry "NAME" in CASES.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from olmo2spec.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+BROKEN = "tests/data/broken"
+TINY = "specs/tiny.toml"
+
+
+class Case(NamedTuple):
+    lines: tuple[str, ...]
+    """Every line of stderr, exactly."""
+    spec: str = ""
+    """The recipe to check; by default tests/data/broken/<case name>.toml."""
+    args: tuple[str, ...] = ()
+    """Options after the recipe: --set, --strict."""
+
+
+CASES: dict[str, Case] = {
+    # -- Reading files: TOML syntax, extends and include (self-contained or into fragments) ----------------------
+    "toml-syntax": Case(lines=(
+        "tests/data/broken/toml-syntax.toml:7:14: error[E001]: invalid TOML: Expected newline or end of document "
+        "after a statement",
+        "  hint: see https://toml.io for the syntax; strings need quotes",
+        "1 error, 0 warnings",
+    )),
+    "missing-extends": Case(lines=(
+        "tests/data/broken/missing-extends.toml:1:11: error[E002]: file not found: specs/tiny-typo.toml",
+        "  hint: paths in `extends` and `include` are relative to the file naming them",
+        "1 error, 0 warnings",
+    )),
+    "extends-cycle": Case(lines=(
+        "tests/data/broken/fragments/cycle.toml:2:11: error[E003]: recipe files extend or include each other in a "
+        "cycle: tests/data/broken/extends-cycle.toml -> tests/data/broken/fragments/cycle.toml -> "
+        "tests/data/broken/extends-cycle.toml",
+        "  hint: remove one of the `extends`/`include` entries in the cycle",
+        "1 error, 0 warnings",
+    )),
+    # -- Keys: unknown (with did-you-mean) and missing -----------------------------------------------------------
+    "unknown-key-top": Case(lines=(
+        "tests/data/broken/unknown-key-top.toml:1:1: error[E011]: model: required key is missing",
+        "tests/data/broken/unknown-key-top.toml:1:1: error[E011]: tokenizer: required key is missing",
+        "tests/data/broken/unknown-key-top.toml:1:1: error[E011]: cluster: required key is missing",
+        "tests/data/broken/unknown-key-top.toml:1:1: error[E011]: stages: required key is missing",
+        "tests/data/broken/unknown-key-top.toml:6:1: error[E010]: modle: unknown key",
+        "  hint: did you mean `model`?",
+        "5 errors, 0 warnings",
+    )),
+    "unknown-key-model": Case(lines=(
+        "tests/data/broken/unknown-key-model.toml:4:1: error[E010]: model.n_head: unknown key",
+        "  hint: did you mean `n_heads`?",
+        "1 error, 0 warnings",
+    )),
+    "unknown-key-stage": Case(lines=(
+        "tests/data/broken/unknown-key-stage.toml:5:1: error[E010]: stages.pretrain.batch: unknown key",
+        "  hint: did you mean `batch_size`?",
+        "1 error, 0 warnings",
+    )),
+    "unknown-key-lr": Case(lines=(
+        "tests/data/broken/unknown-key-lr.toml:5:8: error[E010]: stages.pretrain.lr.warmup: unknown key",
+        "  hint: did you mean `warmup_steps`?",
+        "1 error, 0 warnings",
+    )),
+    "unknown-stage-kind": Case(lines=(
+        "tests/data/broken/unknown-stage-kind.toml:5:8: error[E013]: stages.pretrain.kind: unknown stage kind "
+        "'pretrian'",
+        "  hint: did you mean 'pretrain'?",
+        "1 error, 0 warnings",
+    )),
+    "missing-required": Case(lines=(
+        "tests/data/broken/missing-required.toml:3:1: error[E011]: stages.eval-extra.suite: required key is "
+        "missing",
+        "1 error, 0 warnings",
+    )),
+    # -- Types (E012) --------------------------------------------------------------------------------------------
+    "type-string-for-int": Case(lines=(
+        "tests/data/broken/type-string-for-int.toml:4:11: error[E012]: model.d_model: expected an integer (got "
+        "'256')",
+        "  hint: write it like 4096",
+        "1 error, 0 warnings",
+    )),
+    "type-bool-for-float": Case(lines=(
+        "tests/data/broken/type-bool-for-float.toml:5:15: error[E012]: stages.pretrain.lr.peak: expected a number "
+        "(got true)",
+        "  hint: write it like 3e-4",
+        "1 error, 0 warnings",
+    )),
+    "type-table-for-list": Case(lines=(
+        "tests/data/broken/type-table-for-list.toml:5:9: error[E012]: stages.anneal.seeds: expected a list (got a "
+        "table)",
+        "  hint: write it like [42, 42069]",
+        "1 error, 0 warnings",
+    )),
+    "type-bad-tokens": Case(lines=(
+        "tests/data/broken/type-bad-tokens.toml:5:10: error[E012]: stages.pretrain.tokens: expected a token count "
+        "such as \"50B\", \"3.895T\" or 5e12 (got '5X')",
+        "  hint: write token counts like \"50B\", \"3.895T\" or 5e12",
+        "1 error, 0 warnings",
+    )),
+    "type-bad-share": Case(lines=(
+        "tests/data/broken/type-bad-share.toml:4:28: error[E012]: mixes.demo-pretrain.source_pct.demo-math: "
+        "expected a source % such as 3.23, or repeats such as \"2x\" (got '2y')",
+        "  hint: e.g. dclm = 3.23 or stackexchange = \"2x\"",
+        "1 error, 0 warnings",
+    )),
+    # -- Values (E013) -------------------------------------------------------------------------------------------
+    "value-negative": Case(lines=(
+        "tests/data/broken/value-negative.toml:4:12: error[E013]: model.n_layers: must be greater than 0 (got -4)",
+        "1 error, 0 warnings",
+    )),
+    "value-out-of-range": Case(lines=(
+        "tests/data/broken/value-out-of-range.toml:4:11: error[E013]: model.dropout: must be between 0 and 1 (got "
+        "1.5)",
+        "1 error, 0 warnings",
+    )),
+    "value-bad-enum": Case(lines=(
+        "tests/data/broken/value-bad-enum.toml:4:8: error[E013]: tokenizer.name: must be one of 'dolma2', 'bytes' "
+        "(got 'dolma3')",
+        "  hint: did you mean 'dolma2'?",
+        "1 error, 0 warnings",
+    )),
+    "value-stage-name-space": Case(lines=(
+        "tests/data/broken/value-stage-name-space.toml:4:8: error[E013]: stages.\"pre train\".name: 'pre train' "
+        "is not a valid name",
+        "  hint: use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "1 error, 0 warnings",
+    )),
+    "value-stage-name-dotdot": Case(lines=(
+        "tests/data/broken/value-stage-name-dotdot.toml:4:8: error[E013]: stages.\"../x\".name: '../x' is not a "
+        "valid name",
+        "  hint: use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "1 error, 0 warnings",
+    )),
+    "value-stage-name-shell": Case(lines=(
+        "tests/data/broken/value-stage-name-shell.toml:4:8: error[E013]: stages.\"$(rm)\".name: '$(rm)' is not a "
+        "valid name",
+        "  hint: use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "1 error, 0 warnings",
+    )),
+    # -- Model and tokenizer shape (E020-E025) -------------------------------------------------------------------
+    "heads-divide-d-model": Case(lines=(
+        "tests/data/broken/heads-divide-d-model.toml:4:11: error[E020]: model.n_heads: n_heads 3 does not divide "
+        "d_model 256",
+        "  hint: pick n_heads so that d_model / n_heads is a whole head_dim, e.g. 2",
+        "1 error, 0 warnings",
+    )),
+    "kv-heads-divide-heads": Case(lines=(
+        "tests/data/broken/kv-heads-divide-heads.toml:4:14: error[E021]: model.n_kv_heads: n_kv_heads 3 does not "
+        "divide n_heads 4",
+        "  hint: each key/value head serves a whole group of query heads (GQA); use a divisor of n_heads",
+        "1 error, 0 warnings",
+    )),
+    "odd-head-dim": Case(lines=(
+        "tests/data/broken/odd-head-dim.toml:5:11: error[E022]: model.n_heads: head_dim d_model / n_heads = 33 is "
+        "odd",
+        "  hint: RoPE rotates pairs of dimensions; choose n_heads so head_dim is even (OLMo 2: 128)",
+        "1 error, 0 warnings",
+    )),
+    "embedding-rows-small": Case(lines=(
+        "tests/data/broken/embedding-rows-small.toml:4:18: error[E023]: tokenizer.embedding_rows: embedding_rows "
+        "256 is smaller than vocab_size 258",
+        "  hint: use at least 258, rounded up to a multiple of 128: 384",
+        "1 error, 0 warnings",
+    )),
+    "eos-outside-vocab": Case(lines=(
+        "tests/data/broken/eos-outside-vocab.toml:4:10: error[E024]: tokenizer.eos_id: eos_id 258 is outside the "
+        "vocabulary (vocab_size 258)",
+        "  hint: special-token ids must be below vocab_size",
+        "1 error, 0 warnings",
+    )),
+    "seq-len-too-long": Case(lines=(
+        "tests/data/broken/seq-len-too-long.toml:5:11: error[E025]: stages.pretrain.seq_len: seq_len 512 exceeds "
+        "model.max_seq_len 256",
+        "  hint: raise model.max_seq_len or shorten the stage's sequences",
+        "1 error, 0 warnings",
+    )),
+    # -- Batch layout, schedule and budget (E030-E036) -----------------------------------------------------------
+    "batch-not-divisible": Case(lines=(
+        "tests/data/broken/batch-not-divisible.toml:5:14: error[E030]: stages.pretrain.batch_size: batch_size 15 "
+        "is not divisible by the 2 data-parallel ranks (1 node x 2)",
+        "  hint: use a multiple of 2 (e.g. 14), or change nodes",
+        "1 error, 0 warnings",
+    )),
+    "micro-batch-not-dividing": Case(lines=(
+        "tests/data/broken/micro-batch-not-dividing.toml:5:15: error[E030]: stages.pretrain.micro_batch: "
+        "micro_batch 3 does not divide the 8 sequences per rank (batch_size 16 / 2 ranks)",
+        "  hint: use a divisor of 8; gradient accumulation makes up the rest",
+        "1 error, 0 warnings",
+    )),
+    "warmup-too-long": Case(lines=(
+        "tests/data/broken/warmup-too-long.toml:5:23: error[E031]: stages.pretrain.lr.warmup_steps: warmup of 300 "
+        "steps is not shorter than the stage's 244 steps",
+        "  hint: shorten the warmup or train longer",
+        "1 error, 0 warnings",
+    )),
+    "past-horizon": Case(lines=(
+        "tests/data/broken/past-horizon.toml:5:18: error[E032]: stages.pretrain.lr.horizon: the stage runs 244 "
+        "steps, past the cosine horizon of 122 steps (500,000 tokens)",
+        "  hint: truncate before the horizon: raise `horizon` or train on fewer tokens",
+        "1 error, 0 warnings",
+    )),
+    "tokens-and-steps": Case(lines=(
+        "tests/data/broken/tokens-and-steps.toml:3:1: error[E033]: stages.pretrain: give exactly one of `tokens` "
+        "and `steps`",
+        "  hint: e.g. tokens = \"50B\"; steps follow from the batch size",
+        "1 error, 0 warnings",
+    )),
+    "neither-tokens-nor-steps": Case(lines=(
+        "tests/data/broken/neither-tokens-nor-steps.toml:3:1: error[E033]: stages.pretrain-2: give exactly one of "
+        "`tokens` and `steps`",
+        "  hint: e.g. tokens = \"50B\"; steps follow from the batch size",
+        "1 error, 0 warnings",
+    )),
+    "shard-gpus-not-dividing": Case(lines=(
+        "tests/data/broken/shard-gpus-not-dividing.toml:5:14: error[E034]: stages.pretrain.shard_gpus: shard_gpus "
+        "3 does not divide the 2 GPUs",
+        "  hint: use a divisor of 2, ideally whole nodes of 2",
+        "1 error, 0 warnings",
+    )),
+    "duplicate-seeds": Case(lines=(
+        "tests/data/broken/duplicate-seeds.toml:5:9: error[E035]: stages.anneal.seeds: seeds repeat: [42, 7, 42]",
+        "  hint: ingredients with the same seed see the same data order; use distinct seeds",
+        "1 error, 0 warnings",
+    )),
+    "missing-seeds": Case(lines=(
+        "tests/data/broken/missing-seeds.toml:5:9: error[E035]: stages.anneal.seeds: an anneal needs at least one "
+        "data-order seed",
+        "  hint: e.g. seeds = [42, 42069, 666]",
+        "1 error, 0 warnings",
+    )),
+    "soup-weights-count": Case(lines=(
+        "tests/data/broken/soup-weights-count.toml:5:11: error[E036]: stages.soup.weights: 2 weights for 3 "
+        "ingredient runs (anneal-seed42, anneal-seed42069, anneal-seed666)",
+        "  hint: give one weight per run, or none",
+        "1 error, 0 warnings",
+    )),
+    "soup-weights-zero": Case(lines=(
+        "tests/data/broken/soup-weights-zero.toml:5:11: error[E036]: stages.soup.weights: weights sum to 0",
+        "  hint: give at least one ingredient run a positive weight, or give no weights",
+        "1 error, 0 warnings",
+    )),
+    # -- The stage graph (E040-E044) -----------------------------------------------------------------------------
+    "unknown-from": Case(lines=(
+        "tests/data/broken/unknown-from.toml:5:8: error[E040]: stages.anneal.from: no stage named 'pretrian'",
+        "  hint: did you mean 'pretrain'?",
+        "1 error, 0 warnings",
+    )),
+    "from-self": Case(lines=(
+        "tests/data/broken/from-self.toml:5:8: error[E041]: stages.anneal.from: `from` names the stage itself",
+        "  hint: name the stage it starts from",
+        "1 error, 0 warnings",
+    )),
+    "stage-cycle": Case(lines=(
+        "tests/data/broken/stage-cycle.toml:3:1: error[E041]: stages.sft: the stages depend on each other in a "
+        "cycle: sft -> dpo -> sft",
+        "  hint: a stage can only start from stages that finish before it; break the cycle",
+        "1 error, 0 warnings",
+    )),
+    "duplicate-stage-name": Case(lines=(
+        "tests/data/broken/duplicate-stage-name.toml:10:8: error[E042]: stages.eval-extra.name: stage name "
+        "'eval-extra' is used twice",
+        "  hint: give every stage its own name",
+        "1 error, 0 warnings",
+    )),
+    "from-wrong-kind": Case(lines=(
+        "tests/data/broken/from-wrong-kind.toml:5:8: error[E043]: stages.anneal.from: `from` 'prepare' is a "
+        "prepare stage, which leaves no usable result here",
+        "  hint: name a stage of kind pretrain, anneal, microanneal, soup, sft, dpo, rlvr",
+        "1 error, 0 warnings",
+    )),
+    "inherit-without-training": Case(lines=(
+        "tests/data/broken/inherit-without-training.toml:5:16: error[E044]: stages.sft.lr.start: \"inherit\" "
+        "needs a `from` stage that trains",
+        "  hint: give a number, or set `from` to a pretraining or anneal stage",
+        "1 error, 0 warnings",
+    )),
+    # -- Mixes (E050-E053) ---------------------------------------------------------------------------------------
+    "unknown-source-in-mix": Case(lines=(
+        "tests/data/broken/unknown-source-in-mix.toml:4:16: error[E050]: mixes.demo-pretrain.source_pct.demo-wbe: "
+        "unknown source 'demo-wbe'",
+        "  hint: did you mean 'demo-web'?",
+        "1 error, 0 warnings",
+    )),
+    "unknown-mix-in-stage": Case(lines=(
+        "tests/data/broken/unknown-mix-in-stage.toml:5:7: error[E050]: stages.pretrain.mix: unknown mix "
+        "'demo-pretrian'",
+        "  hint: did you mean 'demo-pretrain'?",
+        "1 error, 0 warnings",
+    )),
+    "source-pct-over-100": Case(lines=(
+        "tests/data/broken/source-pct-over-100.toml:4:28: error[E051]: mixes.demo-pretrain.source_pct.demo-math: "
+        "source % 250 uses 'demo-math' 2.5 times",
+        "  hint: repeats must be declared: write demo-math = \"2.5x\"",
+        "1 error, 0 warnings",
+    )),
+    "mix-too-small": Case(lines=(
+        "tests/data/broken/mix-too-small.toml:5:10: error[E052]: stages.anneal.tokens: the stage trains on "
+        "499,712 tokens but its mix holds 400,000 (1.249 epochs)",
+        "  hint: train on fewer tokens, enlarge the mix, or set repeat_mix = true to repeat it",
+        "1 error, 0 warnings",
+    )),
+    "mix-neither": Case(lines=(
+        "tests/data/broken/mix-neither.toml:3:1: error[E053]: mixes.empty: a mix needs exactly one of "
+        "`source_pct` and `mix_pct`",
+        "  hint: give source % per source like Table 13, or mix % with a `tokens` budget",
+        "1 error, 0 warnings",
+    )),
+    "mix-both": Case(lines=(
+        "tests/data/broken/mix-both.toml:3:1: error[E053]: mixes.demo-anneal: a mix needs exactly one of "
+        "`source_pct` and `mix_pct`",
+        "  hint: give source % per source like Table 13, or mix % with a `tokens` budget",
+        "1 error, 0 warnings",
+    )),
+    # -- Memory (E060) -------------------------------------------------------------------------------------------
+    "memory-7b-one-gpu": Case(lines=(
+        "tests/data/broken/memory-7b-one-gpu.toml:6:1: error[E060]: stages.pretrain: does not fit in 79.1 GiB per "
+        "h100-80gb GPU: the smallest layout tried (shard over 1 GPU, micro-batch 1) needs 121.5 GiB (parameters "
+        "27.2, gradients 27.2, optimizer 54.4, activations 1.8, logits 3.8)",
+        "  hint: shard over more GPUs (shard_gpus), add nodes, turn on activation_checkpointing, or shorten "
+        "sequences",
+        "1 error, 0 warnings",
+    )),
+    # -- Errors inside an included or extended fragment point into the fragment ----------------------------------
+    "include-bad-mix": Case(lines=(
+        "tests/data/broken/fragments/bad-mix.toml:9:29: error[E051]: mixes.extra.source_pct.extra-math: source % "
+        "300 uses 'extra-math' 3 times",
+        "  hint: repeats must be declared: write extra-math = \"3x\"",
+        "tests/data/broken/fragments/bad-mix.toml:9:34: error[E050]: mixes.extra.source_pct.demo-wbe: unknown "
+        "source 'demo-wbe'",
+        "  hint: did you mean 'demo-web'?",
+        "2 errors, 0 warnings",
+    )),
+    "extends-bad-base": Case(lines=(
+        "tests/data/broken/fragments/bad-base.toml:6:14: error[E021]: model.n_kv_heads: n_kv_heads 3 does not "
+        "divide n_heads 8",
+        "  hint: each key/value head serves a whole group of query heads (GQA); use a divisor of n_heads",
+        "1 error, 0 warnings",
+    )),
+    # -- Several independent errors: all reported, in file order -------------------------------------------------
+    "many-errors": Case(lines=(
+        "tests/data/broken/many-errors.toml:6:12: error[E012]: model.n_layers: expected an integer (got 'four')",
+        "  hint: write it like 4096",
+        "tests/data/broken/many-errors.toml:7:1: error[E010]: model.dropuot: unknown key",
+        "  hint: did you mean `dropout`?",
+        "tests/data/broken/many-errors.toml:10:10: error[E013]: tokenizer.eos_id: must not be negative (got -1)",
+        "tests/data/broken/many-errors.toml:14:14: error[E013]: stages.pretrain.batch_size: must be greater than "
+        "0 (got 0)",
+        "tests/data/broken/many-errors.toml:15:15: error[E012]: stages.pretrain.lr.peak: expected a number (got "
+        "'high')",
+        "  hint: write it like 3e-4",
+        "tests/data/broken/many-errors.toml:19:9: error[E012]: stages.anneal.seeds: expected a list (got '42, 43')",
+        "  hint: write it like [42, 42069]",
+        "6 errors, 0 warnings",
+    )),
+    "many-rule-errors": Case(lines=(
+        "tests/data/broken/many-rule-errors.toml:5:14: error[E021]: model.n_kv_heads: n_kv_heads 3 does not "
+        "divide n_heads 4",
+        "  hint: each key/value head serves a whole group of query heads (GQA); use a divisor of n_heads",
+        "tests/data/broken/many-rule-errors.toml:8:18: error[E023]: tokenizer.embedding_rows: embedding_rows 200 "
+        "is smaller than vocab_size 258",
+        "  hint: use at least 258, rounded up to a multiple of 128: 384",
+        "tests/data/broken/many-rule-errors.toml:9:10: error[E024]: tokenizer.pad_id: pad_id 300 is outside the "
+        "vocabulary (vocab_size 258)",
+        "  hint: special-token ids must be below vocab_size",
+        "tests/data/broken/many-rule-errors.toml:12:28: error[E051]: mixes.demo-pretrain.source_pct.demo-code: "
+        "source % 150 uses 'demo-code' 1.5 times",
+        "  hint: repeats must be declared: write demo-code = \"1.5x\"",
+        "tests/data/broken/many-rule-errors.toml:16:8: error[E040]: stages.anneal.from: no stage named 'pretrian'",
+        "  hint: did you mean 'pretrain'?",
+        "tests/data/broken/many-rule-errors.toml:17:9: error[E035]: stages.anneal.seeds: seeds repeat: [1, 1]",
+        "  hint: ingredients with the same seed see the same data order; use distinct seeds",
+        "6 errors, 0 warnings",
+    )),
+    # -- --set: typed, checked and located like the file ---------------------------------------------------------
+    "set-heads": Case(spec=TINY, args=("--set", "model.n_heads=3"), lines=(
+        "--set:1:1: error[E020]: model.n_heads: n_heads 3 does not divide d_model 256",
+        "  hint: pick n_heads so that d_model / n_heads is a whole head_dim, e.g. 2",
+        "1 error, 0 warnings",
+    )),
+    "set-unknown-key": Case(spec=TINY, args=("--set", "model.n_head=3"), lines=(
+        "--set:1:1: error[E010]: model.n_head: unknown key",
+        "  hint: did you mean `n_heads`?",
+        "1 error, 0 warnings",
+    )),
+    "set-wrong-types": Case(
+        spec=TINY,
+        args=("--set", 'model.n_layers="4"', "--set", "stages.pretrain.lr.peak=true"),
+        lines=(
+            "--set:1:1: error[E012]: model.n_layers: expected an integer (got '4')",
+            "  hint: write it like 4096",
+            "--set:2:1: error[E012]: stages.pretrain.lr.peak: expected a number (got true)",
+            "  hint: write it like 3e-4",
+            "2 errors, 0 warnings",
+        ),
+    ),
+    "set-missing-equals": Case(spec=TINY, args=("--set", "model.n_heads"), lines=(
+        "--set:1:1: error[E070]: bad --set: expected KEY=VALUE, got 'model.n_heads'",
+        "  hint: write --set stages.pretrain.lr.peak=4e-4",
+        "1 error, 0 warnings",
+    )),
+    "set-unknown-stage": Case(spec=TINY, args=("--set", "stages.pretrian.batch_size=32"), lines=(
+        "--set:1:1: error[E070]: stages.pretrian.batch_size: no stage named 'pretrian' (stages: prepare, "
+        "pretrain, microanneal, anneal, soup, eval-base, sft, dpo, rlvr, eval-instruct, export)",
+        "  hint: did you mean 'pretrain'?",
+        "1 error, 0 warnings",
+    )),
+    "set-huge-model-on-cpu": Case(spec=TINY, args=("--set", "model.n_layers=2000"), lines=(
+        "specs/tiny.toml:73:1: error[E060]: stages.pretrain: does not fit in 8.0 GiB per CPU process: the smallest "
+        "layout tried (shard over 2 GPUs, micro-batch 8) needs 17.2 GiB (parameters 3.2, gradients 3.2, optimizer "
+        "6.4, activations 4.0, logits 0.0)",
+        "  hint: shard over more GPUs (shard_gpus), add nodes, turn on activation_checkpointing, or shorten "
+        "sequences",
+        "1 error, 0 warnings",
+    )),
+    # -- --strict: lint warnings become errors -------------------------------------------------------------------
+    "strict-eps": Case(args=("--strict",), lines=(
+        "tests/data/broken/strict-eps.toml:4:7: error[W104]: optimizer.eps: AdamW eps 1e-05: section 3.4.1 found "
+        "1e-8 lowers and stabilises the gradient norm early in training",
+        "  hint: eps = 1e-8",
+        "1 error, 0 warnings",
+    )),
+}
+
+
+def _argv(name: str, case: Case) -> list[str]:
+    return ["check", case.spec or f"{BROKEN}/{name}.toml", *case.args]
+
+
+def _tree() -> dict[str, tuple[int, int]]:
+    """Every file of the repository (caches aside) with its size and modification time."""
+    found: dict[str, tuple[int, int]] = {}
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        for name in files:
+            stat = os.stat(os.path.join(folder, name))
+            found[os.path.relpath(os.path.join(folder, name), ROOT)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_broken_spec(name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    case = CASES[name]
+    before = _tree()
+    status = main(_argv(name, case))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "internal error" not in err
+    assert err.splitlines() == list(case.lines)
+    assert err.endswith("\n")
+    assert out == ""
+    assert status == 2
+    assert _tree() == before, "checking a recipe wrote files"
+
+
+def test_every_broken_recipe_has_a_case() -> None:
+    recipes = {path.stem for path in (ROOT / BROKEN).glob("*.toml")}
+    used = {Path(case.spec).stem if case.spec else name for name, case in CASES.items()}
+    assert recipes - used == set()
+
+
+def test_without_strict_the_lint_is_a_warning(capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    status = main(["check", f"{BROKEN}/strict-eps.toml"])
+    out, err = capsys.readouterr()
+    assert status == 0
+    warning = [line.replace("error[W104]", "warning[W104]") for line in CASES["strict-eps"].lines[:-1]]
+    assert err.splitlines() == warning
+    assert out.startswith("ok: tests/data/broken/strict-eps.toml: ") and out.endswith(", 1 warning\n")
+
+
+def test_the_command_line_exits_2_without_importing_torch() -> None:
+    """One case through a real process: the exit status, stderr, and no torch import."""
+    case = CASES["many-errors"]
+    code = ("import sys\nfrom olmo2spec.cli import main\nstatus = main(sys.argv[1:])\n"
+            "assert 'torch' not in sys.modules\nsys.exit(status)")
+    result = subprocess.run([sys.executable, "-c", code, *_argv("many-errors", case)], cwd=ROOT,
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == list(case.lines)
+    assert result.stdout == ""
