@@ -1,5 +1,7 @@
 # olmo2spec tasks. `just --list` shows them all.
 python := "python3"
+export PIP_ROOT_USER_ACTION := "ignore"
+export PIP_DISABLE_PIP_VERSION_CHECK := "1"
 
 # Install olmo2spec and its runtime dependencies.
 install:
