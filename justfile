@@ -11,10 +11,16 @@ install:
 install-dev:
     {{python}} -m pip install -q -e '.[dev]'
 
-# The main job: check every shipped recipe and explain the 13B plan.
+# The main job: check every shipped recipe, explain the 13B plan, build its bundle.
 demo: install
     olmo2spec check specs/*.toml
     olmo2spec explain specs/13b.toml
+    olmo2spec build specs/13b.toml
+    bash generated/13b/launch/submit.sh --dry-run
+
+# Rebuild the golden bundles in generated/ from specs/ (review the diff, then commit).
+golden: install
+    for spec in specs/*.toml; do olmo2spec build "$spec" || exit 1; done
 
 # The test suite, then lint and type checks.
 test: install-dev

@@ -74,6 +74,24 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from olmo2spec.compiler import check
+    from olmo2spec.emit.bundle import build_bundle
+
+    checked = check(args.spec, args.overrides, strict=args.strict)
+    _print_diagnostics(checked.warnings)
+    spec = Path(args.spec)
+    out = Path(args.output) if args.output else Path("generated") / spec.stem
+    files = build_bundle(checked, out, spec.name)
+    size = sum(len(data) for data in files.values())
+    print(f"built {out}/: {len(files)} files, {size / 1024:.0f} KiB, {checked.plan.recipe.name}, "
+          f"{len(checked.plan.stages)} stages")
+    print(f"  next: bash {out}/launch/submit.sh --dry-run")
+    return 0
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from olmo2spec.compiler import check
     from olmo2spec.diff import diff_plans, render_diff
@@ -115,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     _add_spec_options(p)
     p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("build", help="compile a recipe into a launch bundle (default: generated/<spec>/)")
+    p.add_argument("spec", help="recipe file")
+    p.add_argument("-o", "--output", help="bundle directory (default: generated/<spec file stem>)")
+    _add_spec_options(p)
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("diff", help="what differs between two recipes' plans, as a table")
     p.add_argument("a", help="first recipe")

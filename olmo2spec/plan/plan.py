@@ -54,6 +54,7 @@ class ClusterPlan(ClusterSpec):
     """Dense BF16 peak per accelerator, the MFU denominator."""
     total_gpus: int
     """nodes x gpus_per_node."""
+    # `env` (inherited) is complete here: the plan's defaults overlaid with the recipe's.
 
 
 @attrs.frozen(kw_only=True)
@@ -118,6 +119,8 @@ class _StageCommon:
 
 @attrs.frozen(kw_only=True)
 class PrepareStagePlan(_StageCommon):
+    nodes: int
+    """Nodes the job asks for."""
     sources: list[str]
     text_field: str
     filters: list[str]
@@ -147,6 +150,8 @@ class TrainStagePlan(_StageCommon):
 
 @attrs.frozen(kw_only=True)
 class SoupStagePlan(_StageCommon):
+    nodes: int
+    """Nodes the job asks for."""
     ingredients: list[str]
     """Runs whose final checkpoints are averaged."""
     weights: list[float]
@@ -173,14 +178,21 @@ class PostTrainStagePlan(_StageCommon):
 
 @attrs.frozen(kw_only=True)
 class EvalStagePlan(_StageCommon):
+    nodes: int
+    """Nodes the job asks for."""
     targets: list[str]
     """Runs to evaluate."""
     suite: str
-    tasks: list[str]
+    dev_tasks: list[str]
+    """Tasks that may guide decisions (the paper's development suite)."""
+    heldout_tasks: list[str]
+    """Tasks reported only at the end (the paper's held-out suite)."""
 
 
 @attrs.frozen(kw_only=True)
 class ExportStagePlan(_StageCommon):
+    nodes: int
+    """Nodes the job asks for."""
     source: str
     """Run to export."""
     format: str

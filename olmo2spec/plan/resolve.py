@@ -14,6 +14,8 @@ import attrs
 
 from olmo2spec import __version__
 from olmo2spec.plan.counts import ParamCounts, count_params, flops_per_token
+from olmo2spec.plan.environment import training_env
+from olmo2spec.plan.evals import SUITES
 from olmo2spec.plan.memory import MemoryEstimate, estimate_memory
 from olmo2spec.plan.mixes import MixPlan, mix_from_mix_pct, mix_from_source_pct
 from olmo2spec.plan.parallel import NoFit, choose_layout
@@ -334,11 +336,12 @@ class _Resolver:
 
     def stage(self, stage: StageSpec, path: Path) -> StagePlan | None:
         common: dict[str, Any] = dict(name=stage.name, kind=stage.kind, description=stage.description,
-                                      depends_on=self.depends(stage))
+                                      depends_on=self.depends(stage), nodes=stage.nodes or 1)
         if isinstance(stage, TrainStage):
             return self.train_stage(stage, path)
         if isinstance(stage, PostTrainStage):
             return self.post_train_stage(stage, path)
+        # jobs that are not data-parallel training run on one node unless the stage asks for more
         if isinstance(stage, PrepareStage):
             return PrepareStagePlan(**common, sources=stage.sources or sorted(self.recipe.sources),
                                     text_field=stage.text_field, filters=stage.filters)
@@ -357,8 +360,9 @@ class _Resolver:
             return SoupStagePlan(**common, ingredients=ingredients,
                                  weights=[w / sum(weights) for w in weights])
         if isinstance(stage, EvalStage):
+            dev, heldout = SUITES[stage.suite]
             return EvalStagePlan(**common, targets=self.runs_of(stage.from_ or ""), suite=stage.suite,
-                                 tasks=stage.tasks)
+                                 dev_tasks=[*dev, *stage.tasks], heldout_tasks=list(heldout))
         assert isinstance(stage, ExportStage)
         runs = self.runs_of(stage.from_ or "")
         return ExportStagePlan(**common, source=runs[-1] if runs else "", format=stage.format)
@@ -384,7 +388,9 @@ class _Resolver:
         model = ModelPlan(**attrs.asdict(r.model, recurse=False), head_dim=r.model.d_model // r.model.n_heads,
                           kv_dim=r.model.n_kv_heads * (r.model.d_model // r.model.n_heads), params=self.counts,
                           flops_per_token=flops_per_token(r.model, self.counts, seq))
-        cluster = ClusterPlan(**attrs.asdict(r.cluster, recurse=False), gpu_memory_gib=self.gpu.memory_gib,
+        fields = attrs.asdict(r.cluster, recurse=False)
+        fields["env"] = {**training_env(self.gpu.name != "cpu"), **r.cluster.env}
+        cluster = ClusterPlan(**fields, gpu_memory_gib=self.gpu.memory_gib,
                               gpu_peak_tflops=self.gpu.peak_tflops,
                               total_gpus=r.cluster.nodes * r.cluster.gpus_per_node)
         stages = list(self.done.values())

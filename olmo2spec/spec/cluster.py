@@ -2,12 +2,66 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import attrs
 
-from olmo2spec.spec.fields import doc, non_negative, one_of, positive, unit_interval
+from olmo2spec.spec.fields import SpecValueError, doc, in_range, non_negative, one_of, positive, unit_interval
 from olmo2spec.spec.hardware import GPUS
 
-__all__ = ["ClusterSpec"]
+__all__ = ["ClusterSpec", "SlurmSpec"]
+
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+-]*$")
+_TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
+_SBATCH_OPTION = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.,:@%+/=-]+)?$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+def _slurm_word(_inst: Any, _attr: Any, value: str) -> None:
+    if not _SLURM_WORD.match(value):
+        raise SpecValueError(f"{value!r} is not a valid SLURM name",
+                             "use letters, digits and _ . , : @ % + - only")
+
+
+def _time_limit(_inst: Any, _attr: Any, value: str) -> None:
+    if not _TIME_LIMIT.match(value):
+        raise SpecValueError(f"{value!r} is not a SLURM time limit",
+                             "write HH:MM:SS or D-HH:MM:SS, e.g. \"2-00:00:00\"")
+
+
+def _sbatch_options(_inst: Any, _attr: Any, value: list[str]) -> None:
+    for option in value:
+        if not _SBATCH_OPTION.match(option):
+            raise SpecValueError(f"{option!r} is not an sbatch option this bundle can pass safely",
+                                 "write --name or --name=value, the value without spaces or quotes, "
+                                 "e.g. \"--constraint=h100\"")
+
+
+def _env_names(_inst: Any, _attr: Any, value: dict[str, str]) -> None:
+    for name, text in value.items():
+        if not _ENV_NAME.match(name):
+            raise SpecValueError(f"{name!r} is not an environment variable name",
+                                 "use A-Z, 0-9 and _, e.g. NCCL_IB_HCA")
+        if "\n" in text or "\0" in text:
+            raise SpecValueError(f"the value of {name} contains a newline or NUL", "write it on one line")
+
+
+@attrs.frozen(kw_only=True)
+class SlurmSpec:
+    """`[cluster.slurm]`: how each stage's job is submitted."""
+
+    partition: str = doc("Partition (sbatch --partition); empty: the cluster's default.", default="",
+                         validator=_slurm_word)
+    account: str = doc("Account to charge (sbatch --account); empty: none.", default="", validator=_slurm_word)
+    qos: str = doc("Quality of service (sbatch --qos); empty: none.", default="", validator=_slurm_word)
+    time_limit: str = doc("Wall-clock limit per job; long stages checkpoint and requeue when it nears.",
+                          default="48:00:00", validator=_time_limit)
+    signal_seconds: int = doc("Seconds before the time limit at which the job is told to checkpoint and "
+                              "requeue (sbatch --signal).", default=600, validator=in_range(60, 86_400))
+    exclusive: bool = doc("Ask for whole nodes (sbatch --exclusive).", default=True)
+    extra: list[str] = doc("More sbatch options, e.g. [\"--constraint=h100\"].", factory=list,
+                           validator=_sbatch_options)
 
 
 @attrs.frozen(kw_only=True)
@@ -28,3 +82,9 @@ class ClusterSpec:
                                   validator=non_negative)
     wue: float = doc("Litres of water per kWh, onsite plus offsite (Table 19).", default=1.29,
                      validator=non_negative)
+    rdzv_port: int = doc("TCP port of the c10d rendezvous on a job's first node.", default=29500,
+                         validator=in_range(1024, 65535))
+    env: dict[str, str] = doc("Environment for every training process, added to (or replacing) the plan's "
+                              "NCCL / InfiniBand defaults, e.g. { NCCL_IB_HCA = \"mlx5\" }.", factory=dict,
+                              validator=_env_names)
+    slurm: SlurmSpec = doc("How jobs are submitted.", factory=SlurmSpec)

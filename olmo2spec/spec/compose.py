@@ -41,7 +41,11 @@ class Composed:
     data: dict[str, Any]
     origins: dict[Path, Origin]
     files: tuple[str, ...]
-    """Every file read, in the order read (for hashing and error messages)."""
+    """Every file read, in the order read, as shown in messages."""
+    paths: tuple[FsPath, ...] = ()
+    """The same files, absolute (for hashing)."""
+    overrides: tuple[str, ...] = ()
+    """The `--set` overrides applied, in order."""
 
     def locate(self, path: Path, *, at_key: bool = False) -> Location | None:
         """Location of `path`, or of its nearest ancestor that has one."""
@@ -139,6 +143,7 @@ class _Composer:
     def __init__(self) -> None:
         self.diagnostics: list[Diagnostic] = []
         self.files: list[str] = []
+        self.paths: list[FsPath] = []
 
     def error(self, code: str, field: str, message: str, hint: str, at: Location | None) -> None:
         self.diagnostics.append(Diagnostic(code, Severity.ERROR, field, message, hint, at))
@@ -161,6 +166,7 @@ class _Composer:
             self.error("E002", "", f"cannot read {shown}: {exc}", "", at)
             return None
         self.files.append(shown)
+        self.paths.append(path)
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
@@ -287,4 +293,4 @@ def compose(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Comp
         raise SpecError(composer.diagnostics)
     origins: dict[Path, Origin] = {}
     data = _unwrap(tree, (), origins)
-    return Composed(data, origins, tuple(composer.files))
+    return Composed(data, origins, tuple(composer.files), tuple(composer.paths), tuple(overrides))

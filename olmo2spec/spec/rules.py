@@ -6,9 +6,11 @@ Rules that need resolved numbers (steps, batch layout, memory) live in `plan/res
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 from olmo2spec.spec.diagnostics import Path, Reporter
+from olmo2spec.spec.fields import SAFE_NAME
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.stages import (
     AnnealStage,
@@ -22,6 +24,8 @@ from olmo2spec.spec.stages import (
     StageSpec,
     TrainStage,
 )
+
+_SAFE_NAME = re.compile(SAFE_NAME)
 
 __all__ = ["check_rules", "stage_order", "parents", "CHECKPOINT_KINDS", "TRAIN_KINDS"]
 
@@ -62,6 +66,16 @@ def check_model(recipe: Recipe, report: Reporter) -> None:
         if getattr(tok, key) >= tok.vocab_size:
             report.error("E024", ("tokenizer", key), f"{key} {getattr(tok, key)} is outside the vocabulary "
                          f"(vocab_size {tok.vocab_size})", "special-token ids must be below vocab_size")
+
+
+def check_names(recipe: Recipe, report: Reporter) -> None:
+    """Source and mix names become file names in the bundle (mixes/<mix>.csv): the safe set only."""
+    for table in ("sources", "mixes"):
+        for name in getattr(recipe, table):
+            if not _SAFE_NAME.match(name):
+                report.error("E013", (table, name), f"{name!r} is not a valid name",
+                             "use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+                             at_key=True)
 
 
 def check_mixes(recipe: Recipe, report: Reporter) -> None:
@@ -221,6 +235,7 @@ def check_train_stage(stage: TrainStage, path: Path, recipe: Recipe, report: Rep
 
 
 def check_rules(recipe: Recipe, report: Reporter) -> None:
+    check_names(recipe, report)
     check_model(recipe, report)
     check_mixes(recipe, report)
     check_stages(recipe, report)

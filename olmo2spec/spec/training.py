@@ -57,3 +57,5 @@ class CheckpointSpec:
     permanent_every: int = doc("Every this many steps a checkpoint is kept forever (0: none).", default=10000,
                                validator=non_negative)
     async_save: bool = doc("Save in the background while training continues.", default=True)
+    min_free_gib: float = doc("Free disk a node needs under the checkpoint directory before a stage starts.",
+                              default=50.0, validator=non_negative)

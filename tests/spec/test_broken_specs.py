@@ -425,7 +425,7 @@ CASES: dict[str, Case] = {
         "1 error, 0 warnings",
     )),
     "set-huge-model-on-cpu": Case(spec=TINY, args=("--set", "model.n_layers=2000"), lines=(
-        "specs/tiny.toml:73:1: error[E060]: stages.pretrain: does not fit in 8.0 GiB per CPU process: the smallest "
+        "specs/tiny.toml:74:1: error[E060]: stages.pretrain: does not fit in 8.0 GiB per CPU process: the smallest "
         "layout tried (shard over 2 GPUs, micro-batch 8) needs 17.2 GiB (parameters 3.2, gradients 3.2, optimizer "
         "6.4, activations 4.0, logits 0.0)",
         "  hint: shard over more GPUs (shard_gpus), add nodes, turn on activation_checkpointing, or shorten "

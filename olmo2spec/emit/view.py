@@ -1,0 +1,138 @@
+"""What the templates see: the plan, plus the names and lists the bundle's files need.
+
+Templates only substitute, loop and branch on booleans (Jinja's advice: keep logic out of
+templates); every file name, job name, dependency list and DAG line is settled here.
+Identifiers in scripts come from stage numbers, never from names, so no name can collide
+or break a variable.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from olmo2spec.plan.plan import (
+    EvalStagePlan,
+    ExportStagePlan,
+    Plan,
+    PostTrainStagePlan,
+    PrepareStagePlan,
+    SoupStagePlan,
+    StagePlan,
+    TrainStagePlan,
+)
+from olmo2spec.spec.quantity import format_tokens
+
+__all__ = ["Job", "BundleView", "build_view", "DISTRIBUTED_KINDS"]
+
+DISTRIBUTED_KINDS = ("pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr")
+"""Stages launched with torchrun on every GPU; the others run as one process per job."""
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    number: str
+    """Two digits, the stage's place in dependency order: file names and script identifiers use it."""
+    name: str
+    kind: str
+    job_name: str
+    entry: str
+    """The stage's Python entry point, relative to the bundle."""
+    sbatch: str
+    runs: list[str]
+    """Runs of the stage; more than one becomes a SLURM job array."""
+    array: bool
+    last_index: int
+    nodes: int
+    nproc: int
+    """Processes per node: GPUs, or CPU processes on a CPU cluster."""
+    distributed: bool
+    gpus: bool
+    """Ask SLURM for GPUs."""
+    depends: list[str]
+    """Numbers of the jobs this one waits for (afterok)."""
+    depends_names: list[str]
+    summary: str
+    """One line for READMEs: what the stage does."""
+    cells: list[str]
+    """The stage's row in the bundle README's table: steps, tokens, layout, GiB per GPU, GPU-hours."""
+
+
+@attrs.frozen(kw_only=True)
+class BundleView:
+    plan: Plan
+    spec_name: str
+    version: str
+    jobs: list[Job]
+    env: list[tuple[str, str]]
+    dag: list[str]
+    """The stage DAG as text lines."""
+    default_nproc: int
+    gpu_cluster: bool
+    olmes_jobs: list[tuple[Job, EvalStagePlan]]
+    """Eval stages that run OLMES suites (all but the toy recipe's `demo` suite)."""
+
+
+def _summary(stage: StagePlan) -> str:
+    if isinstance(stage, TrainStagePlan):
+        runs = f"{len(stage.runs)} runs x " if len(stage.runs) > 1 else ""
+        return f"{runs}{stage.steps:,} steps, {format_tokens(stage.tokens)} tokens, lr {stage.lr.kind}"
+    if isinstance(stage, PostTrainStagePlan):
+        return f"{stage.steps:,} steps over {stage.examples:,} examples of {stage.dataset}"
+    if isinstance(stage, SoupStagePlan):
+        return f"average of {len(stage.ingredients)} runs"
+    if isinstance(stage, EvalStagePlan):
+        return f"{stage.suite} suite on {', '.join(stage.targets)}"
+    if isinstance(stage, ExportStagePlan):
+        return f"{stage.format} export of {stage.source}"
+    if isinstance(stage, PrepareStagePlan):
+        return f"tokenize {len(stage.sources)} sources"
+    return stage.kind
+
+
+def _cells(stage: StagePlan) -> list[str]:
+    if not isinstance(stage, (TrainStagePlan, PostTrainStagePlan)):
+        return ["", "", _summary(stage), "", ""]
+    par = stage.parallel
+    tokens = format_tokens(stage.tokens) if isinstance(stage, TrainStagePlan) else f"{stage.examples:,} examples"
+    layout = (f"{par.nodes} x {par.gpus // par.nodes}, shard {par.shard_gpus} x {par.replicate}, "
+              f"micro-batch {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}")
+    hours = stage.cost.gpu_hours
+    return [f"{stage.steps:,}", tokens, layout, f"{stage.memory.total_gib:.1f}",
+            f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"]
+
+
+def _job(plan: Plan, stage: StagePlan, number: str, numbers: dict[str, str]) -> Job:
+    runs = [r.name for r in stage.runs] if isinstance(stage, TrainStagePlan) else [stage.name]
+    distributed = stage.kind in DISTRIBUTED_KINDS
+    par = getattr(stage, "parallel", None)
+    nodes = par.nodes if par is not None else stage.nodes  # type: ignore[union-attr]
+    gpu_cluster = plan.cluster.gpu != "cpu"
+    return Job(
+        number=number, name=stage.name, kind=stage.kind, job_name=f"{plan.recipe.name}-{stage.name}",
+        entry=f"stages/{number}-{stage.name}.py", sbatch=f"launch/slurm/{number}-{stage.name}.sbatch", runs=runs,
+        array=len(runs) > 1, last_index=len(runs) - 1, nodes=nodes,
+        nproc=plan.cluster.gpus_per_node if distributed else 1, distributed=distributed,
+        gpus=gpu_cluster and stage.kind not in ("prepare", "soup"),
+        depends=[numbers[d] for d in stage.depends_on], depends_names=list(stage.depends_on),
+        summary=_summary(stage), cells=_cells(stage))
+
+
+def _dag(jobs: list[Job]) -> list[str]:
+    width = max(len(j.name) for j in jobs)
+    lines = []
+    for j in jobs:
+        after = f"<- {', '.join(j.depends_names)}" if j.depends_names else "(start)"
+        runs = f" [{len(j.runs)} runs]" if j.array else ""
+        lines.append(f"{j.number} {j.name:<{width}}  {j.kind:<11} {after}{runs}")
+    return lines
+
+
+def build_view(plan: Plan, spec_name: str, version: str) -> BundleView:
+    numbers = {stage.name: f"{i:02d}" for i, stage in enumerate(plan.stages, start=1)}
+    jobs = [_job(plan, stage, numbers[stage.name], numbers) for stage in plan.stages]
+    olmes = [(job, stage) for job, stage in zip(jobs, plan.stages, strict=True)
+             if isinstance(stage, EvalStagePlan) and stage.suite != "demo"]
+    return BundleView(plan=plan, spec_name=spec_name, version=version, jobs=jobs,
+                      env=sorted(plan.cluster.env.items()), dag=_dag(jobs),
+                      default_nproc=plan.cluster.gpus_per_node, gpu_cluster=plan.cluster.gpu != "cpu",
+                      olmes_jobs=olmes)

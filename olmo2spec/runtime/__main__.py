@@ -1,0 +1,5 @@
+import sys
+
+from olmo2spec.runtime.main import main
+
+sys.exit(main())

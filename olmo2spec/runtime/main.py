@@ -1,0 +1,58 @@
+"""`python -m olmo2spec.runtime`: what a bundle's launch scripts and stage entry points call.
+
+`preflight` checks this node; `run` runs one run of one stage from the bundle's plan.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from olmo2spec import __version__
+from olmo2spec.runtime.bundle import BundleError, RunContext, load_run
+from olmo2spec.runtime.preflight import PreflightError, preflight
+
+__all__ = ["main", "RUNNERS"]
+
+RUNNERS: dict[str, Callable[[RunContext], int]] = {}
+"""Stage kind -> the function that runs it; each kind's module registers itself here."""
+
+EXIT_BAD_BUNDLE = 2
+EXIT_PREFLIGHT = 3
+EXIT_NOT_IMPLEMENTED = 4
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m olmo2spec.runtime")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("preflight", "check this node before a stage"), ("run", "run one run of a stage")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--bundle", type=Path, required=True, help="the bundle directory")
+        p.add_argument("--stage", required=True, help="stage name")
+        p.add_argument("--run", help="run name (default: the stage's first run)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        ctx = load_run(args.bundle, args.stage, args.run)
+    except BundleError as exc:
+        print(f"olmo2spec runtime {__version__}: {exc}", file=sys.stderr)
+        return EXIT_BAD_BUNDLE
+    if args.command == "preflight":
+        try:
+            for line in preflight(ctx):
+                print(line, flush=True)
+        except PreflightError as exc:
+            print(f"preflight failed on {exc}", file=sys.stderr)
+            return EXIT_PREFLIGHT
+        return 0
+    runner = RUNNERS.get(ctx.stage.kind)
+    if runner is None:
+        print(f"olmo2spec runtime {__version__} cannot run {ctx.stage.kind} stages yet "
+              f"(stage {ctx.stage.name!r}, run {ctx.run!r})", file=sys.stderr)
+        return EXIT_NOT_IMPLEMENTED
+    return runner(ctx)
