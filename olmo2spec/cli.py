@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ __all__ = ["main"]
 
 EXIT_SPEC_ERROR = 2
 EXIT_INTERNAL = 70
+EXIT_IO = 74
 
 
 def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
@@ -74,6 +76,11 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """A path as text for any terminal: bytes that are not UTF-8 (held as surrogates) become `\\xNN`."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -86,9 +93,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else Path("generated") / spec.stem
     files = build_bundle(checked, out, spec.name)
     size = sum(len(data) for data in files.values())
-    print(f"built {out}/: {len(files)} files, {size / 1024:.0f} KiB, {checked.plan.recipe.name}, "
+    print(f"built {_printable(str(out))}/: {len(files)} files, {size / 1024:.0f} KiB, {checked.plan.recipe.name}, "
           f"{len(checked.plan.stages)} stages")
-    print(f"  next: bash {out}/launch/submit.sh --dry-run")
+    print(f"  next: bash {_printable(shlex.quote(f'{out}/launch/submit.sh'))} --dry-run")  # safe to paste
     return 0
 
 
@@ -115,6 +122,36 @@ def cmd_schema(args: argparse.Namespace) -> int:
             f.write(text)
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def cmd_tokenize(args: argparse.Namespace) -> int:
+    from olmo2spec.data.tokenizer import TokenizerError, load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(args.tokenizer)
+    except TokenizerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    if args.decode:
+        try:
+            ids = [int(token) for token in args.text]
+            print(tokenizer.decode(ids))
+        except (ValueError, TokenizerError) as exc:
+            print(f"error: cannot decode: {exc}", file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        return 0
+    print(" ".join(str(i) for i in tokenizer.encode(" ".join(args.text), allow_special=True)))
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from olmo2spec.data.demo import build_demo_corpus
+
+    report = build_demo_corpus(Path(args.dir), seed=args.seed)
+    print(report)
     return 0
 
 
@@ -151,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_options(p)
     p.set_defaults(func=cmd_diff)
 
+    p = sub.add_parser("tokenize", help="text to token ids (special tokens allowed), or --decode ids")
+    p.add_argument("text", nargs="+", help="text (joined by spaces), or ids with --decode")
+    p.add_argument("--decode", action="store_true", help="decode token ids to text")
+    p.add_argument("--tokenizer", default="dolma2", help="dolma2 (default) or bytes")
+    p.set_defaults(func=cmd_tokenize)
+
+    p = sub.add_parser("demo-data", help="build the offline demo corpus (raw JSONL and eval splits) in DIR")
+    p.add_argument("dir", help="output directory (becomes DATA_ROOT)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic math")
+    p.set_defaults(func=cmd_demo_data)
+
     p = sub.add_parser("schema", help="JSON Schema (draft 2020-12) of recipe files, for editors")
     p.add_argument("--partial", action="store_true", help="no required keys: for fragments that are extended")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
@@ -170,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:  # the machine's, not olmo2spec's: a full disk, no permission, an existing file
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_IO
     except Exception as exc:  # a bug in olmo2spec, not in the recipe
         if os.environ.get("OLMO2SPEC_DEBUG"):
             traceback.print_exc()

@@ -58,8 +58,8 @@ def test_an_override_shows_only_what_it_changes(plans: dict[str, Plan], spec: st
 def test_mix_rows_are_matched_by_source(plans: dict[str, Plan]) -> None:
     changed = check(SPECS / "tiny.toml", ["sources.demo-math.tokens=\"600K\""]).plan
     rows = _rows(plans["tiny"], changed)
-    assert rows["sources.demo-math.tokens"] == ("500,000", "600,000")
-    assert rows["mixes.demo-pretrain.rows.demo-math.source_tokens"] == ("500,000", "600,000")
+    assert rows["sources.demo-math.tokens"] == ("754,000", "600,000")
+    assert rows["mixes.demo-pretrain.rows.demo-math.source_tokens"] == ("754,000", "600,000")
     assert "mixes.demo-pretrain.rows.demo-web.source_tokens" not in rows
 
 

@@ -21,7 +21,7 @@ from olmo2spec.emit.write import write_tree
 from olmo2spec.plan.mixes import MixPlan
 from olmo2spec.plan.plan import PLAN_VERSION, to_json
 
-__all__ = ["render_bundle", "build_bundle", "EXECUTABLE_SUFFIXES"]
+__all__ = ["render_bundle", "build_bundle", "check_replaceable", "EXECUTABLE_SUFFIXES"]
 
 EXECUTABLE_SUFFIXES = (".sh", ".sbatch", ".py")
 
@@ -52,7 +52,7 @@ def _manifest(checked: Checked, files: dict[str, bytes]) -> bytes:
     sources = _spec_sources(checked)
     spec_hash = hashlib.sha256()
     for source in sources:
-        spec_hash.update(f"{source['file']}\0{source['sha256']}\n".encode())
+        spec_hash.update(f"{source['file']}\0{source['sha256']}\n".encode(errors="surrogateescape"))  # any name
     for override in checked.composed.overrides:
         spec_hash.update(f"--set\0{override}\n".encode())
     manifest = {
@@ -83,8 +83,35 @@ def render_bundle(checked: Checked, spec_name: str) -> dict[str, bytes]:
     return files
 
 
+def _is_bundle(directory: Path) -> bool:
+    try:
+        manifest = json.loads((directory / "MANIFEST.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "olmo2spec_version" in manifest
+
+
+def check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace anything but a bundle or an empty directory (`-o .` must not wipe a repository).
+
+    Raises:
+        FileExistsError: naming `out_dir`.
+    """
+    if not out_dir.exists():
+        return
+    if out_dir.is_dir() and (_is_bundle(out_dir) or not any(out_dir.iterdir())):
+        return
+    raise FileExistsError(f"{out_dir} exists and is not an olmo2spec bundle (no MANIFEST.json): not replacing it; "
+                          "choose another output directory, or remove it")
+
+
 def build_bundle(checked: Checked, out_dir: Path, spec_name: str) -> dict[str, bytes]:
-    """Render and write the bundle to `out_dir`, replacing what was there only once all is written."""
+    """Render and write the bundle to `out_dir`, replacing what was there only once all is written.
+
+    Raises:
+        FileExistsError: when `out_dir` holds something other than a bundle; nothing is written then.
+    """
+    check_replaceable(out_dir)
     files = render_bundle(checked, spec_name)
     executable = frozenset(name for name in files if name.endswith(EXECUTABLE_SUFFIXES))
     write_tree(files, out_dir, executable)

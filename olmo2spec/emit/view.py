@@ -8,6 +8,8 @@ or break a variable.
 
 from __future__ import annotations
 
+import os
+
 import attrs
 
 from olmo2spec.plan.plan import (
@@ -70,6 +72,8 @@ class BundleView:
     gpu_cluster: bool
     olmes_jobs: list[tuple[Job, EvalStagePlan]]
     """Eval stages that run OLMES suites (all but the toy recipe's `demo` suite)."""
+    runtime_eval_jobs: list[Job]
+    """Eval stages the runtime runs itself (the `demo` suite)."""
 
 
 def _summary(stage: StagePlan) -> str:
@@ -127,12 +131,23 @@ def _dag(jobs: list[Job]) -> list[str]:
     return lines
 
 
+def _printable_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (Python holds them as surrogates) become `\\xNN`."""
+    try:
+        raw = os.fsencode(name)
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 def build_view(plan: Plan, spec_name: str, version: str) -> BundleView:
     numbers = {stage.name: f"{i:02d}" for i, stage in enumerate(plan.stages, start=1)}
     jobs = [_job(plan, stage, numbers[stage.name], numbers) for stage in plan.stages]
     olmes = [(job, stage) for job, stage in zip(jobs, plan.stages, strict=True)
              if isinstance(stage, EvalStagePlan) and stage.suite != "demo"]
-    return BundleView(plan=plan, spec_name=spec_name, version=version, jobs=jobs,
+    olmes_names = {job.name for job, _ in olmes}
+    return BundleView(plan=plan, spec_name=_printable_name(spec_name), version=version, jobs=jobs,
                       env=sorted(plan.cluster.env.items()), dag=_dag(jobs),
                       default_nproc=plan.cluster.gpus_per_node, gpu_cluster=plan.cluster.gpu != "cpu",
-                      olmes_jobs=olmes)
+                      olmes_jobs=olmes,
+                      runtime_eval_jobs=[j for j in jobs if j.kind == "eval" and j.name not in olmes_names])

@@ -64,9 +64,14 @@ def _swap_in(built: Path, target: Path) -> None:
 
 
 def _remove_stale(target: Path) -> None:
-    """Builds killed outright (SIGKILL) leave their hidden work directory; the next build removes it."""
-    for stale in target.parent.glob(f".{target.name}{_BUILDING}*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    """Builds killed outright (SIGKILL) leave their hidden work directory; the next build removes it.
+
+    Matched by prefix, not glob: a name like `run[1]` or `b*` must not match another bundle's.
+    """
+    prefix = f".{target.name}{_BUILDING}"
+    for stale in target.parent.iterdir():
+        if stale.name.startswith(prefix) and stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def write_tree(files: Mapping[str, bytes], target: Path, executable: frozenset[str] = frozenset()) -> None:
@@ -76,7 +81,7 @@ def write_tree(files: Mapping[str, bytes], target: Path, executable: frozenset[s
         UnsafePath: if a name is absolute or climbs out with `..`; nothing is written then.
     """
     checked = {_check(name): data for name, data in files.items()}
-    target = target.absolute()
+    target = target.resolve()  # a symlinked bundle directory: build and swap beside what it points to
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(target)
     built = Path(tempfile.mkdtemp(prefix=f".{target.name}{_BUILDING}", dir=target.parent))

@@ -279,11 +279,17 @@ def from_json(text: str) -> Plan:
 
     Raises:
         PlanVersionError: when the plan was written for another plan version.
+        ValueError: when the text is not JSON of a plan (a hand-edited or truncated file).
     """
     data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"not a plan: a JSON {type(data).__name__}, not an object")
     if data.get("version") != PLAN_VERSION:
         raise PlanVersionError(
             f"plan version {data.get('version')!r} (olmo2spec {data.get('olmo2spec_version')}) is not "
             f"{PLAN_VERSION} (olmo2spec {__version__}); rebuild the bundle with this olmo2spec, or install the "
             f"version that built it")
-    return _converter.structure(data, Plan)
+    try:
+        return _converter.structure(data, Plan)
+    except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"not a valid plan: {'; '.join(cattrs.transform_error(exc))}") from None

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"preflight failed on {exc}", file=sys.stderr)
             return EXIT_PREFLIGHT
         return 0
+    import olmo2spec.runtime.stages  # noqa: F401  (registers the runners)
+
     runner = RUNNERS.get(ctx.stage.kind)
     if runner is None:
         print(f"olmo2spec runtime {__version__} cannot run {ctx.stage.kind} stages yet "

@@ -7,33 +7,55 @@ from typing import Any
 
 import attrs
 
-from olmo2spec.spec.fields import SpecValueError, doc, in_range, non_negative, one_of, positive, unit_interval
+from olmo2spec.spec.fields import (
+    SpecValueError,
+    doc,
+    in_range,
+    non_negative,
+    one_of,
+    positive,
+    shown,
+    unit_interval,
+)
 from olmo2spec.spec.hardware import GPUS
 
-__all__ = ["ClusterSpec", "SlurmSpec"]
+__all__ = ["ClusterSpec", "SlurmSpec", "RESERVED_ENV"]
 
 _SLURM_WORD = re.compile(r"^[A-Za-z0-9_.,:@%+-]*$")
 _TIME_LIMIT = re.compile(r"^(\d+-)?\d{1,2}:\d{2}:\d{2}$")
 _SBATCH_OPTION = re.compile(r"^--[a-z][a-z-]*(=[A-Za-z0-9_.,:@%+/=-]+)?$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
+RESERVED_ENV = frozenset({
+    # the bundle's scripts' own variables (launch/local.sh, launch/slurm/*.sbatch, ...): a recipe setting
+    # DRY_RUN or PYTHON would change what the script runs, a dry run included
+    "BUNDLE_DIR", "DEVICE", "DRY_RUN", "FROM", "GPUS", "HEAD_NODE", "MODEL", "NPROC", "PYTHON", "REQUEUE_ID",
+    "RUN", "RUNS", "SBATCH_ARGS", "SUBMITTING", "TARGET", "TRAIN", "TRAIN_PID",
+    # what SLURM tells the job
+    "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES",
+    # read by shells as code or as rules for running it
+    "BASH_ENV", "BASHOPTS", "CDPATH", "ENV", "GLOBIGNORE", "IFS", "PATH", "PS4", "SHELLOPTS",
+})
+"""`[cluster.env]` names a recipe may not set, nor any name starting with OLMO2SPEC_, BASH_ or JOB_."""
+_RESERVED_PREFIXES = ("OLMO2SPEC_", "BASH_", "JOB_")
+
 
 def _slurm_word(_inst: Any, _attr: Any, value: str) -> None:
     if not _SLURM_WORD.match(value):
-        raise SpecValueError(f"{value!r} is not a valid SLURM name",
+        raise SpecValueError(f"{shown(value)} is not a valid SLURM name",
                              "use letters, digits and _ . , : @ % + - only")
 
 
 def _time_limit(_inst: Any, _attr: Any, value: str) -> None:
     if not _TIME_LIMIT.match(value):
-        raise SpecValueError(f"{value!r} is not a SLURM time limit",
+        raise SpecValueError(f"{shown(value)} is not a SLURM time limit",
                              "write HH:MM:SS or D-HH:MM:SS, e.g. \"2-00:00:00\"")
 
 
 def _sbatch_options(_inst: Any, _attr: Any, value: list[str]) -> None:
     for option in value:
         if not _SBATCH_OPTION.match(option):
-            raise SpecValueError(f"{option!r} is not an sbatch option this bundle can pass safely",
+            raise SpecValueError(f"{shown(option)} is not an sbatch option this bundle can pass safely",
                                  "write --name or --name=value, the value without spaces or quotes, "
                                  "e.g. \"--constraint=h100\"")
 
@@ -41,8 +63,12 @@ def _sbatch_options(_inst: Any, _attr: Any, value: list[str]) -> None:
 def _env_names(_inst: Any, _attr: Any, value: dict[str, str]) -> None:
     for name, text in value.items():
         if not _ENV_NAME.match(name):
-            raise SpecValueError(f"{name!r} is not an environment variable name",
+            raise SpecValueError(f"{shown(name)} is not an environment variable name",
                                  "use A-Z, 0-9 and _, e.g. NCCL_IB_HCA")
+        if name in RESERVED_ENV or name.startswith(_RESERVED_PREFIXES):
+            raise SpecValueError(f"{name} is set by the bundle's scripts or read by the shell: a recipe cannot "
+                                 "set it", "pick another name; PATH, PYTHON and the like belong to whoever runs "
+                                 "the bundle")
         if "\n" in text or "\0" in text:
             raise SpecValueError(f"the value of {name} contains a newline or NUL", "write it on one line")
 

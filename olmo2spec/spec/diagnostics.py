@@ -18,6 +18,7 @@ Path = tuple[str | int, ...]
 """A path into the raw TOML tree: table keys and array indices."""
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_KEY_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
 
 
 class Severity(enum.Enum):
@@ -70,10 +71,16 @@ def dotted(path: Path, stage_names: dict[int, str] | None = None) -> str:
     """Render a path as the dotted field users read: stages are named, not numbered.
 
     `("stages", 0, "batch_size")` becomes `stages.pretrain.batch_size`. Keys that are not bare
-    TOML keys are quoted as TOML quotes them: `stages."pre train".name`.
+    TOML keys are quoted as TOML quotes them: `stages."pre train".name`, control characters
+    escaped (an error stays on one line); keys over 60 characters are cut to `...`.
     """
     def key_text(key: str) -> str:
-        return key if _BARE_KEY.match(key) else '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if not _BARE_KEY.match(key):
+            key = '"' + "".join(_KEY_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c)
+                                for c in key) + '"'
+        if len(key) <= 60:
+            return key
+        return key[:56] + ('..."' if key.startswith('"') else "...")
 
     parts: list[str] = []
     for i, key in enumerate(path):

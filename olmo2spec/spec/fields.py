@@ -17,12 +17,18 @@ import attrs
 
 __all__ = [
     "doc", "SpecValueError", "positive", "non_negative", "in_range", "one_of", "safe_name",
-    "unit_interval", "each", "SAFE_NAME",
+    "unit_interval", "each", "SAFE_NAME", "shown",
 ]
 
 SAFE_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 _SAFE_NAME = re.compile(SAFE_NAME)
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
+
+
+def shown(value: Any) -> str:
+    """A value as messages quote it: its repr, cut to 60 characters (a 5,000-character value stays readable)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 class SpecValueError(ValueError):
@@ -72,7 +78,7 @@ def one_of(choices: Collection[Any]) -> Validator:
         if value not in choices:
             listed = ", ".join(repr(c) for c in choices)
             close = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
-            raise SpecValueError(f"must be one of {listed} (got {value!r})",
+            raise SpecValueError(f"must be one of {listed} (got {shown(value)})",
                                  f"did you mean {close[0]!r}?" if close else "")
     return check
 
@@ -81,7 +87,7 @@ def safe_name(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     """Names reach file names and job names in the bundle, so they stay in a safe set."""
     if value is not None and not _SAFE_NAME.match(value):
         raise SpecValueError(
-            f"{value!r} is not a valid name",
+            f"{shown(value)} is not a valid name",
             "use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
         )
 

@@ -27,6 +27,8 @@ class SourceSpec:
     tokens: Tokens = doc("Tokens in the source (checked against the files when they exist).",
                          validator=non_negative)
     paths: list[str] = doc("Token files or globs, usually under ${DATA_ROOT}.", factory=list)
+    raw: list[str] = doc("Raw JSONL (or .jsonl.gz) files or globs that a `prepare` stage tokenizes into "
+                         "the directory of the first `paths` entry.", factory=list)
     group: str = doc("Sources of one group are also shown summed in mix tables (Table 13's 'Dolmino Math').",
                      default="")
 

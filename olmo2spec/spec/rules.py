@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterable
 
 from olmo2spec.spec.diagnostics import Path, Reporter
-from olmo2spec.spec.fields import SAFE_NAME
+from olmo2spec.spec.fields import SAFE_NAME, shown
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.stages import (
     AnnealStage,
@@ -73,7 +73,7 @@ def check_names(recipe: Recipe, report: Reporter) -> None:
     for table in ("sources", "mixes"):
         for name in getattr(recipe, table):
             if not _SAFE_NAME.match(name):
-                report.error("E013", (table, name), f"{name!r} is not a valid name",
+                report.error("E013", (table, name), f"{shown(name)} is not a valid name",
                              "use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
                              at_key=True)
 

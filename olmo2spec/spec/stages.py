@@ -7,11 +7,22 @@ predecessor by the plan, never by the spec.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from olmo2spec.spec.fields import doc, each, non_negative, one_of, positive, safe_name, unit_interval
+from olmo2spec.spec.fields import (
+    SpecValueError,
+    doc,
+    each,
+    non_negative,
+    one_of,
+    positive,
+    safe_name,
+    shown,
+    unit_interval,
+)
 from olmo2spec.spec.schedules import Schedule
 from olmo2spec.spec.types import AutoInt, Tokens
 
@@ -23,6 +34,26 @@ __all__ = [
 
 FILTERS = ("repeated_ngrams", "code_word_frequency")
 VERIFIERS = ("gsm8k", "math", "ifeval")
+
+
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$")
+_DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _dataset_name(_inst: object, _attr: object, value: str) -> None:
+    """A dataset is a directory under ${DATA_ROOT}/post-training/: one path component, no `..`."""
+    if not _DATASET_NAME.match(value):
+        raise SpecValueError(f"{shown(value)} is not a dataset name",
+                             "name a directory under ${DATA_ROOT}/post-training/: up to 128 letters, digits and "
+                             "_ . -, starting with a letter or digit, e.g. \"tulu-3-sft-olmo-2-mixture\"")
+
+
+def _task_name(_inst: object, _attr: object, value: str) -> None:
+    """Tasks become arguments of `olmes --task`: a leading '-' would be read as an option."""
+    if not _TASK_NAME.match(value):
+        raise SpecValueError(f"{shown(value)} is not a task name",
+                             "OLMES task names look like \"gsm8k::olmes\": up to 128 letters, digits and "
+                             "_ . : = + -, starting with a letter or digit")
 
 
 def _auto_positive(_inst: object, _attr: object, value: object) -> None:
@@ -141,7 +172,7 @@ class SoupStage(StageSpec):
 class PostTrainStage(ParallelStage):
     """Fields shared by SFT, DPO and RLVR (Tulu 3 recipe, section 5)."""
 
-    dataset: str = doc("Dataset name, resolved under ${DATA_ROOT}/post-training/.")
+    dataset: str = doc("Dataset name, resolved under ${DATA_ROOT}/post-training/.", validator=_dataset_name)
     examples: int = doc("Examples (prompts) in the dataset; sets the number of steps.", validator=positive)
     batch_size: int = doc("Effective batch size in examples.", validator=positive)
     max_seq_len: int = doc("Longest sequence in tokens.", validator=positive)
@@ -202,7 +233,8 @@ class EvalStage(StageSpec):
     kind: Literal["eval"] = doc("Stage kind.")
     suite: str = doc("'olmes-base', 'olmes-instruct' or 'demo' (the toy recipe's math splits).",
                      validator=one_of(("olmes-base", "olmes-instruct", "demo")))
-    tasks: list[str] = doc("Extra tasks by name.", factory=list)
+    tasks: list[str] = doc("Extra OLMES tasks by name, e.g. [\"gsm8k::olmes\"].", factory=list,
+                           validator=each(_task_name))
 
 
 @attrs.frozen(kw_only=True)

@@ -66,7 +66,7 @@ def test_mix_pct_mix_derives_source_pct(plans):
     rows = _rows(mix)
     assert mix.tokens == 400_000
     assert rows["demo-math"].tokens == 200_000
-    assert rows["demo-math"].source_pct == pytest.approx(40.0)
+    assert rows["demo-math"].source_pct == pytest.approx(100 * 200_000 / 754_000)
 
 
 def test_microanneal_builds_one_mix_per_candidate(plans):

@@ -46,8 +46,9 @@ SUBMITTING=0
 [ "$DRY_RUN" = 1 ] || mkdir -p "$BUNDLE_DIR/logs"
 
 # submit NUMBER NAME SBATCH_FILE [DEPENDENCY_NUMBER ...]: sets JOB_<NUMBER> to the job id
+# (sbatch reads SBATCH_FILE from the caller's directory, not --chdir's: hence the bundle's path)
 submit() {
-  local number="$1" name="$2" file="$3"
+  local number="$1" name="$2" file="$BUNDLE_DIR/$3"
   shift 3
   [ "$name" = "$FROM" ] && SUBMITTING=1
   if [ "$SUBMITTING" = 0 ]; then

@@ -56,5 +56,7 @@ case "$TARGET" in
   all)
     echo "this recipe declares no OLMES eval stage" >&2
     ;;
+  eval-base) echo "stage" eval-base "runs its suite in the runtime: bash launch/local.sh" eval-base >&2; exit 2 ;;
+  eval-instruct) echo "stage" eval-instruct "runs its suite in the runtime: bash launch/local.sh" eval-instruct >&2; exit 2 ;;
   *) echo "unknown eval stage: $TARGET" >&2; exit 2 ;;
 esac

@@ -1,0 +1,921 @@
+"""The offline demo corpus: small sources shaped like OLMo 2's, built from what ships with Python.
+
+`build_demo_corpus(root, seed)` writes, with no network and no randomness outside seeded
+`random.Random`s:
+
+    root/raw/web/web-NNN.jsonl.gz     English prose: standard-library docstrings and comments, the
+                                      language reference (`pydoc_data/topics.py`) and the plain-text
+                                      files shipped beside the library (LICENSE.txt, idlelib notes)
+    root/raw/code/code-NNN.jsonl.gz   whole standard-library modules
+    root/raw/math/math-NNN.jsonl.gz   synthetic arithmetic facts and GSM8K-style word problems (train)
+    root/eval/math-dev.jsonl          200 math items {"id", "question", "answer", "kind"}
+    root/eval/math-heldout.jsonl      500 math items, same shape
+    root/eval/heldout-text.jsonl      web and code documents kept out of the raw shards
+    root/post-training/demo-chat/train.jsonl, demo-preferences/train.jsonl,
+    root/post-training/demo-math-prompts/train.jsonl
+    root/MANIFEST.json                every file: bytes, documents, sha256 (and of its content)
+
+Raw documents are Dolma-shaped JSON lines {"id", "source", "text"}; gzip members carry mtime 0, so
+a rebuild writes the same bytes. Files are written under a temporary name and renamed into place.
+
+Determinism. The math and post-training files depend only on `seed`. The web and code files depend
+only on the standard library they are read from (sorted walk, `ast`, nothing imported), so they are
+identical wherever the same Python release is installed; a different patch release changes the
+library's text and so these files. The `.gz` bytes also depend on zlib's deflate (zlib-ng deflates
+differently): MANIFEST.json therefore records each file's uncompressed `content_sha256` as well.
+
+Splits. A math problem's split is a fixed function of its canonical form, never of the seed:
+sha256 of the canonical key, mod 100 (< 8 held-out, < 12 dev, else train). Arithmetic keys are
+fact families, so `a + b = c` and `c - b = a` (and `a * b = c`, `c / b = a`) share a split, and
+commutative pairs share one. A word problem's key is its template and its numbers (names and
+items are decoration). Held-out and dev use the same phrasings and templates as train: they measure
+arithmetic on unseen problems, not robustness to unseen wording. As a second guard, no dev or
+held-out question occurs as a substring of the math train text, and the chat, preference and RLVR
+prompts are drawn from the train split only.
+
+Held-out text: code files are ranked by sha256 of their path; the first ~1.25 MB that pass the
+recipe's repeated n-gram filter (at byte level) are the code source and the next few are held out.
+Held-out code files contribute nothing to the web source; held-out web documents are taken only
+from files that are not in the code source, so no held-out text occurs in any training shard.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import gzip
+import hashlib
+import io
+import json
+import os
+import platform
+import random
+import re
+import sys
+import sysconfig
+import time
+import tokenize
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+
+from olmo2spec.data.ngrams import has_repeated_ngram
+
+__all__ = [
+    "DemoReport",
+    "MathProblem",
+    "SourceReport",
+    "build_demo_corpus",
+    "math_split",
+]
+
+# sizes (UTF-8 bytes of the text field) and shard counts
+WEB_MAX_BYTES = 2_900_000
+CODE_TRAIN_BYTES = 1_250_000
+CODE_HELDOUT_BYTES = 48_000
+CODE_MAX_FILE_BYTES = 60_000
+MATH_TRAIN_BYTES = 750_000
+SHARDS = {"web": 4, "code": 2, "math": 2}
+MATH_DEV_ITEMS = 200
+MATH_HELDOUT_ITEMS = 500
+CHAT_EXAMPLES = 2000
+PREFERENCE_EXAMPLES = 512
+MATH_PROMPTS = 256
+CHAT_MAX_BYTES = 200  # user + assistant content; the tiny recipe's SFT/DPO sequences are 256 bytes
+PROMPT_MAX_BYTES = 48  # RLVR prompts: 128-token sequences, 64 of them for the response
+WEB_HELDOUT_BUCKETS = 3  # of 100: share of eligible web documents held out
+MIN_WEB_DOC_BYTES = 200
+
+_SKIP_DIRS = frozenset({"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"})
+_GENERATED = re.compile(r"(?i)auto-?generated|automatically generated|generated (?:by|from|with)|do not edit|"
+                        r"don't edit|character mapping codec")
+
+
+# --------------------------------------------------------------------------------------------
+# report
+
+
+@attrs.frozen
+class SourceReport:
+    """One row of the report: a source or split, its files, documents and sizes."""
+
+    name: str
+    files: int
+    documents: int
+    text_bytes: int | None  # UTF-8 bytes of the "text" fields; None where records have no text field
+    file_bytes: int  # bytes on disk (compressed for .gz)
+
+    @property
+    def byte_tokens(self) -> int | None:
+        """Tokens under the byte-level tokenizer: one per byte plus one eos per document."""
+        return None if self.text_bytes is None else self.text_bytes + self.documents
+
+
+@attrs.frozen
+class DemoReport:
+    root: Path
+    seed: int
+    sources: tuple[SourceReport, ...]
+    seconds: float = attrs.field(eq=False)
+
+    def source(self, name: str) -> SourceReport:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        header = ("source", "files", "docs", "text bytes", "byte tokens", "file bytes")
+        rows = [header]
+        for s in self.sources:
+            text = "-" if s.text_bytes is None else f"{s.text_bytes:,}"
+            tokens = "-" if s.byte_tokens is None else f"{s.byte_tokens:,}"
+            rows.append((s.name, str(s.files), f"{s.documents:,}", text, tokens, f"{s.file_bytes:,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [f"demo corpus in {self.root} (seed {self.seed}), built in {self.seconds:.1f} s"]
+        for i, r in enumerate(rows):
+            cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+            lines.append("  ".join(cells).rstrip())
+            if i == 0:
+                lines.append("  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# characters that str.splitlines() breaks on and json.dumps(ensure_ascii=False) leaves unescaped
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
+    """One JSON object per line; no raw line separator of any kind inside a line."""
+    lines = (json.dumps(r, ensure_ascii=False, sort_keys=True).translate(_LINE_BREAKS) + "\n" for r in records)
+    return "".join(lines).encode("utf-8")
+
+
+def _gzip(content: bytes) -> bytes:
+    buf = io.BytesIO()
+    # filename="" keeps the temporary name out of the header; mtime=0 keeps the clock out
+    with gzip.GzipFile(filename="", mode="wb", fileobj=buf, compresslevel=6, mtime=0) as f:
+        f.write(content)
+    return buf.getvalue()
+
+
+@attrs.define
+class _Writer:
+    root: Path
+    manifest: list[dict[str, Any]] = attrs.field(factory=list)
+
+    def write(self, rel: str, records: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Write records as JSONL (gzipped when `rel` ends in .gz), atomically; (file bytes, documents)."""
+        content = _jsonl(records)
+        data = _gzip(content) if rel.endswith(".gz") else content
+        path = self.root / rel
+        _atomic_write(path, data)
+        self.manifest.append({"path": rel, "bytes": len(data), "documents": len(records),
+                              "sha256": _sha256(data), "content_bytes": len(content),
+                              "content_sha256": _sha256(content)})
+        return len(data), len(records)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _shard(docs: Sequence[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
+    """Contiguous shards of about equal text bytes, in order; empty shards are dropped."""
+    total = sum(len(d["text"].encode("utf-8")) for d in docs)
+    shards: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    done = 0
+    for d in docs:
+        shards[min(n - 1, done * n // max(total, 1))].append(d)
+        done += len(d["text"].encode("utf-8"))
+    return [s for s in shards if s]
+
+
+# --------------------------------------------------------------------------------------------
+# the standard library as text
+
+
+@attrs.frozen
+class _PyFile:
+    rel: str  # posix path relative to the stdlib directory
+    data: bytes
+    text: str  # decoded by its coding cookie (UTF-8 without one)
+
+
+def _read_py(rel: str, path: Path) -> _PyFile | None:
+    data = path.read_bytes()
+    try:
+        encoding, _ = tokenize.detect_encoding(io.BytesIO(data).readline)
+        return _PyFile(rel, data, data.decode(encoding))
+    except (SyntaxError, UnicodeDecodeError):
+        return None
+
+
+def _stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def _stdlib_files(root: Path, suffixes: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """(relative posix path, path) of regular files under root, sorted, skipping tests and site-packages."""
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("config-")]
+        for name in filenames:
+            if name.endswith(suffixes):
+                path = Path(dirpath) / name
+                if path.is_file() and not path.is_symlink():
+                    found.append(((rel_dir / name).as_posix(), path))
+    found.sort()
+    return found
+
+
+def _is_code_candidate(f: _PyFile) -> bool:
+    name = f.rel.rsplit("/", 1)[-1]
+    if name.startswith("_sysconfigdata") or f.rel == "pydoc_data/topics.py":
+        return False
+    if not 500 <= len(f.data) <= CODE_MAX_FILE_BYTES:
+        return False
+    has_definitions = re.search(r"^[ \t]*(?:async def|def|class) \w", f.text, re.M) is not None
+    return has_definitions and not _GENERATED.search(f.text[:2000])
+
+
+def _repeat_flags(texts: Sequence[bytes], max_period: int = 13, min_repeats: int = 32) -> list[bool]:
+    """For each text, whether the recipe's repeated n-gram filter drops it at byte level.
+
+    The same rule as `ngrams.has_repeated_ngram` on byte tokens (a run of `min_repeats` repeats of
+    any n-gram, n <= max_period), vectorised over all texts at once: they are joined by one 0xFF
+    byte, which UTF-8 never holds, so no run crosses from one text into the next.
+    """
+    if any(len(t) <= max_period for t in texts):
+        return [has_repeated_ngram(np.frombuffer(t, dtype=np.uint8), max_period, min_repeats) for t in texts]
+    joined = np.frombuffer(b"\xff".join(texts), dtype=np.uint8)
+    starts = np.cumsum([0] + [len(t) + 1 for t in texts[:-1]])
+    hit = np.zeros(len(texts), dtype=bool)
+    for period in range(1, max_period + 1):
+        need = (min_repeats - 1) * period  # equal pairs at lag `period` in a row
+        equal = np.concatenate(([0], (joined[period:] == joined[:-period]).view(np.int8), [0]))
+        edges = np.diff(equal)
+        run_starts, run_ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        long_runs = run_starts[run_ends - run_starts >= need]
+        hit[np.searchsorted(starts, long_runs, side="right") - 1] = True
+    return [bool(h) for h in hit]
+
+
+def _path_rank(rel: str) -> str:
+    return _sha256(f"demo-code:{rel}".encode())
+
+
+def _select_code(files: Sequence[_PyFile]) -> tuple[list[_PyFile], list[_PyFile]]:
+    """(train, held-out) code files: ranked by path hash, passing the repeated n-gram filter."""
+    train: list[_PyFile] = []
+    heldout: list[_PyFile] = []
+    train_bytes = heldout_bytes = 0
+    candidates = sorted((f for f in files if _is_code_candidate(f)), key=lambda f: _path_rank(f.rel))
+    dropped: list[bool] = []
+    for i, f in enumerate(candidates):
+        if train_bytes >= CODE_TRAIN_BYTES and heldout_bytes >= CODE_HELDOUT_BYTES:
+            break
+        if i == len(dropped):  # the filter, on the next 64 candidates at once
+            dropped += _repeat_flags([g.text.encode("utf-8") for g in candidates[i:i + 64]])
+        if dropped[i]:
+            continue
+        size = len(f.text.encode("utf-8"))
+        if train_bytes < CODE_TRAIN_BYTES:
+            train.append(f)
+            train_bytes += size
+        elif heldout_bytes < CODE_HELDOUT_BYTES:
+            heldout.append(f)
+            heldout_bytes += size
+    train.sort(key=lambda f: f.rel)
+    heldout.sort(key=lambda f: f.rel)
+    return train, heldout
+
+
+_UNDERLINE = re.compile(r"^\s*([=\-*~^#+`'\"._])\1{2,}\s*$")
+_BULLET = re.compile(r"^(\s*)(?:[*+\-•]|\d{1,2}[.)]|\([a-z0-9]\))\s+")
+# whitespace-delimited tokens: plain words (with quotes and punctuation around them) and pure symbols
+_WORD = re.compile(r"(?<!\S)[\"'(“‘*`\[]*[A-Za-z]+(?:['’\-][A-Za-z]+)*[\"'”’)`*,.;:!?\]]*(?!\S)")
+_SYMBOL = re.compile(r"(?<!\S)[^\w\s]+(?!\S)")
+_SENTENCE_END = re.compile(r"[a-z)\"”'’][.!?:](?:\s|$)")
+# lines of code, doctests, grammars, shell sessions
+_CODE_LINE = re.compile(
+    r"^\s*(?:>>>|\.\.\.|\$ |% |#|@\w|def |class \w+.*:$|import \w|from [\w.]+ import |return\b"
+    r"|(?:for|if|elif|while|with|try|except)\b.*:$|else:$|[\w.\[\]'\"]+ *[-+*/|&]?= *\S)"
+    r"|::=|:= |[{};] *$",
+    re.M,
+)
+
+
+def _prose(paragraph: str) -> str | None:
+    """The paragraph with whitespace normalised, or None if it does not read as English prose."""
+    lines = [_BULLET.sub(r"\1", ln) for ln in paragraph.split("\n") if ln.strip() and not _UNDERLINE.match(ln)]
+    if not lines or _CODE_LINE.search("\n".join(lines)):
+        return None
+    text = " ".join(" ".join(lines).replace("**", "").split())
+    n = text.count(" ") + 1
+    if n < 6 or not _SENTENCE_END.search(text):
+        return None
+    if len(_WORD.findall(text)) < 0.75 * n or len(_SYMBOL.findall(text)) > 0.05 * n:
+        return None
+    return text
+
+
+def _prose_paragraphs(doc: str, seen: set[str]) -> list[str]:
+    out: list[str] = []
+    for para in re.split(r"\n[ \t]*\n", doc.expandtabs(8).replace("\r\n", "\n")):
+        text = _prose(para.strip("\n"))
+        if text is None:
+            continue
+        key = text.lower()
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(text)
+    return out
+
+
+_COMMENT = re.compile(r"^[ \t]*#+ ?(.*)$")
+
+
+def _docstrings_and_comments(f: _PyFile) -> list[str]:
+    """Docstrings in source order, then the file's comment blocks (one string each)."""
+    try:
+        tree = ast.parse(f.data, filename=f.rel)
+    except (SyntaxError, ValueError):
+        return []
+    out: list[str] = []
+    stack: list[ast.AST] = [tree]
+    while stack:  # statements only (ast.walk also visits every expression: 3x slower)
+        node = stack.pop()
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            doc = ast.get_docstring(node)
+            if doc:
+                out.append(doc)
+        children: list[ast.AST] = []
+        for field in ("body", "orelse", "finalbody", "handlers", "cases"):
+            value = getattr(node, field, None)
+            if isinstance(value, list):
+                children.extend(c for c in value if isinstance(c, ast.stmt | ast.excepthandler | ast.match_case))
+        stack.extend(sorted(children, key=lambda c: getattr(c, "lineno", 0), reverse=True))
+    block: list[str] = []
+    for line in [*f.text.splitlines(), ""]:
+        m = _COMMENT.match(line)
+        if m and not line.lstrip().startswith("#!"):
+            block.append(m.group(1))
+        elif block:
+            out.append("\n".join(block))
+            block = []
+    return out
+
+
+def _topics(f: _PyFile) -> list[tuple[str, str]]:
+    """The (name, text) entries of the `topics` dict literal in pydoc_data/topics.py, via ast."""
+    tree = ast.parse(f.data, filename=f.rel)
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            pairs = []
+            for k, v in zip(node.value.keys, node.value.values, strict=True):
+                if isinstance(k, ast.Constant) and isinstance(v, ast.Constant) and isinstance(v.value, str):
+                    pairs.append((str(k.value), v.value))
+            return sorted(pairs)
+    return []
+
+
+def _text_docs(root: Path, py: Sequence[_PyFile], exclude: set[str],
+               seen: set[str]) -> list[dict[str, Any]]:
+    """Web documents, in order: shipped text files, language-reference topics, module docstrings."""
+    docs: list[dict[str, Any]] = []
+
+    def add(doc_id: str, origin: str, paragraphs: list[str]) -> None:
+        text = "\n\n".join(paragraphs)
+        if len(text.encode("utf-8")) >= MIN_WEB_DOC_BYTES:
+            docs.append({"id": doc_id, "source": "demo-web", "text": text, "origin": origin})
+
+    for rel, path in _stdlib_files(root, (".txt", ".rst")):
+        add(f"web/txt/{rel}", rel, _prose_paragraphs(path.read_text(encoding="utf-8", errors="replace"), seen))
+    for f in py:
+        if f.rel == "pydoc_data/topics.py":
+            for name, text in _topics(f):
+                title = text.split("\n", 1)[0].strip()
+                paragraphs = _prose_paragraphs(text, seen)
+                if paragraphs and title and paragraphs[0] != title:
+                    paragraphs.insert(0, title)
+                add(f"web/topics/{name}", f.rel, paragraphs)
+    for f in py:
+        if f.rel in exclude or f.rel == "pydoc_data/topics.py" or f.rel.rsplit("/", 1)[-1].startswith("_sysconfigdata"):
+            continue
+        paragraphs = [p for doc in _docstrings_and_comments(f) for p in _prose_paragraphs(doc, seen)]
+        add(f"web/py/{f.rel}", f.rel, paragraphs)
+    dropped = _repeat_flags([d["text"].encode("utf-8") for d in docs])
+    return [d for d, drop in zip(docs, dropped, strict=True) if not drop]
+
+
+# --------------------------------------------------------------------------------------------
+# synthetic math
+
+
+def math_split(key: str) -> str:
+    """The split ("train", "dev" or "heldout") of a canonical problem key; independent of the seed."""
+    bucket = int(_sha256(f"demo-math:{key}".encode())[:8], 16) % 100
+    return "heldout" if bucket < 8 else "dev" if bucket < 12 else "train"
+
+
+@attrs.frozen
+class MathProblem:
+    key: str  # canonical form: decides the split
+    kind: str  # "arithmetic" or "word_problem"
+    question: str
+    answer: int
+    solution: str  # worked solution, one step per line, without the final "#### N"
+    steps: tuple[tuple[int, str, int, int], ...]  # (a, op, b, result): the arithmetic in `solution`
+
+
+_OPS: dict[str, Callable[[int, int], int]] = {
+    "+": lambda a, b: a + b,
+    "-": lambda a, b: a - b,
+    "*": lambda a, b: a * b,
+    "/": lambda a, b: a // b,
+}
+_QUESTIONS = {
+    "+": ["What is {a} plus {b}?", "What is {a} + {b}?", "Compute {a} + {b}.", "Add {a} and {b}.",
+          "Calculate {a} + {b}."],
+    "-": ["What is {a} minus {b}?", "What is {a} - {b}?", "Compute {a} - {b}.", "Subtract {b} from {a}.",
+          "Calculate {a} - {b}."],
+    "*": ["What is {a} times {b}?", "What is {a} * {b}?", "Compute {a} * {b}.", "Multiply {a} by {b}.",
+          "Calculate {a} * {b}."],
+    "/": ["What is {a} divided by {b}?", "What is {a} / {b}?", "Compute {a} / {b}.", "Divide {a} by {b}.",
+          "Calculate {a} / {b}."],
+}
+_ANSWERS = ["{a} {op} {b} = {c}.", "The answer is {c}.", "{a} {op} {b} = {c}, so the answer is {c}."]
+_STATEMENTS = {
+    "+": ["{a} + {b} = {c}", "The sum of {a} and {b} is {c}.", "{a} plus {b} equals {c}."],
+    "-": ["{a} - {b} = {c}", "{a} minus {b} equals {c}.", "If you subtract {b} from {a}, you get {c}."],
+    "*": ["{a} * {b} = {c}", "The product of {a} and {b} is {c}.", "{a} times {b} equals {c}."],
+    "/": ["{a} / {b} = {c}", "{a} divided by {b} equals {c}.", "{a} divided by {b} is {c}."],
+}
+
+
+def _operand(rng: random.Random, max_digits: int) -> int:
+    digits = rng.randint(1, max_digits)
+    return rng.randint(2 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+
+def _arithmetic(rng: random.Random, max_digits: int = 3) -> MathProblem:
+    op = rng.choice("+-*/")
+    if op in "+-":
+        x, y = _operand(rng, max_digits), _operand(rng, max_digits)
+        a, b, c = (x, y, x + y) if op == "+" else (x + y, y, x)
+        key = f"add:{min(x, y)}:{max(x, y)}"
+    else:
+        x, y = _operand(rng, max_digits), _operand(rng, min(2, max_digits))
+        a, b, c = (x, y, x * y) if op == "*" else (x * y, y, x)
+        key = f"mul:{min(x, y)}:{max(x, y)}"
+    question = rng.choice(_QUESTIONS[op]).format(a=a, b=b)
+    return MathProblem(key=key, kind="arithmetic", question=question, answer=c,
+                       solution=f"{a} {op} {b} = {c}.", steps=((a, op, b, c),))
+
+
+def _fact_line(rng: random.Random, p: MathProblem) -> str:
+    a, op, b, c = p.steps[0]
+    if rng.random() < 0.5:
+        return rng.choice(_STATEMENTS[op]).format(a=a, b=b, c=c)
+    return p.question + " " + rng.choice(_ANSWERS).format(a=a, op=op, b=b, c=c)
+
+
+_NAMES = [("Mia", "she", "her"), ("Liam", "he", "his"), ("Ava", "she", "her"), ("Noah", "he", "his"),
+          ("Zoe", "she", "her"), ("Omar", "he", "his"), ("Lena", "she", "her"), ("Ravi", "he", "his"),
+          ("Sofia", "she", "her"), ("Ethan", "he", "his"), ("Nora", "she", "her"), ("Kenji", "he", "his"),
+          ("Aisha", "she", "her"), ("Lucas", "he", "his"), ("Emma", "she", "her"), ("Diego", "he", "his"),
+          ("Hana", "she", "her"), ("Tom", "he", "his"), ("Grace", "she", "her"), ("Sam", "he", "his")]
+_GOODS = [("notebook", "notebooks"), ("pen", "pens"), ("apple", "apples"), ("book", "books"),
+          ("ticket", "tickets"), ("shirt", "shirts"), ("cup", "cups"), ("toy car", "toy cars"),
+          ("box of tea", "boxes of tea"), ("plant", "plants"), ("candle", "candles"), ("ball", "balls")]
+_THINGS = ["stickers", "marbles", "cookies", "pencils", "cards", "stamps", "beads", "shells", "crayons", "buttons"]
+_VEHICLES = ["train", "bus", "car", "truck", "ferry", "cyclist"]
+_PLANTS = ["tomato plants", "rose bushes", "carrots", "sunflowers", "lettuces", "pepper plants"]
+
+
+class _Story:
+    """Builds a word problem: sentences, solution lines and the steps they compute."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[int, str, int, int]] = []
+        self.lines: list[str] = []
+
+    def step(self, a: int, op: str, b: int, line: str) -> int:
+        c = _OPS[op](a, b)
+        assert op != "/" or a % b == 0, (a, b)
+        assert c >= 0, (a, op, b)
+        self.steps.append((a, op, b, c))
+        self.lines.append(line.format(eq=f"{a} {op} {b} = {c}"))
+        return c
+
+    def problem(self, key: str, question: str) -> MathProblem:
+        return MathProblem(key=key, kind="word_problem", question=question, answer=self.steps[-1][3],
+                           solution="\n".join(self.lines), steps=tuple(self.steps))
+
+
+def _wp_shopping(rng: random.Random) -> MathProblem:
+    (name, he, _his), (g1, g2) = rng.choice(_NAMES), rng.sample(_GOODS, 2)
+    n1, p1, n2, p2 = rng.randint(2, 12), rng.randint(1, 25), rng.randint(2, 12), rng.randint(1, 25)
+    q = (f"{name} buys {n1} {g1[1]} at {p1} dollars each and {n2} {g2[1]} at {p2} dollars each. "
+         f"How many dollars does {name} spend in total?")
+    s = _Story()
+    x = s.step(n1, "*", p1, f"The {g1[1]} cost {{eq}} dollars.")
+    y = s.step(n2, "*", p2, f"The {g2[1]} cost {{eq}} dollars.")
+    s.step(x, "+", y, f"In total {he} spends {{eq}} dollars.")
+    return s.problem(f"shopping:{n1}:{p1}:{n2}:{p2}", q)
+
+
+def _wp_change(rng: random.Random) -> MathProblem:
+    (name, he, _his), (g, _) = rng.choice(_NAMES), rng.sample(_GOODS, 2)
+    n, p = rng.randint(2, 9), rng.randint(2, 20)
+    bill = next(v for v in (20, 50, 100, 200) if v >= n * p)
+    q = (f"{name} buys {n} {g[1]} that cost {p} dollars each and pays with a {bill} dollar bill. "
+         f"How much change does {he} get, in dollars?")
+    s = _Story()
+    total = s.step(n, "*", p, f"The {g[1]} cost {{eq}} dollars.")
+    s.step(bill, "-", total, "The change is {eq} dollars.")
+    return s.problem(f"change:{n}:{p}:{bill}", q)
+
+
+def _wp_travel(rng: random.Random) -> MathProblem:
+    v = rng.choice(_VEHICLES)
+    s1, t1, s2, t2 = rng.randint(2, 9) * 10, rng.randint(1, 6), rng.randint(2, 9) * 10, rng.randint(1, 6)
+    q = (f"A {v} travels at {s1} miles per hour for {t1} hours, then at {s2} miles per hour "
+         f"for {t2} hours. How many miles does the {v} travel in total?")
+    s = _Story()
+    d1 = s.step(s1, "*", t1, "In the first part it travels {eq} miles.")
+    d2 = s.step(s2, "*", t2, "In the second part it travels {eq} miles.")
+    s.step(d1, "+", d2, "Altogether it travels {eq} miles.")
+    return s.problem(f"travel:{s1}:{t1}:{s2}:{t2}", q)
+
+
+def _wp_sharing(rng: random.Random) -> MathProblem:
+    (name, he, _his), thing = rng.choice(_NAMES), rng.choice(_THINGS)
+    while True:
+        boxes, per = rng.randint(2, 12), rng.randint(2, 24)
+        friends = [f for f in range(2, 13) if boxes * per % f == 0 and f != boxes]
+        if friends:
+            break
+    f = rng.choice(friends)
+    q = (f"{name} has {boxes} boxes with {per} {thing} in each box. {he.capitalize()} shares all the "
+         f"{thing} equally among {f} friends. How many {thing} does each friend get?")
+    s = _Story()
+    total = s.step(boxes, "*", per, f"{name} has {{eq}} {thing}.")
+    s.step(total, "/", f, "Each friend gets {eq} " + thing + ".")
+    return s.problem(f"sharing:{boxes}:{per}:{f}", q)
+
+
+def _wp_ages(rng: random.Random) -> MathProblem:
+    (a, _, _), (b, _, _), (c, _, _) = rng.sample(_NAMES, 3)
+    x, k = rng.randint(3, 20), rng.randint(2, 4)
+    d = rng.randint(1, x * k - 1)
+    q = (f"{a} is {x} years old. {b} is {k} times as old as {a}. {c} is {d} years younger than {b}. "
+         f"How old is {c}?")
+    s = _Story()
+    y = s.step(x, "*", k, f"{b} is {{eq}} years old.")
+    s.step(y, "-", d, f"{c} is {{eq}} years old.")
+    return s.problem(f"ages:{x}:{k}:{d}", q)
+
+
+def _wp_wages(rng: random.Random) -> MathProblem:
+    name, he, _his = rng.choice(_NAMES)
+    w, h, days = rng.randint(8, 30), rng.randint(2, 10), rng.randint(2, 7)
+    q = (f"{name} earns {w} dollars per hour and works {h} hours a day. How many dollars does "
+         f"{he} earn in {days} days?")
+    s = _Story()
+    per_day = s.step(w, "*", h, f"Each day {he} earns {{eq}} dollars.")
+    s.step(per_day, "*", days, f"In {days} days {he} earns {{eq}} dollars.")
+    return s.problem(f"wages:{w}:{h}:{days}", q)
+
+
+def _wp_reading(rng: random.Random) -> MathProblem:
+    name, _he, _his = rng.choice(_NAMES)
+    r, days, rest = rng.randint(5, 40), rng.randint(2, 10), rng.randint(10, 200)
+    pages = r * days + rest
+    q = (f"A book has {pages} pages. {name} reads {r} pages a day for {days} days. "
+         f"How many pages are left to read?")
+    s = _Story()
+    read = s.step(r, "*", days, f"{name} reads {{eq}} pages.")
+    s.step(pages, "-", read, "There are {eq} pages left.")
+    return s.problem(f"reading:{pages}:{r}:{days}", q)
+
+
+def _wp_baking(rng: random.Random) -> MathProblem:
+    name, he, _his = rng.choice(_NAMES)
+    per, batches = rng.randint(2, 6), rng.randint(2, 9)
+    have = rng.randint(0, per * batches - 1)
+    q = (f"A cake recipe needs {per} eggs per batch. {name} wants to bake {batches} batches and has "
+         f"{have} eggs. How many more eggs does {he} need?")
+    s = _Story()
+    need = s.step(per, "*", batches, f"{name} needs {{eq}} eggs.")
+    s.step(need, "-", have, f"{he.capitalize()} must buy {{eq}} more eggs.")
+    return s.problem(f"baking:{per}:{batches}:{have}", q)
+
+
+def _wp_garden(rng: random.Random) -> MathProblem:
+    name, he, _his = rng.choice(_NAMES)
+    plant = rng.choice(_PLANTS)
+    rows, per = rng.randint(3, 15), rng.randint(4, 20)
+    eaten, more = rng.randint(1, rows * per - 1), rng.randint(2, 30)
+    q = (f"{name} plants {rows} rows of {plant} with {per} in each row. Rabbits eat {eaten} of them, "
+         f"and then {he} plants {more} more. How many {plant} does {name} have now?")
+    s = _Story()
+    total = s.step(rows, "*", per, f"{name} plants {{eq}} {plant}.")
+    left = s.step(total, "-", eaten, "After the rabbits, {eq} are left.")
+    s.step(left, "+", more, f"With the new ones {he} has {{eq}} {plant}.")
+    return s.problem(f"garden:{rows}:{per}:{eaten}:{more}", q)
+
+
+def _wp_savings(rng: random.Random) -> MathProblem:
+    name, he, _his = rng.choice(_NAMES)
+    per, weeks = rng.randint(3, 40), rng.randint(2, 12)
+    spend = rng.randint(1, per * weeks)
+    q = (f"{name} saves {per} dollars every week for {weeks} weeks. Then {he} spends {spend} dollars "
+         f"on a gift. How many dollars does {he} have left?")
+    s = _Story()
+    saved = s.step(per, "*", weeks, f"{name} saves {{eq}} dollars.")
+    s.step(saved, "-", spend, f"{he.capitalize()} has {{eq}} dollars left.")
+    return s.problem(f"savings:{per}:{weeks}:{spend}", q)
+
+
+def _wp_collecting(rng: random.Random) -> MathProblem:
+    name, he, _his = rng.choice(_NAMES)
+    thing = rng.choice(_THINGS)
+    start, per, days = rng.randint(5, 100), rng.randint(2, 15), rng.randint(2, 10)
+    q = (f"{name} has {start} {thing}. {he.capitalize()} gets {per} more {thing} every day for {days} days. "
+         f"How many {thing} does {he} have then?")
+    s = _Story()
+    got = s.step(per, "*", days, f"{he.capitalize()} gets {{eq}} {thing}.")
+    s.step(start, "+", got, f"{name} then has {{eq}} {thing}.")
+    return s.problem(f"collecting:{start}:{per}:{days}", q)
+
+
+WORD_PROBLEMS: tuple[Callable[[random.Random], MathProblem], ...] = (
+    _wp_shopping, _wp_change, _wp_travel, _wp_sharing, _wp_ages, _wp_wages, _wp_reading, _wp_baking,
+    _wp_garden, _wp_savings, _wp_collecting,
+)
+
+
+def _word_problem(rng: random.Random) -> MathProblem:
+    return rng.choice(WORD_PROBLEMS)(rng)
+
+
+def _draw(rng: random.Random, make: Callable[[random.Random], MathProblem], split: str) -> MathProblem:
+    while True:
+        p = make(rng)
+        if math_split(p.key) == split:
+            return p
+
+
+def _gsm8k_text(p: MathProblem) -> str:
+    return f"{p.question}\n{p.solution}\n#### {p.answer}"
+
+
+def _math_train(seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(f"demo-math-train:{seed}")
+    docs: list[dict[str, Any]] = []
+    size = 0
+    while size < MATH_TRAIN_BYTES:
+        if rng.random() < 0.5:
+            text = _gsm8k_text(_draw(rng, _word_problem, "train"))
+        else:
+            digits = rng.choice((1, 2, 2, 3))
+            make = functools.partial(_arithmetic, max_digits=digits)
+            facts = [_draw(rng, make, "train") for _ in range(rng.randint(3, 8))]
+            text = "\n".join(_fact_line(rng, p) for p in facts)
+        docs.append({"id": f"math/train/{len(docs):06d}", "source": "demo-math", "text": text})
+        size += len(text.encode("utf-8"))
+    return docs
+
+
+def _math_eval(seed: int, split: str, n: int, train_text: str, taken: set[str]) -> list[dict[str, Any]]:
+    rng = random.Random(f"demo-math-{split}:{seed}")
+    n_arith = n * 3 // 5
+    items: list[dict[str, Any]] = []
+    keys: set[str] = set()
+    while len(items) < n:
+        make = (lambda r: _arithmetic(r, rng.choice((1, 2, 2, 3)))) if len(items) < n_arith else _word_problem
+        p = _draw(rng, make, split)
+        if p.key in keys or p.question in taken or p.question in train_text:
+            continue
+        keys.add(p.key)
+        taken.add(p.question)
+        items.append({"question": p.question, "answer": str(p.answer), "kind": p.kind})
+    rng.shuffle(items)
+    return [{"id": f"math-{split}-{i:04d}", **item} for i, item in enumerate(items)]
+
+
+# --------------------------------------------------------------------------------------------
+# post-training demo data
+
+
+def _user(content: str) -> dict[str, str]:
+    return {"role": "user", "content": content}
+
+
+def _assistant(content: str) -> dict[str, str]:
+    return {"role": "assistant", "content": content}
+
+
+_WORDS = ["apple", "river", "garden", "window", "planet", "silver", "forest", "candle", "yellow", "market",
+          "button", "pencil", "orange", "summer", "bridge", "rocket", "castle", "kitten", "little", "ocean"]
+
+
+def _instruction(rng: random.Random) -> tuple[str, str, str]:
+    """(user, good answer, wrong answer) for a simple instruction."""
+    kind = rng.randrange(8)
+    w = rng.choice(_WORDS)
+    if kind == 0:
+        k = rng.randint(2, 5)
+        return f"Repeat the word '{w}' {k} times.", " ".join([w] * k), " ".join([w] * (k + 1))
+    if kind == 1:
+        a = rng.randint(1, 50)
+        b = a + rng.randint(2, 7)
+        good = ", ".join(str(i) for i in range(a, b + 1))
+        return f"Write the numbers from {a} to {b}.", good, ", ".join(str(i) for i in range(a, b))
+    if kind == 2:
+        return f"Spell the word '{w}' backwards.", w[::-1], w[::-1][1:] + w[-1]
+    if kind == 3:
+        xs = rng.sample(range(1, 100), rng.randint(3, 5))
+        good = ", ".join(map(str, sorted(xs)))
+        bad = ", ".join(map(str, sorted(xs, reverse=True)))
+        return f"Sort these numbers from smallest to largest: {', '.join(map(str, xs))}.", good, bad
+    if kind == 4:
+        a, b = rng.sample(range(1, 1000), 2)
+        hi, lo = max(a, b), min(a, b)
+        return f"Which is larger, {a} or {b}?", f"{hi} is larger than {lo}.", f"{lo} is larger than {hi}."
+    if kind == 5:
+        return (f"How many letters are in the word '{w}'?", f"The word '{w}' has {len(w)} letters.",
+                f"The word '{w}' has {len(w) + 1} letters.")
+    if kind == 6:
+        n = rng.randint(1, 999)
+        parity, wrong = ("even", "odd") if n % 2 == 0 else ("odd", "even")
+        return f"Is {n} even or odd?", f"{n} is {parity}.", f"{n} is {wrong}."
+    return f"Write '{w}' in capital letters.", w.upper(), w.capitalize()
+
+
+def _math_answer(p: MathProblem, wrong: bool = False) -> str:
+    if not wrong:
+        return f"{p.solution}\nThe answer is {p.answer}." if p.kind == "word_problem" else \
+            f"{p.solution[:-1]}. The answer is {p.answer}."
+    a, op, b, c = p.steps[-1]
+    delta = 1 if c < 20 else 10
+    bad = c - delta if c % 2 and c >= delta else c + delta
+    lines = p.solution.split("\n")
+    lines[-1] = lines[-1].replace(f"{a} {op} {b} = {c}", f"{a} {op} {b} = {bad}")
+    body = "\n".join(lines)
+    return f"{body}\nThe answer is {bad}." if p.kind == "word_problem" else f"{body[:-1]}. The answer is {bad}."
+
+
+def _chat_pair(rng: random.Random) -> tuple[str, str, str]:
+    """(user, good, wrong) short enough for the tiny recipe's 256-byte sequences."""
+    while True:
+        r = rng.random()
+        if r < 0.25:
+            user, good, bad = _instruction(rng)
+        else:
+            make = _word_problem if r < 0.5 else (lambda g: _arithmetic(g, rng.choice((1, 2, 2, 3))))
+            p = _draw(rng, make, "train")
+            user, good, bad = p.question, _math_answer(p), _math_answer(p, wrong=True)
+        if len((user + max(good, bad, key=len)).encode("utf-8")) <= CHAT_MAX_BYTES:
+            return user, good, bad
+
+
+def _post_training(seed: int) -> dict[str, list[dict[str, Any]]]:
+    rng = random.Random(f"demo-chat:{seed}")
+    chat: list[dict[str, Any]] = []
+    for _ in range(CHAT_EXAMPLES):
+        user, good, _bad = _chat_pair(rng)
+        chat.append({"messages": [_user(user), _assistant(good)]})
+    rng = random.Random(f"demo-preferences:{seed}")
+    prefs: list[dict[str, Any]] = []
+    for _ in range(PREFERENCE_EXAMPLES):
+        user, good, bad = _chat_pair(rng)
+        prefs.append({"prompt": [_user(user)], "chosen": [_assistant(good)], "rejected": [_assistant(bad)]})
+    rng = random.Random(f"demo-math-prompts:{seed}")
+    prompts: list[dict[str, Any]] = []
+    asked: set[str] = set()
+    while len(prompts) < MATH_PROMPTS:
+        p = _draw(rng, lambda r: _arithmetic(r, 2), "train")
+        if len(p.question.encode("utf-8")) <= PROMPT_MAX_BYTES and p.question not in asked:
+            asked.add(p.question)
+            prompts.append({"messages": [_user(p.question)], "answer": str(p.answer)})
+    return {"demo-chat": chat, "demo-preferences": prefs, "demo-math-prompts": prompts}
+
+
+# --------------------------------------------------------------------------------------------
+# the build
+
+
+def _text_bytes(docs: Iterable[dict[str, Any]]) -> int:
+    return sum(len(d["text"].encode("utf-8")) for d in docs)
+
+
+def _raw_record(d: dict[str, Any]) -> dict[str, Any]:
+    return {"id": d["id"], "source": d["source"], "text": d["text"]}
+
+
+def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
+    """Build the demo corpus under `root` (see the module docstring); returns what was written."""
+    start = time.perf_counter()
+    root = Path(root)
+    writer = _Writer(root)
+    rows: list[SourceReport] = []
+
+    stdlib = _stdlib_root()
+    py = [f for rel, path in _stdlib_files(stdlib, (".py",)) if (f := _read_py(rel, path)) is not None]
+    code_train, code_heldout = _select_code(py)
+    code_train_rels = {f.rel for f in code_train}
+    web_all = _text_docs(stdlib, py, exclude={f.rel for f in code_heldout}, seen=set())
+
+    web_train: list[dict[str, Any]] = []
+    web_heldout: list[dict[str, Any]] = []
+    size = 0
+    for d in web_all:
+        bucket = int(_sha256(f"demo-web:{d['id']}".encode())[:8], 16) % 100
+        if bucket < WEB_HELDOUT_BUCKETS and d["origin"] not in code_train_rels:
+            web_heldout.append(d)
+        elif size < WEB_MAX_BYTES:
+            web_train.append(d)
+            size += len(d["text"].encode("utf-8"))
+
+    code_docs = [{"id": f"code/{f.rel}", "source": "demo-code", "text": f.text} for f in code_train]
+    math_docs = _math_train(seed)
+
+    for name, docs in (("web", web_train), ("code", code_docs), ("math", math_docs)):
+        written = set()
+        file_bytes = 0
+        shards = _shard(docs, SHARDS[name])
+        for i, shard in enumerate(shards):
+            rel = f"raw/{name}/{name}-{i:03d}.jsonl.gz"
+            written.add(rel)
+            file_bytes += writer.write(rel, [_raw_record(d) for d in shard])[0]
+        _remove_stale(root / "raw" / name, name, written, root)
+        rows.append(SourceReport(f"raw/{name}", len(shards), len(docs), _text_bytes(docs), file_bytes))
+
+    train_text = "\n".join(d["text"] for d in math_docs)
+    taken: set[str] = set()
+    for split, n in (("dev", MATH_DEV_ITEMS), ("heldout", MATH_HELDOUT_ITEMS)):
+        items = _math_eval(seed, split, n, train_text, taken)
+        file_bytes, _ = writer.write(f"eval/math-{split}.jsonl", items)
+        rows.append(SourceReport(f"eval/math-{split}", 1, len(items), None, file_bytes))
+
+    heldout = [{"id": d["id"], "source": "web", "text": d["text"]} for d in web_heldout]
+    heldout += [{"id": f"code/{f.rel}", "source": "code", "text": f.text} for f in code_heldout]
+    writer.write("eval/heldout-text.jsonl", heldout)
+    for source in ("web", "code"):
+        docs = [d for d in heldout if d["source"] == source]
+        rows.append(SourceReport(f"eval/heldout-text ({source})", 1, len(docs), _text_bytes(docs), len(_jsonl(docs))))
+
+    for name, records in _post_training(seed).items():
+        file_bytes, _ = writer.write(f"post-training/{name}/train.jsonl", records)
+        rows.append(SourceReport(f"post-training/{name}", 1, len(records), None, file_bytes))
+
+    manifest = {
+        "seed": seed,
+        "python": platform.python_version(),
+        "stdlib_files": len(py),
+        "files": sorted(writer.manifest, key=lambda e: str(e["path"])),
+        # per raw source: byte_tokens = tokens under the byte-level tokenizer (bytes + one eos a document)
+        "sources": {r.name.removeprefix("raw/"): {"documents": r.documents, "text_bytes": r.text_bytes,
+                                                  "byte_tokens": r.byte_tokens}
+                    for r in rows if r.name.startswith("raw/")},
+    }
+    _atomic_write(root / "MANIFEST.json",
+                  (json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=2) + "\n").encode("utf-8"))
+    return DemoReport(root=root, seed=seed, sources=tuple(rows), seconds=time.perf_counter() - start)
+
+
+def _remove_stale(directory: Path, name: str, written: set[str], root: Path) -> None:
+    """Remove shards of an earlier build (`name-NNN.jsonl.gz`) that this build did not write, and
+    temporary files an interrupted build left behind; nothing else."""
+    pattern = re.compile(rf"\.?{re.escape(name)}-\d{{3}}\.jsonl\.gz(?:\.tmp-\d+)?")
+    for path in sorted(directory.iterdir()):
+        if pattern.fullmatch(path.name) and path.relative_to(root).as_posix() not in written:
+            path.unlink()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print(build_demo_corpus(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("demo-data")))

@@ -1,0 +1,626 @@
+"""The golden bundles' shell scripts and the runtime they call, run for real in subprocesses.
+
+Scripts run from copies in tmp_path, with fake `sbatch`, `srun`, `scontrol`, `olmes` and
+`nvidia-smi` first on PATH: the fakes record every call, so a dry run that ran anything shows,
+and nothing depends on the machine having GPUs or SLURM. The runtime runs on CPU (no torch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT
+
+GENERATED = ROOT / "generated"
+SCRIPTS = sorted(p for p in GENERATED.rglob("*") if p.suffix in (".sh", ".sbatch"))
+TRAINING_KINDS = {"pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr"}
+
+RECORDING_FAKE = """#!/usr/bin/env bash
+# records its name and arguments (one line, fields separated by \\x1f), then fails
+{ printf '%s' "$(basename "$0")"; printf '\\x1f%s' "$@"; printf '\\n'; } >> "$FAKE_LOG"
+exit 97
+"""
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# a SLURM stand-in: records the call and prints the next job id (the first one as `id;cluster`)
+{ printf 'sbatch'; printf '\\x1f%s' "$@"; printf '\\n'; } >> "$FAKE_LOG"
+file="${@: -1}"
+[ -f "$file" ] || { echo "sbatch: error: Unable to open file $file" >&2; exit 1; }
+n=$(( $(cat "$FAKE_COUNTER" 2>/dev/null || echo 1000) + 1 ))
+echo "$n" > "$FAKE_COUNTER"
+if [ "$n" = 1001 ]; then echo "$n;cluster"; else echo "$n"; fi
+"""
+
+NO_GPU = "#!/usr/bin/env bash\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n"
+FOUR_GPUS = "#!/usr/bin/env bash\nfor i in 0 1 2 3; do echo \"GPU $i: NVIDIA H100 80GB HBM3 (UUID: GPU-$i)\"; done\n"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+class Env:
+    """A bin directory of fakes first on PATH, and a log of what they were asked to do."""
+
+    def __init__(self, root: Path) -> None:
+        self.bin = root / "fakebin"
+        self.bin.mkdir()
+        self.log = root / "fake-calls.log"
+        self.counter = root / "fake-counter"
+        for name in ("srun", "scontrol", "olmes", "torchrun"):
+            self.fake(name, RECORDING_FAKE)
+        self.fake("sbatch", FAKE_SBATCH)
+        self.fake("nvidia-smi", NO_GPU)
+
+    def fake(self, name: str, text: str) -> None:
+        path = self.bin / name
+        path.write_text(text)
+        path.chmod(0o755)
+
+    def vars(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SLURM_", "OLMO2SPEC_")) and k not in ("CHECKPOINT_ROOT", "PYTHON", "DATA_ROOT")}
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        env["FAKE_LOG"] = str(self.log)
+        env["FAKE_COUNTER"] = str(self.counter)
+        env.update(extra)
+        return env
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [line.split("\x1f") for line in self.log.read_text().splitlines()]
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def _copy(stem: str, dest: Path) -> Path:
+    bundle = dest / stem
+    shutil.copytree(GENERATED / stem, bundle)
+    return bundle
+
+
+def _plan(bundle: Path) -> dict[str, Any]:
+    return json.loads((bundle / "plan.json").read_text())
+
+
+def _runs(stage: dict[str, Any]) -> list[str]:
+    return [r["name"] for r in stage["runs"]] if "runs" in stage else [stage["name"]]
+
+
+def _numbers(plan: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: f"{i:02d}" for i, s in enumerate(plan["stages"], start=1)}
+
+
+def _snapshot(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(f"{path.relative_to(root)}\0{path.stat().st_mode:o}\0".encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Read-only copies of the golden bundles for dry runs (which must write nothing anyway)."""
+    root = tmp_path_factory.mktemp("bundles")
+    return {stem: _copy(stem, root) for stem in ("13b", "tiny")}
+
+
+# --- syntax ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.relative_to(GENERATED).as_posix())
+def test_bash_syntax(script: Path):
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_there_are_scripts_to_check():
+    assert len(SCRIPTS) >= 5 * 4
+
+
+def test_dry_runs_in_place_write_nothing_into_generated(env: Env, tmp_path: Path):
+    bundle = GENERATED / "13b"
+    before = _snapshot(GENERATED)
+    for script in ("launch/submit.sh", "launch/local.sh", "eval/olmes.sh", "launch/slurm/02-anneal-100b.sbatch"):
+        result = _run(["bash", str(bundle / script), "--dry-run"], env.vars(), tmp_path)
+        assert result.returncode == 0, (script, result.stderr)
+    assert _snapshot(GENERATED) == before
+    assert env.calls() == []
+
+
+# --- submit.sh ---------------------------------------------------------------------------------
+
+SUBMIT_LINE = re.compile(r"^JOB_(\d\d)=\$\(sbatch (.*)\)$")
+
+
+def _parse_submit(stdout: str) -> list[tuple[str, list[str]]]:
+    jobs = []
+    for line in stdout.splitlines():
+        match = SUBMIT_LINE.match(line)
+        assert match, f"not a submit line: {line!r}"
+        jobs.append((match.group(1), shlex.split(match.group(2))))
+    return jobs
+
+
+def _dependencies(args: list[str]) -> list[str]:
+    deps = [a for a in args if a.startswith("--dependency=")]
+    assert len(deps) <= 1
+    if not deps:
+        return []
+    kind, _, ids = deps[0].removeprefix("--dependency=").partition(":")
+    assert kind == "afterok"
+    return ids.split(":")
+
+
+def test_submit_dry_run_chains_every_stage(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["13b"]
+    plan = _plan(bundle)
+    numbers = _numbers(plan)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = _parse_submit(result.stdout)
+
+    assert [number for number, _ in jobs] == [numbers[s["name"]] for s in plan["stages"]]
+    for (number, args), stage in zip(jobs, plan["stages"], strict=True):
+        assert args[-1] == f"{bundle}/launch/slurm/{number}-{stage['name']}.sbatch"
+        assert Path(args[-1]).is_file()
+        assert f"--chdir={bundle}" in args
+        assert f"--export=ALL,OLMO2SPEC_BUNDLE={bundle}" in args
+        assert "--parsable" in args
+        deps = _dependencies(args)
+        assert sorted(deps) == sorted(f"$JOB_{numbers[d]}" for d in stage["depends_on"]), stage["name"]
+        assert all(int(d.removeprefix("$JOB_")) < int(number) for d in deps)  # only jobs already submitted
+    soup = dict(jobs)[numbers["soup"]]
+    assert _dependencies(soup) == [f"$JOB_{numbers['anneal-100b']}", f"$JOB_{numbers['anneal-300b']}"]
+    assert env.calls() == []
+    assert not (bundle / "logs").exists()
+
+
+def test_job_arrays_for_stages_with_several_runs(bundles: dict[str, Path]):
+    for stem in ("13b", "tiny"):
+        bundle = bundles[stem]
+        plan = _plan(bundle)
+        numbers = _numbers(plan)
+        arrays = 0
+        for stage in plan["stages"]:
+            text = (bundle / "launch" / "slurm" / f"{numbers[stage['name']]}-{stage['name']}.sbatch").read_text()
+            array_lines = re.findall(r"^#SBATCH --array=.*$", text, re.M)
+            runs = _runs(stage)
+            if len(runs) > 1:
+                arrays += 1
+                assert array_lines == [f"#SBATCH --array=0-{len(runs) - 1}"], stage["name"]
+                assert "#SBATCH --output=logs/%x-%A_%a.out" in text
+            else:
+                assert array_lines == [], stage["name"]
+        assert arrays >= 1
+    anneal = (bundles["13b"] / "launch" / "slurm" / "02-anneal-100b.sbatch").read_text()
+    assert "#SBATCH --array=0-2\n" in anneal
+
+
+def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["13b"]
+    plan = _plan(bundle)
+    numbers = _numbers(plan)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "sft", "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = _parse_submit(result.stdout)
+    names = [s["name"] for s in plan["stages"]]
+    after = names[names.index("sft"):]
+    assert [number for number, _ in jobs] == [numbers[n] for n in after]
+    submitted = {f"$JOB_{numbers[n]}" for n in after}
+    for (_, args), name in zip(jobs, after, strict=True):
+        stage = plan["stages"][names.index(name)]
+        assert set(_dependencies(args)) == {f"$JOB_{numbers[d]}" for d in stage["depends_on"]} & submitted
+    assert _dependencies(jobs[0][1]) == []  # sft: its soup is taken as done
+    assert env.calls() == []
+
+    same = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", "--from=sft"], env.vars(), tmp_path)
+    assert same.stdout == result.stdout
+
+
+@pytest.mark.parametrize("args", [["--from", "nope"], ["--from", ""], ["--bogus"], ["--from"]])
+def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str]):
+    result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    if args == ["--from", ""]:  # an empty --from is no --from
+        assert result.returncode == 0, result.stderr
+        return
+    assert result.returncode == 2
+    assert result.stdout == ""
+    if args[-1] == "nope":
+        assert "unknown stage: nope" in result.stderr
+        assert "stages: pretrain anneal-100b anneal-300b soup sft dpo rlvr eval-instruct export eval-base" \
+            in result.stderr
+    assert env.calls() == []
+
+
+def test_submit_help(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--help"], env.vars(), tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: launch/submit.sh [--from STAGE] [--dry-run]\n")
+    assert env.calls() == []
+
+
+def test_submit_for_real_chains_the_job_ids(env: Env, tmp_path: Path):
+    bundle = _copy("13b", tmp_path)
+    plan = _plan(bundle)
+    elsewhere = tmp_path / "elsewhere"  # sbatch is called from here: file paths must not be relative
+    elsewhere.mkdir()
+    result = _run(["bash", str(bundle / "launch" / "submit.sh")], env.vars(), elsewhere)
+    assert result.returncode == 0, result.stderr
+
+    calls = env.calls()
+    assert [c[0] for c in calls] == ["sbatch"] * len(plan["stages"])
+    ids = {stage["name"]: str(1001 + i) for i, stage in enumerate(plan["stages"])}
+    for call, stage in zip(calls, plan["stages"], strict=True):
+        args = call[1:]
+        assert Path(args[-1]).is_file()
+        assert args[-1].endswith(f"-{stage['name']}.sbatch")
+        assert _dependencies(args) == [ids[d] for d in stage["depends_on"]], stage["name"]
+    assert _dependencies(calls[3][1:]) == ["1002", "1003"]  # soup after both anneals, `1001;cluster` stripped
+    assert _dependencies(calls[1][1:]) == ["1001"]
+
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["stage", "job"]
+    assert [line.split() for line in lines[1:]] == [[name, job] for name, job in ids.items()]
+    assert (bundle / "logs").is_dir()
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
+    bundle = _copy("13b", tmp_path)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "sft"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = env.calls()
+    assert [Path(c[-1]).name for c in calls] == ["05-sft.sbatch", "06-dpo.sbatch", "07-rlvr.sbatch",
+                                                 "08-eval-instruct.sbatch", "09-export.sbatch", "10-eval-base.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1003"], []]
+
+
+def test_submit_stops_when_sbatch_fails(env: Env, tmp_path: Path):
+    bundle = _copy("13b", tmp_path)
+    env.fake("sbatch", "#!/usr/bin/env bash\necho 'sbatch: error: invalid partition' >&2\nexit 1\n")
+    result = _run(["bash", str(bundle / "launch" / "submit.sh")], env.vars(), tmp_path)
+    assert result.returncode != 0
+    assert "invalid partition" in result.stderr
+    assert result.stdout.split() == ["stage", "job"]  # stopped at the first stage
+
+
+# --- local.sh ----------------------------------------------------------------------------------
+
+
+def _local_expected(bundle: Path, stages: list[dict[str, Any]], nproc: int) -> list[str]:
+    numbers = _numbers(_plan(bundle))
+    lines = []
+    for stage in stages:
+        name = stage["name"]
+        entry = f"{bundle}/stages/{numbers[name]}-{name}.py"
+        for run in _runs(stage):
+            lines.append(f"python3 -m olmo2spec.runtime preflight --bundle {bundle} --stage {name} --run {run}")
+            if stage["kind"] in TRAINING_KINDS:
+                torchrun = f"python3 -m torch.distributed.run --standalone --nproc-per-node {nproc}"
+                lines.append(f"{torchrun} {entry} --run {run}")
+            else:
+                lines.append(f"python3 {entry} --run {run}")
+    return lines
+
+
+def _exports(bundle: Path, device: str) -> list[str]:
+    plan = _plan(bundle)
+    return [f"export OLMO2SPEC_DEVICE={device}", f"export CHECKPOINT_ROOT={bundle}/checkpoints",
+            *(f"export {k}={v}" for k, v in sorted(plan["cluster"]["env"].items()))]
+
+
+def test_local_dry_run_runs_every_stage_in_order(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["tiny"]
+    plan = _plan(bundle)
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "--dry-run", "--nproc", "3"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    exports = _exports(bundle, "cpu")
+    assert lines[:len(exports)] == exports
+    assert lines[len(exports):] == _local_expected(bundle, plan["stages"], 3)
+    anneal_runs = [line for line in lines if "torch.distributed.run" in line and "-anneal.py" in line]
+    assert [line.rsplit(" ", 1)[1] for line in anneal_runs] == ["anneal-seed42", "anneal-seed42069", "anneal-seed666"]
+    assert env.calls() == []
+    assert not (bundle / "checkpoints").exists()
+
+
+def test_local_dry_run_defaults(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["tiny"]
+    plan = _plan(bundle)
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "anneal", "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    anneal = [s for s in plan["stages"] if s["name"] == "anneal"]
+    assert result.stdout.splitlines() == [*_exports(bundle, "cpu"),
+                                          *_local_expected(bundle, anneal, plan["cluster"]["gpus_per_node"])]
+
+
+def test_local_uses_every_gpu_when_there_are_some(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    env.fake("nvidia-smi", FOUR_GPUS)
+    bundle = bundles["tiny"]
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "sft", "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    sft = [s for s in _plan(bundle)["stages"] if s["name"] == "sft"]
+    assert result.stdout.splitlines() == [*_exports(bundle, "cuda"), *_local_expected(bundle, sft, 4)]
+
+
+def test_local_checkpoint_root_from_the_environment(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["tiny"]
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "soup", "--dry-run"],
+                  env.vars(CHECKPOINT_ROOT="/scratch/my ckpts", PYTHON="/opt/py/bin/python"), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "export CHECKPOINT_ROOT=/scratch/my\\ ckpts" in result.stdout.splitlines()
+    assert f"/opt/py/bin/python {bundle}/stages/05-soup.py --run soup" in result.stdout.splitlines()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["nope"], "unknown stage: nope"),
+    (["--nproc", "0"], "--nproc must be a positive integer"),
+    (["--nproc", "x"], "--nproc must be a positive integer"),
+    (["--nproc=-1"], "--nproc must be a positive integer"),
+    (["--nproc"], "--nproc needs a number"),
+    (["--bogus"], "unknown option: --bogus"),
+])
+def test_local_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str],
+                                     message: str):
+    result = _run(["bash", str(bundles["tiny"] / "launch" / "local.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "python3" not in result.stdout
+    assert env.calls() == []
+
+
+def test_local_help(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    result = _run(["bash", str(bundles["tiny"] / "launch" / "local.sh"), "--help"], env.vars(), tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: launch/local.sh [STAGE|all] [--nproc N] [--dry-run]\n")
+
+
+# --- launch/slurm/*.sbatch ---------------------------------------------------------------------
+
+
+def _sbatch_cases() -> list[tuple[str, str]]:
+    return [(stem, p.name) for stem in ("13b", "tiny")
+            for p in sorted((GENERATED / stem / "launch" / "slurm").iterdir())]
+
+
+@pytest.mark.parametrize(("stem", "name"), _sbatch_cases(), ids=lambda v: v)
+def test_sbatch_dry_run(env: Env, bundles: dict[str, Path], tmp_path: Path, stem: str, name: str):
+    bundle = bundles[stem]
+    plan = _plan(bundle)
+    stage = next(s for s in plan["stages"] if f"{_numbers(plan)[s['name']]}-{s['name']}.sbatch" == name)
+    script = bundle / "launch" / "slurm" / name
+    text = script.read_text()
+    nodes = re.search(r"^#SBATCH --nodes=(\d+)$", text, re.M)
+    assert nodes
+    gpus_per_node = plan["cluster"]["gpus_per_node"]
+    gpu = plan["cluster"]["gpu"] != "cpu"
+    assert (f"#SBATCH --gpus-per-node={gpus_per_node}" in text) == (gpu and stage["kind"] not in ("prepare", "soup"))
+
+    runs = _runs(stage)
+    task = len(runs) - 1  # the last array task, or 0
+    result = _run(["bash", str(script), "--dry-run"], env.vars(SLURM_ARRAY_TASK_ID=str(task)), tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = runs[task]
+    entry = f"{bundle}/stages/{name.removesuffix('.sbatch')}.py"
+    srun = "srun --ntasks-per-node=1 --kill-on-bad-exit=1 python3"
+    if stage["kind"] in TRAINING_KINDS:
+        train = (f"{srun} -m torch.distributed.run --nnodes={nodes.group(1)} --nproc-per-node={gpus_per_node} "
+                 f"--rdzv-backend=c10d --rdzv-endpoint=HEAD_NODE:{plan['cluster']['rdzv_port']} --rdzv-id=JOB_ID "
+                 f"{entry} --run {run}")
+    else:
+        train = f"srun --ntasks=1 --nodes=1 python3 {entry} --run {run}"
+    assert result.stdout.splitlines() == [
+        *_exports(bundle, "cuda" if gpu else "cpu"),
+        f"export OLMO2SPEC_STOP_FILE={bundle}/checkpoints/{run}/STOP-JOB_ID",
+        f"{srun} -m olmo2spec.runtime preflight --bundle {bundle} --stage {stage['name']} --run {run}",
+        train,
+    ]
+    if stem == "13b" and stage["kind"] in TRAINING_KINDS:
+        assert "--nproc-per-node=8 " in train and ":29500 " in train
+    assert env.calls() == []
+
+
+def test_sbatch_outside_slurm_without_dry_run_refuses(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    script = bundles["tiny"] / "launch" / "slurm" / "02-pretrain.sbatch"
+    result = _run(["bash", str(script)], env.vars(), tmp_path)
+    assert result.returncode != 0
+    assert "submit with launch/submit.sh" in result.stderr
+    assert env.calls() == []
+
+
+# --- eval/olmes.sh -----------------------------------------------------------------------------
+
+
+def _olmes_expected(bundle: Path, stage: dict[str, Any], model: str | None = None) -> list[str]:
+    lines = []
+    for target in stage["targets"]:
+        path = model or f"{bundle}/checkpoints/{target}/hf"
+        for split, tasks in (("dev", stage["dev_tasks"]), ("held-out", stage["heldout_tasks"])):
+            lines.append(f"olmes --model {path} --model-type vllm --gpus 1 --task {' '.join(tasks)} "
+                         f"--output-dir {bundle}/eval/results/{stage['name']}/{target}/{split}")
+    return lines
+
+
+def test_olmes_dry_run_keeps_dev_and_held_out_apart(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["13b"]
+    stages = {s["name"]: s for s in _plan(bundle)["stages"]}
+    result = _run(["bash", str(bundle / "eval" / "olmes.sh"), "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [*_olmes_expected(bundle, stages["eval-instruct"]), *_olmes_expected(bundle, stages["eval-base"])]
+    assert f"--task tulu_3_dev --output-dir {bundle}/eval/results/eval-instruct/rlvr/dev" in lines[0]
+    assert f"--task tulu_3_unseen --output-dir {bundle}/eval/results/eval-instruct/rlvr/held-out" in lines[1]
+    assert ("--task core_9mcqa::olmes mmlu:mc::olmes olmo_2_generative::olmes "
+            f"--output-dir {bundle}/eval/results/eval-base/soup/dev") in lines[2]
+    assert f"--task olmo_2_heldout::olmes --output-dir {bundle}/eval/results/eval-base/soup/held-out" in lines[3]
+    assert env.calls() == []
+
+
+def test_olmes_one_stage_with_a_model(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["13b"]
+    stage = next(s for s in _plan(bundle)["stages"] if s["name"] == "eval-base")
+    result = _run(["bash", str(bundle / "eval" / "olmes.sh"), "eval-base", "--model", "/models/x", "--dry-run"],
+                  env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == _olmes_expected(bundle, stage, "/models/x")
+
+    bad = _run(["bash", str(bundle / "eval" / "olmes.sh"), "nope", "--dry-run"], env.vars(), tmp_path)
+    assert bad.returncode == 2
+    assert "unknown eval stage: nope" in bad.stderr
+    assert env.calls() == []
+
+
+def test_olmes_of_a_recipe_without_olmes_stages(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    result = _run(["bash", str(bundles["tiny"] / "eval" / "olmes.sh"), "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0
+    assert result.stdout == ""
+    assert "declares no OLMES eval stage" in result.stderr
+
+
+# --- the runtime -------------------------------------------------------------------------------
+
+
+def _runtime(env: Env, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return _run([sys.executable, "-m", "olmo2spec.runtime", *args], env.vars(**extra), env.bin.parent)
+
+
+def _edit_plan(bundle: Path, **changes: Any) -> None:
+    plan = _plan(bundle)
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            plan[section][field] = value
+        else:
+            plan[section] = value
+    (bundle / "plan.json").write_text(json.dumps(plan, indent=2))
+
+
+def test_preflight_ok(env: Env, tmp_path: Path):
+    bundle = _copy("tiny", tmp_path)
+    ckpt = tmp_path / "ckpt"
+    result = _runtime(env, "preflight", "--bundle", str(bundle), "--stage", "anneal", "--run", "anneal-seed42",
+                      CHECKPOINT_ROOT=str(ckpt))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"preflight ok on {socket.gethostname()}: ")
+    assert str(ckpt / "anneal-seed42") in result.stdout
+    assert (ckpt / "anneal-seed42").is_dir()
+    assert list((ckpt / "anneal-seed42").iterdir()) == []  # the write probe is gone
+    assert not (bundle / "checkpoints").exists()
+
+    default = _runtime(env, "preflight", "--bundle", str(bundle), "--stage", "soup")
+    assert default.returncode == 0, default.stderr
+    assert (bundle / "checkpoints" / "soup").is_dir()  # default: checkpoints/ in the bundle
+
+
+def test_preflight_on_cpu_imports_no_torch(env: Env, tmp_path: Path):
+    bundle = _copy("tiny", tmp_path)
+    program = ("import sys\nfrom olmo2spec.runtime.main import main\n"
+               f"assert main(['preflight', '--bundle', {str(bundle)!r}, '--stage', 'pretrain']) == 0\n"
+               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))\n")
+    result = _run([sys.executable, "-c", program], env.vars(CHECKPOINT_ROOT=str(tmp_path / "ckpt")), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--stage", "nope"], "no stage 'nope' in {plan} (stages: prepare, pretrain, microanneal, anneal, soup, "
+                          "eval-base, sft, dpo, rlvr, eval-instruct, export)"),
+    (["--stage", "anneal", "--run", "anneal-seed7"],
+     "stage 'anneal' has no run 'anneal-seed7' (runs: anneal-seed42, anneal-seed42069, anneal-seed666)"),
+    (["--stage", "soup", "--run", "anneal-seed42"], "stage 'soup' has no run 'anneal-seed42' (runs: soup)"),
+])
+def test_runtime_unknown_stage_or_run(env: Env, tmp_path: Path, args: list[str], message: str):
+    bundle = _copy("tiny", tmp_path)
+    for command in ("preflight", "run"):
+        result = _runtime(env, command, "--bundle", str(bundle), *args, CHECKPOINT_ROOT=str(tmp_path / "ckpt"))
+        assert result.returncode == 2
+        assert message.format(plan=bundle / "plan.json") in result.stderr
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_runtime_refuses_a_plan_of_another_version(env: Env, tmp_path: Path):
+    bundle = _copy("tiny", tmp_path)
+    _edit_plan(bundle, version=999)
+    result = _runtime(env, "preflight", "--bundle", str(bundle), "--stage", "anneal")
+    assert result.returncode == 2
+    assert "plan version 999" in result.stderr
+    assert "rebuild the bundle" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (None, "not found"),
+    ("{not json", "plan.json: Expecting property name"),
+    ("[1, 2]", "not a plan: a JSON list"),
+    ("extra-key", "not a valid plan: extra fields found (bogus)"),
+])
+def test_runtime_reports_a_broken_plan(env: Env, tmp_path: Path, text: str | None, message: str):
+    bundle = _copy("tiny", tmp_path)
+    if text is None:
+        (bundle / "plan.json").unlink()
+    elif text == "extra-key":
+        _edit_plan(bundle, bogus=1)
+    else:
+        (bundle / "plan.json").write_text(text)
+    result = _runtime(env, "preflight", "--bundle", str(bundle), "--stage", "anneal")
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_of_a_stage_kind_not_implemented(env: Env, tmp_path: Path):
+    bundle = _copy("tiny", tmp_path)
+    plan = _plan(bundle)
+    registered = _run([sys.executable, "-c", "import olmo2spec.runtime.stages; from olmo2spec.runtime.main import "
+                       "RUNNERS; print(*RUNNERS)"], env.vars(), tmp_path)
+    assert registered.returncode == 0, registered.stderr
+    missing = [s for s in reversed(plan["stages"]) if s["kind"] not in registered.stdout.split()]
+    if not missing:
+        pytest.skip("every stage kind of the tiny recipe has a runner")
+    stage = missing[0]
+    name, kind = stage["name"], stage["kind"]
+    result = _runtime(env, "run", "--bundle", str(bundle), "--stage", name, CHECKPOINT_ROOT=str(tmp_path / "c"))
+    assert result.returncode == 4
+    assert f"cannot run {kind} stages yet (stage {name!r}, run {name!r})" in result.stderr
+
+    # the same through the stage's entry point, as the launchers call it
+    entry = bundle / "stages" / f"{_numbers(plan)[name]}-{name}.py"
+    through_entry = _run([sys.executable, str(entry), "--run", name], env.vars(CHECKPOINT_ROOT=str(tmp_path / "c")),
+                         tmp_path)
+    assert through_entry.returncode == 4
+    assert f"cannot run {kind} stages yet" in through_entry.stderr
+
+
+def test_preflight_fails_without_the_free_disk_the_plan_needs(env: Env, tmp_path: Path):
+    bundle = _copy("tiny", tmp_path)
+    _edit_plan(bundle, checkpoint__min_free_gib=1e12)
+    result = _runtime(env, "preflight", "--bundle", str(bundle), "--stage", "anneal", "--run", "anneal-seed666",
+                      CHECKPOINT_ROOT=str(tmp_path / "ckpt"))
+    assert result.returncode == 3
+    assert result.stdout == ""
+    err = result.stderr.strip()
+    assert err.startswith(f"preflight failed on {socket.gethostname()}: ")
+    assert re.search(r"[\d,.]+ GiB free under .*/ckpt/anneal-seed666, the plan needs 1e\+12 GiB "
+                     r"\(checkpoint.min_free_gib\)$", err), err
