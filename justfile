@@ -37,5 +37,11 @@ lint: install-dev
 bench-compile: install
     {{python}} benchmarks/bench_compile.py
 
+# Loader tokens/s against a tiny training step, and tokenizer MB/s against tiktoken, same run.
+bench-data: install
+    {{python}} -m pip install -q torch==2.13.0
+    {{python}} benchmarks/bench_tokenizer.py
+    {{python}} benchmarks/bench_data.py
+
 # Every benchmark.
-bench: bench-compile
+bench: bench-compile bench-data

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -23,9 +24,11 @@ import numpy as np
 
 from olmo2spec.data.ngrams import repeated_ngram_rows
 from olmo2spec.data.permutation import Permutation, splitmix64
+from olmo2spec.data.sources import token_files
 from olmo2spec.data.tokenfile import read_tokens, token_count
+from olmo2spec.plan.plan import Plan, RunPlan, TrainStagePlan
 
-__all__ = ["Batch", "MixtureLoader", "SourceShare", "LoaderError"]
+__all__ = ["Batch", "MixtureLoader", "SourceShare", "LoaderError", "loader_for_run", "shares_from_mix"]
 
 
 class LoaderError(Exception):
@@ -177,3 +180,25 @@ class MixtureLoader:
 def shares_from_mix(rows: Sequence[tuple[str, float]], files: Mapping[str, Sequence[Path]]) -> list[SourceShare]:
     """`(source, source_pct)` rows of a plan's mix and each source's files -> the loader's shares."""
     return [SourceShare(name, list(files[name]), pct / 100) for name, pct in rows]
+
+
+def loader_for_run(plan: Plan, stage: TrainStagePlan, run: RunPlan, *, data_root: str | os.PathLike[str] | None,
+                   rank: int = 0, world_size: int = 1) -> MixtureLoader:
+    """The loader of one run of a training stage, from the plan alone (and where the data lives).
+
+    Raises:
+        LoaderError: when a source of the run's mix has no token files.
+    """
+    mix = plan.mixes[run.mix]
+    shares = []
+    for row in mix.rows:
+        files = token_files(row.source, plan.sources[row.source], data_root)
+        if not files and row.source_pct > 0:
+            patterns = ", ".join(plan.sources[row.source].paths) or "(no paths)"
+            raise LoaderError(f"source {row.source!r} of mix {mix.name!r} has no token files matching {patterns}: "
+                              "run the prepare stage, or set DATA_ROOT")
+        shares.append(SourceShare(row.source, files, row.source_pct / 100))
+    data = plan.data
+    return MixtureLoader(shares, seq_len=stage.seq_len, global_batch=stage.batch_size, seed=run.seed, rank=rank,
+                         world_size=world_size, mask_period=data.ngram_max_period, mask_repeats=data.ngram_min_repeats,
+                         masking=data.ngram_masking)
