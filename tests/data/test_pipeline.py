@@ -8,8 +8,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import SPECS
+
 from olmo2spec.compiler import check
 from olmo2spec.data.demo import build_demo_corpus
 from olmo2spec.data.loader import LoaderError, loader_for_run
@@ -69,5 +69,5 @@ def test_a_missing_source_is_a_clear_error(prepared, tmp_path):
     plan, _ = prepared
     stage = plan.stage("pretrain")
     assert isinstance(stage, TrainStagePlan)
-    with pytest.raises(LoaderError, match="has no token files matching .*run the prepare stage"):
+    with pytest.raises(LoaderError, match=r"has no token files matching .*run the prepare stage"):
         loader_for_run(plan, stage, stage.runs[0], data_root=tmp_path)
