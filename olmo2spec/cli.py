@@ -155,6 +155,49 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    import importlib
+    from pathlib import Path
+
+    from olmo2spec.plan.plan import from_json
+
+    try:  # by name: the runtime (torch) is neither imported by the compiler path nor type-checked with it
+        export = importlib.import_module("olmo2spec.runtime.export_hf")
+    except ImportError as exc:
+        print(f"error: export-hf needs the runtime's packages (torch, safetensors): {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    checkpoint = Path(args.checkpoint)
+    try:
+        step = export.resolve_checkpoint(checkpoint)
+    except export.ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    bundle: Path | None = Path(args.bundle) if args.bundle else export.find_bundle(checkpoint)
+    if bundle is None and os.environ.get("OLMO2SPEC_BUNDLE"):  # set in a bundle's stage jobs
+        bundle = Path(os.environ["OLMO2SPEC_BUNDLE"])
+    if bundle is None:
+        print(f"error: no plan.json in the directories above {_printable(str(checkpoint))}: "
+              "pass the bundle the checkpoint was trained with: --bundle DIR", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    plan_file = bundle / "plan.json"
+    try:
+        plan = from_json(plan_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        print(f"error: {_printable(str(plan_file))} not found: is {_printable(str(bundle))} a bundle built by "
+              "`olmo2spec build`?", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    except ValueError as exc:  # PlanVersionError, or JSON that is not a plan
+        print(f"error: {_printable(str(plan_file))}: {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    try:
+        out = export.export_hf(step, plan, Path(args.output), args.dtype)
+    except export.ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    print(f"exported {_printable(str(step))} as Hugging Face Olmo2ForCausalLM ({args.dtype}) to {_printable(str(out))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="olmo2spec", description="Compile OLMo 2 recipes into launch bundles.")
     parser.add_argument("--version", action="version", version=f"olmo2spec {__version__}")
@@ -198,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="output directory (becomes DATA_ROOT)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic math")
     p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("export-hf", help="export a checkpoint as a Hugging Face Olmo2ForCausalLM directory")
+    p.add_argument("checkpoint", metavar="CKPT", help="a step directory, or a run directory (its newest complete step)")
+    p.add_argument("output", metavar="OUT", help="export directory (an earlier export there is replaced)")
+    p.add_argument("--bundle", metavar="DIR",
+                   help="bundle whose plan.json describes the model (default: found above CKPT)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
+    p.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("schema", help="JSON Schema (draft 2020-12) of recipe files, for editors")
     p.add_argument("--partial", action="store_true", help="no required keys: for fragments that are extended")

@@ -21,7 +21,7 @@ from olmo2spec.spec.cluster import ClusterSpec
 from olmo2spec.spec.mixes import SourceSpec
 from olmo2spec.spec.model import ModelSpec, TokenizerSpec
 from olmo2spec.spec.recipe import RecipeInfo
-from olmo2spec.spec.training import CheckpointSpec, DataSpec, OptimizerSpec
+from olmo2spec.spec.training import CheckpointSpec, DataSpec, OptimizerSpec, RuntimeSpec
 
 __all__ = [
     "PLAN_VERSION", "Plan", "ModelPlan", "ClusterPlan", "ParallelPlan", "Cost", "RunPlan", "PrepareStagePlan",
@@ -236,6 +236,7 @@ class Plan:
     optimizer: OptimizerSpec
     data: DataSpec
     checkpoint: CheckpointSpec
+    runtime: RuntimeSpec
     cluster: ClusterPlan
     sources: dict[str, SourceSpec]
     mixes: dict[str, MixPlan]

@@ -396,6 +396,7 @@ class _Resolver:
         stages = list(self.done.values())
         return Plan(version=PLAN_VERSION, olmo2spec_version=__version__, recipe=r.recipe, model=model,
                     tokenizer=r.tokenizer, optimizer=r.optimizer, data=r.data, checkpoint=r.checkpoint,
+                    runtime=r.runtime,
                     cluster=cluster, sources=dict(r.sources), mixes=self.mixes, stages=stages,
                     estimates=_estimates(stages, self.counts))
 

@@ -31,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--bundle", type=Path, required=True, help="the bundle directory")
         p.add_argument("--stage", required=True, help="stage name")
-        p.add_argument("--run", help="run name (default: the stage's first run)")
+        # `--run-name` for stage entry points: torchrun would take `--run` for its own `--run-path`
+        p.add_argument("--run", "--run-name", dest="run", help="run name (default: the stage's first run)")
     return parser
 
 

@@ -8,10 +8,15 @@ is a key-by-key copy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from olmo2spec.plan.plan import Plan
 
 __all__ = ["ModelArgs", "RMSNorm", "Attention", "MLP", "Block", "Transformer", "rope_tables"]
 
@@ -37,6 +42,15 @@ class ModelArgs:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    @classmethod
+    def from_plan(cls, plan: Plan) -> ModelArgs:
+        """The model a plan describes; its embedding and head have `tokenizer.embedding_rows` rows."""
+        m = plan.model
+        return cls(d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, n_kv_heads=m.n_kv_heads,
+                   mlp_hidden=m.mlp_hidden, vocab_rows=plan.tokenizer.embedding_rows, max_seq_len=m.max_seq_len,
+                   rope_theta=m.rope_theta, norm_eps=m.norm_eps, norm=m.norm, qk_norm=m.qk_norm,
+                   init_std=m.init_std, init_cutoff=m.init_cutoff)
 
 
 class RMSNorm(nn.Module):

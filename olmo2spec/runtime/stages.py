@@ -64,3 +64,13 @@ def run_prepare_stage(ctx: RunContext) -> int:
 
 
 RUNNERS["prepare"] = run_prepare_stage
+
+
+def run_training_stage(ctx: RunContext) -> int:
+    from olmo2spec.runtime.trainer import run_train_stage  # torch only for stages that train
+
+    return run_train_stage(ctx)
+
+
+for _kind in ("pretrain", "anneal", "microanneal"):
+    RUNNERS[_kind] = run_training_stage

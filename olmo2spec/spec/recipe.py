@@ -9,7 +9,7 @@ from olmo2spec.spec.fields import doc, non_negative, safe_name
 from olmo2spec.spec.mixes import MixSpec, SourceSpec
 from olmo2spec.spec.model import ModelSpec, TokenizerSpec
 from olmo2spec.spec.stages import Stage
-from olmo2spec.spec.training import CheckpointSpec, DataSpec, OptimizerSpec
+from olmo2spec.spec.training import CheckpointSpec, DataSpec, OptimizerSpec, RuntimeSpec
 
 __all__ = ["RecipeInfo", "Recipe"]
 
@@ -35,6 +35,7 @@ class Recipe:
     optimizer: OptimizerSpec = doc("The optimizer.", factory=OptimizerSpec)
     data: DataSpec = doc("How token files are read.", factory=DataSpec)
     checkpoint: CheckpointSpec = doc("Checkpoint policy.", factory=CheckpointSpec)
+    runtime: RuntimeSpec = doc("Habits of the training loop.", factory=RuntimeSpec)
     sources: dict[str, SourceSpec] = doc("Data sources by name.", factory=dict)
     mixes: dict[str, MixSpec] = doc("Data mixes by name.", factory=dict)
     stages: list[Stage] = doc("The stages, in order.")

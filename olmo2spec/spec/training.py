@@ -6,7 +6,7 @@ import attrs
 
 from olmo2spec.spec.fields import doc, non_negative, one_of, positive, unit_interval
 
-__all__ = ["OptimizerSpec", "DataSpec", "CheckpointSpec"]
+__all__ = ["OptimizerSpec", "DataSpec", "CheckpointSpec", "RuntimeSpec"]
 
 
 def _two_betas(_inst: object, _attr: object, value: list[float]) -> None:
@@ -59,3 +59,17 @@ class CheckpointSpec:
     async_save: bool = doc("Save in the background while training continues.", default=True)
     min_free_gib: float = doc("Free disk a node needs under the checkpoint directory before a stage starts.",
                               default=50.0, validator=non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class RuntimeSpec:
+    """`[runtime]`: habits of the training loop (paper section 6.4)."""
+
+    log_every: int = doc("Read metrics from the device, reduce and write them every this many steps "
+                         "(the only host-device syncs of the loop).", default=10, validator=positive)
+    gc_every: int = doc("Python's GC is disabled; every rank collects (generation 1) every this many steps, "
+                        "all at the same step.", default=50, validator=positive)
+    spike_window: int = doc("Values in the rolling window of the spike score (paper: 1000).", default=1000,
+                            validator=positive)
+    spike_sigmas: float = doc("Distance from the rolling mean, in standard deviations, that counts as a spike "
+                              "(paper: 7).", default=7.0, validator=positive)

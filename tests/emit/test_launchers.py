@@ -239,7 +239,8 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     assert same.stdout == result.stdout
 
 
-@pytest.mark.parametrize("args", [["--from", "nope"], ["--from", ""], ["--bogus"], ["--from"]])
+@pytest.mark.parametrize("args", [["--from", "nope"], ["--from", ""], ["--bogus"], ["--from"], ["--only", "nope"],
+                                  ["--only"], ["--from", "sft", "--only", "sft"]])
 def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str]):
     result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
     if args == ["--from", ""]:  # an empty --from is no --from
@@ -254,10 +255,24 @@ def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_pa
     assert env.calls() == []
 
 
+def test_submit_only_one_stage(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["13b"]
+    numbers = _numbers(_plan(bundle))
+    for args in (["--only", "dpo"], ["--only=dpo"]):
+        result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
+        assert result.returncode == 0, result.stderr
+        jobs = _parse_submit(result.stdout)
+        assert [number for number, _ in jobs] == [numbers["dpo"]]
+        assert _dependencies(jobs[0][1]) == []  # its sft is taken as done
+        assert jobs[0][1][-1] == f"{bundle}/launch/slurm/{numbers['dpo']}-dpo.sbatch"
+    assert env.calls() == []
+
+
 def test_submit_help(env: Env, bundles: dict[str, Path], tmp_path: Path):
     result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--help"], env.vars(), tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith("usage: launch/submit.sh [--from STAGE] [--dry-run]\n")
+    assert result.stdout.startswith("usage: launch/submit.sh [--from STAGE | --only STAGE] [--dry-run]\n")
+    assert result.stdout.splitlines()[-1].strip().startswith("--dry-run")
     assert env.calls() == []
 
 
@@ -319,9 +334,9 @@ def _local_expected(bundle: Path, stages: list[dict[str, Any]], nproc: int) -> l
             lines.append(f"python3 -m olmo2spec.runtime preflight --bundle {bundle} --stage {name} --run {run}")
             if stage["kind"] in TRAINING_KINDS:
                 torchrun = f"python3 -m torch.distributed.run --standalone --nproc-per-node {nproc}"
-                lines.append(f"{torchrun} {entry} --run {run}")
+                lines.append(f"{torchrun} {entry} --run-name {run}")
             else:
-                lines.append(f"python3 {entry} --run {run}")
+                lines.append(f"python3 {entry} --run-name {run}")
     return lines
 
 
@@ -371,7 +386,7 @@ def test_local_checkpoint_root_from_the_environment(env: Env, bundles: dict[str,
                   env.vars(CHECKPOINT_ROOT="/scratch/my ckpts", PYTHON="/opt/py/bin/python"), tmp_path)
     assert result.returncode == 0, result.stderr
     assert "export CHECKPOINT_ROOT=/scratch/my\\ ckpts" in result.stdout.splitlines()
-    assert f"/opt/py/bin/python {bundle}/stages/05-soup.py --run soup" in result.stdout.splitlines()
+    assert f"/opt/py/bin/python {bundle}/stages/05-soup.py --run-name soup" in result.stdout.splitlines()
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -428,9 +443,9 @@ def test_sbatch_dry_run(env: Env, bundles: dict[str, Path], tmp_path: Path, stem
     if stage["kind"] in TRAINING_KINDS:
         train = (f"{srun} -m torch.distributed.run --nnodes={nodes.group(1)} --nproc-per-node={gpus_per_node} "
                  f"--rdzv-backend=c10d --rdzv-endpoint=HEAD_NODE:{plan['cluster']['rdzv_port']} --rdzv-id=JOB_ID "
-                 f"{entry} --run {run}")
+                 f"{entry} --run-name {run}")
     else:
-        train = f"srun --ntasks=1 --nodes=1 python3 {entry} --run {run}"
+        train = f"srun --ntasks=1 --nodes=1 python3 {entry} --run-name {run}"
     assert result.stdout.splitlines() == [
         *_exports(bundle, "cuda" if gpu else "cpu"),
         f"export OLMO2SPEC_STOP_FILE={bundle}/checkpoints/{run}/STOP-JOB_ID",

@@ -73,65 +73,65 @@ setup() {
 # 01 pretrain (pretrain)
 stage_01() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage pretrain --run pretrain
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/01-pretrain.py --run pretrain
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/01-pretrain.py --run-name pretrain
 }
 
 # 02 anneal-100b (anneal)
 stage_02() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal-100b --run anneal-100b-seed1110
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal-100b.py --run anneal-100b-seed1110
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal-100b.py --run-name anneal-100b-seed1110
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal-100b --run anneal-100b-seed2662
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal-100b.py --run anneal-100b-seed2662
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal-100b.py --run-name anneal-100b-seed2662
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal-100b --run anneal-100b-seed6209
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal-100b.py --run anneal-100b-seed6209
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal-100b.py --run-name anneal-100b-seed6209
 }
 
 # 03 anneal-300b (anneal)
 stage_03() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal-300b --run anneal-300b-seed2662
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-anneal-300b.py --run anneal-300b-seed2662
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-anneal-300b.py --run-name anneal-300b-seed2662
 }
 
 # 04 soup (soup)
 stage_04() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage soup --run soup
-  run "$PYTHON" "$BUNDLE_DIR/"stages/04-soup.py --run soup
+  run "$PYTHON" "$BUNDLE_DIR/"stages/04-soup.py --run-name soup
 }
 
 # 05 sft (sft)
 stage_05() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage sft --run sft
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-sft.py --run sft
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-sft.py --run-name sft
 }
 
 # 06 dpo (dpo)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-dpo.py --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-dpo.py --run-name dpo
 }
 
 # 07 rlvr (rlvr)
 stage_07() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-rlvr.py --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-rlvr.py --run-name rlvr
 }
 
 # 08 eval-instruct (eval)
 stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-instruct.py --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-instruct.py --run-name eval-instruct
 }
 
 # 09 export (export)
 stage_09() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/09-export.py --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/09-export.py --run-name export
 }
 
 # 10 eval-base (eval)
 stage_10() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-base.py --run eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-base.py --run-name eval-base
 }
 
 setup

@@ -73,49 +73,49 @@ setup() {
 # 01 pretrain (pretrain)
 stage_01() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage pretrain --run pretrain
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/01-pretrain.py --run pretrain
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/01-pretrain.py --run-name pretrain
 }
 
 # 02 anneal (anneal)
 stage_02() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed42
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run anneal-seed42
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run-name anneal-seed42
 }
 
 # 03 sft (sft)
 stage_03() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage sft --run sft
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-sft.py --run sft
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-sft.py --run-name sft
 }
 
 # 04 dpo (dpo)
 stage_04() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-dpo.py --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-dpo.py --run-name dpo
 }
 
 # 05 rlvr (rlvr)
 stage_05() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-rlvr.py --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-rlvr.py --run-name rlvr
 }
 
 # 06 eval-instruct (eval)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-instruct.py --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-instruct.py --run-name eval-instruct
 }
 
 # 07 export (export)
 stage_07() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/07-export.py --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/07-export.py --run-name export
 }
 
 # 08 eval-base (eval)
 stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-base.py --run eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-base.py --run-name eval-base
 }
 
 setup

@@ -73,59 +73,59 @@ setup() {
 # 01 pretrain (pretrain)
 stage_01() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage pretrain --run pretrain
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/01-pretrain.py --run pretrain
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/01-pretrain.py --run-name pretrain
 }
 
 # 02 anneal (anneal)
 stage_02() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed42
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run anneal-seed42
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run-name anneal-seed42
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed42069
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run anneal-seed42069
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run-name anneal-seed42069
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed666
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run anneal-seed666
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run-name anneal-seed666
 }
 
 # 03 soup (soup)
 stage_03() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage soup --run soup
-  run "$PYTHON" "$BUNDLE_DIR/"stages/03-soup.py --run soup
+  run "$PYTHON" "$BUNDLE_DIR/"stages/03-soup.py --run-name soup
 }
 
 # 04 sft (sft)
 stage_04() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage sft --run sft
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-sft.py --run sft
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-sft.py --run-name sft
 }
 
 # 05 dpo (dpo)
 stage_05() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-dpo.py --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-dpo.py --run-name dpo
 }
 
 # 06 rlvr (rlvr)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-rlvr.py --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-rlvr.py --run-name rlvr
 }
 
 # 07 eval-instruct (eval)
 stage_07() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/07-eval-instruct.py --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/07-eval-instruct.py --run-name eval-instruct
 }
 
 # 08 export (export)
 stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/08-export.py --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/08-export.py --run-name export
 }
 
 # 09 eval-base (eval)
 stage_09() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/09-eval-base.py --run eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/09-eval-base.py --run-name eval-base
 }
 
 setup

@@ -73,73 +73,73 @@ setup() {
 # 01 prepare (prepare)
 stage_01() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage prepare --run prepare
-  run "$PYTHON" "$BUNDLE_DIR/"stages/01-prepare.py --run prepare
+  run "$PYTHON" "$BUNDLE_DIR/"stages/01-prepare.py --run-name prepare
 }
 
 # 02 pretrain (pretrain)
 stage_02() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage pretrain --run pretrain
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-pretrain.py --run pretrain
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-pretrain.py --run-name pretrain
 }
 
 # 03 microanneal (microanneal)
 stage_03() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage microanneal --run microanneal-0
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-microanneal.py --run microanneal-0
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-microanneal.py --run-name microanneal-0
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage microanneal --run microanneal-1
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-microanneal.py --run microanneal-1
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-microanneal.py --run-name microanneal-1
 }
 
 # 04 anneal (anneal)
 stage_04() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed42
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run anneal-seed42
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run-name anneal-seed42
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed42069
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run anneal-seed42069
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run-name anneal-seed42069
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed666
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run anneal-seed666
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run-name anneal-seed666
 }
 
 # 05 soup (soup)
 stage_05() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage soup --run soup
-  run "$PYTHON" "$BUNDLE_DIR/"stages/05-soup.py --run soup
+  run "$PYTHON" "$BUNDLE_DIR/"stages/05-soup.py --run-name soup
 }
 
 # 06 eval-base (eval)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-base.py --run eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-base.py --run-name eval-base
 }
 
 # 07 sft (sft)
 stage_07() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage sft --run sft
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-sft.py --run sft
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-sft.py --run-name sft
 }
 
 # 08 dpo (dpo)
 stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/08-dpo.py --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/08-dpo.py --run-name dpo
 }
 
 # 09 rlvr (rlvr)
 stage_09() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/09-rlvr.py --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/09-rlvr.py --run-name rlvr
 }
 
 # 10 eval-instruct (eval)
 stage_10() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-instruct.py --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-instruct.py --run-name eval-instruct
 }
 
 # 11 export (export)
 stage_11() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/11-export.py --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/11-export.py --run-name export
 }
 
 setup

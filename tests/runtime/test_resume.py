@@ -1,0 +1,134 @@
+"""Training runs resume exactly: SIGKILL mid-run, relaunch, same losses; checkpoints change world size."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import SPECS  # noqa: E402
+
+from olmo2spec.compiler import check  # noqa: E402
+from olmo2spec.data.demo import build_demo_corpus  # noqa: E402
+from olmo2spec.emit.bundle import build_bundle  # noqa: E402
+
+STEPS = 16
+OVERRIDES = [
+    f"stages.pretrain.tokens={STEPS * 16 * 256}", "checkpoint.every_steps=4", "runtime.log_every=2",
+    "checkpoint.keep_last=10", "stages.pretrain.lr.warmup_steps=4",
+]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    build_demo_corpus(root / "data")
+    build_bundle(check(SPECS / "tiny.toml", OVERRIDES), root / "bundle", "tiny.toml")
+    env = _env(root, root / "prep")
+    subprocess.run([sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage",
+                    "prepare"], env=env, check=True, capture_output=True)
+    return root
+
+
+def _env(root: Path, checkpoints: Path) -> dict[str, str]:
+    return {**os.environ, "DATA_ROOT": str(root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
+            "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+
+
+def _pretrain(root: Path, checkpoints: Path, nproc: int) -> subprocess.Popen[bytes]:
+    entry = root / "bundle" / "stages" / "02-pretrain.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(entry),
+           "--run-name", "pretrain"]
+    return subprocess.Popen(cmd, env=_env(root, checkpoints), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def _losses(checkpoints: Path) -> dict[int, float]:
+    lines = (checkpoints / "pretrain" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+def _finish(process: subprocess.Popen[bytes]) -> str:
+    out, _ = process.communicate(timeout=600)
+    text = out.decode()
+    assert process.returncode == 0, text
+    return text
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(bundle):
+    checkpoints = bundle / "ckpt-a"
+    _finish(_pretrain(bundle, checkpoints, 2))
+    return checkpoints
+
+
+def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(bundle, uninterrupted):
+    checkpoints = bundle / "ckpt-b"
+    process = _pretrain(bundle, checkpoints, 2)
+    marker = checkpoints / "pretrain" / "step-0000008" / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 8"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers, mid-run
+    process.wait()
+    assert not (checkpoints / "pretrain" / f"step-{STEPS:07d}").exists()
+    log = _finish(_pretrain(bundle, checkpoints, 2))
+    assert "resuming pretrain from" in log
+    expected, got = _losses(uninterrupted), _losses(checkpoints)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    assert got == expected  # bit for bit
+
+
+def test_a_finished_run_is_not_run_again(bundle, uninterrupted):
+    log = _finish(_pretrain(bundle, uninterrupted, 2))
+    assert "already complete" in log
+
+
+def test_a_checkpoint_saved_by_two_processes_loads_in_one(bundle, uninterrupted):
+    import torch.distributed as dist
+
+    from olmo2spec.plan.plan import from_json
+    from olmo2spec.runtime.checkpoint import Checkpointer, load_model_weights, step_dir
+    from olmo2spec.runtime.model import ModelArgs, Transformer
+    from olmo2spec.runtime.optim import build_optimizer
+    from olmo2spec.runtime.parallelize import apply_parallelism, build_mesh
+
+    plan = from_json((bundle / "bundle" / "plan.json").read_text())
+    path = step_dir(uninterrupted / "pretrain", 8)
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        model = Transformer(ModelArgs.from_plan(plan))
+        apply_parallelism(model, build_mesh("cpu", 1, 1), bf16=False, activation_checkpointing=False,
+                          compile_blocks=False)
+        optimizer = build_optimizer(model, plan.optimizer)
+        marker = Checkpointer(path.parent, keep_last=10, permanent_every=0).load(path, model, optimizer)
+        assert marker["step"] == 8 and marker["world_size"] == 2
+        saved = load_model_weights(path)
+        for name, param in model.state_dict().items():
+            full = param.full_tensor() if hasattr(param, "full_tensor") else param
+            assert torch.equal(full, saved[name]), name
+        assert len(optimizer.state) == len(list(model.parameters()))  # moments restored for every parameter
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_run_resumes_at_another_world_size(bundle, uninterrupted, tmp_path):
+    import shutil
+
+    checkpoints = tmp_path / "ckpt"
+    (checkpoints / "pretrain").mkdir(parents=True)
+    shutil.copytree(uninterrupted / "pretrain" / "step-0000008", checkpoints / "pretrain" / "step-0000008")
+    log = _finish(_pretrain(bundle, checkpoints, 1))
+    assert "resuming pretrain from" in log and "(step 8)" in log
+    got, expected = _losses(checkpoints), _losses(uninterrupted)
+    for step in range(9, STEPS + 1):  # one process sums in another order: equal to rounding
+        assert got[step] == pytest.approx(expected[step], rel=1e-4), step
