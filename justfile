@@ -7,8 +7,9 @@ export PIP_DISABLE_PIP_VERSION_CHECK := "1"
 install:
     {{python}} -m pip install -q -e .
 
-# Install with the test and lint tools.
+# Install with the test and lint tools, and the runtime's torch (the CPU wheel this machine has).
 install-dev:
+    {{python}} -m pip install -q torch==2.13.0
     {{python}} -m pip install -q -e '.[dev]'
 
 # The main job: check every shipped recipe, explain the 13B plan, build its bundle.
@@ -43,5 +44,9 @@ bench-data: install
     {{python}} benchmarks/bench_tokenizer.py
     {{python}} benchmarks/bench_data.py
 
+# Tiny-recipe train-step tokens/s against transformers' Olmo2ForCausalLM, same shapes, same run.
+bench-train: install-dev
+    {{python}} benchmarks/bench_train.py
+
 # Every benchmark.
-bench: bench-compile bench-data
+bench: bench-compile bench-data bench-train

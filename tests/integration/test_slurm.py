@@ -7,6 +7,7 @@ Needs a running cluster: `bash .ci/slurm.sh up DIR` (`.ci/run` does it), then OL
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ JOB_TIMEOUT = 600.0
 FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE",
             "PREEMPTED", "SPECIAL_EXIT"}
 # pretrain short enough for 2 CPU cores: 40K tokens is 10 steps of 16 x 256
-OVERRIDES = ["stages.pretrain.tokens=40K", "stages.pretrain.lr.warmup_steps=2", "checkpoint.every_steps=5"]
+OVERRIDES = ["stages.pretrain.tokens=40K", "stages.pretrain.lr.warmup_steps=2"]
 NOT_YET = "cannot run pretrain stages yet"
 
 pytestmark = [
@@ -137,10 +138,9 @@ def test_pretrain_through_slurm(cluster: dict[str, str], data_root: Path, tmp_pa
     assert Path(job["WorkDir"]) == bundle, report
     assert re.search(r"^preflight ok on \S+: .* GiB free in " + re.escape(str(checkpoints / "pretrain")) + "$",
                      log, re.M), report
-    if NOT_YET in log:  # no trainer yet: the runtime refused, and the job failed as it should
-        assert job["JobState"] == "FAILED", report
-        pytest.xfail(f"the runtime has no pretrain runner yet; the SLURM plumbing works ({seconds:.0f} s)")
+    assert NOT_YET not in log, f"the SLURM plumbing works, but the runtime has no pretrain runner\n{report}"
 
+    # the training: the job completed at its first start
     assert job["JobState"] == "COMPLETED", report
     assert job["ExitCode"] == "0:0", report
     assert job.get("Restarts") == "0", report
@@ -148,10 +148,12 @@ def test_pretrain_through_slurm(cluster: dict[str, str], data_root: Path, tmp_pa
     # ===== THE CHECKPOINT ASSERTION: the trained run left a complete checkpoint =====
     complete = sorted(checkpoints.glob("pretrain/step-*/COMPLETE"))
     assert complete, f"no $CHECKPOINT_ROOT/pretrain/step-*/COMPLETE under {checkpoints}\n{report}"
+    assert json.loads(complete[-1].read_text()).get("final") is True, f"the last checkpoint is not final\n{report}"
 
 
 FAKE_TRAINER = '''\
 """Stands in for the pretrain stage's entry point: trains until the stop file appears, resumes after a requeue."""
+import json
 import os
 import sys
 import time
@@ -196,7 +198,12 @@ def test_time_limit_signal_checkpoints_and_requeues(cluster: dict[str, str], tmp
     signal = _run(["scancel", "--batch", "--signal=USR1", job_id], env, ROOT)
     assert signal.returncode == 0, signal.stderr
 
-    job = _wait(job_id, env, until=FINISHED - {"PREEMPTED"})
+    # SLURM holds a requeued job back for about 2 minutes (its EligibleTime): let it start now
+    job = _wait(job_id, env, until={"PENDING", *FINISHED})
+    assert job["JobState"] == "PENDING" and job["Restarts"] == "1", f"not requeued: {job}\n{_log(job)}"
+    hurry = _run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env, ROOT)
+    assert hurry.returncode == 0, hurry.stderr
+    job = _wait(job_id, env)
     log = _log(job)
     report = f"job {job_id}: {job['JobState']} exit {job['ExitCode']}, restarts {job.get('Restarts')}; log:\n{log}"
     assert job["JobState"] == "COMPLETED", report
