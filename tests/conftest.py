@@ -16,3 +16,19 @@ def plans():
     from olmo2spec.compiler import check
 
     return {name: check(SPECS / f"{name}.toml").plan for name in SHIPPED_SPECS}
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory):
+    """A tiny bundle with a short pretraining stage and prepared demo data (tests/runtime)."""
+    from runtime_fixtures import make_bundle
+
+    return make_bundle(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(bundle):
+    """The checkpoint root of one finished 2-process run of that pretraining."""
+    from runtime_fixtures import run_uninterrupted
+
+    return run_uninterrupted(bundle)

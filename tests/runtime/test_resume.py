@@ -2,72 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SPECS  # noqa: E402
-
-from olmo2spec.compiler import check  # noqa: E402
-from olmo2spec.data.demo import build_demo_corpus  # noqa: E402
-from olmo2spec.emit.bundle import build_bundle  # noqa: E402
-
-STEPS = 16
-OVERRIDES = [
-    f"stages.pretrain.tokens={STEPS * 16 * 256}", "checkpoint.every_steps=4", "runtime.log_every=2",
-    "checkpoint.keep_last=10", "stages.pretrain.lr.warmup_steps=4",
-]
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("resume")
-    build_demo_corpus(root / "data")
-    build_bundle(check(SPECS / "tiny.toml", OVERRIDES), root / "bundle", "tiny.toml")
-    env = _env(root, root / "prep")
-    subprocess.run([sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage",
-                    "prepare"], env=env, check=True, capture_output=True)
-    return root
-
-
-def _env(root: Path, checkpoints: Path) -> dict[str, str]:
-    return {**os.environ, "DATA_ROOT": str(root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
-            "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-
-
-def _pretrain(root: Path, checkpoints: Path, nproc: int) -> subprocess.Popen[bytes]:
-    entry = root / "bundle" / "stages" / "02-pretrain.py"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(entry),
-           "--run-name", "pretrain"]
-    return subprocess.Popen(cmd, env=_env(root, checkpoints), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-
-
-def _losses(checkpoints: Path) -> dict[int, float]:
-    lines = (checkpoints / "pretrain" / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
-
-
-def _finish(process: subprocess.Popen[bytes]) -> str:
-    out, _ = process.communicate(timeout=600)
-    text = out.decode()
-    assert process.returncode == 0, text
-    return text
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(bundle):
-    checkpoints = bundle / "ckpt-a"
-    _finish(_pretrain(bundle, checkpoints, 2))
-    return checkpoints
+from runtime_fixtures import STEPS, _finish, _losses, _pretrain  # noqa: E402
 
 
 def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(bundle, uninterrupted):
