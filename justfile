@@ -48,5 +48,14 @@ bench-data: install
 bench-train: install-dev
     {{python}} benchmarks/bench_train.py
 
+# The SLURM integration tests on a throwaway one-node cluster (root: installs slurm-wlm and munge if missing).
+slurm-test: install-dev
+    #!/usr/bin/env bash
+    set -euo pipefail
+    dir="$(mktemp -d)"
+    trap 'bash .ci/slurm.sh down "$dir"' EXIT
+    eval "$(bash .ci/slurm.sh up "$dir")"
+    OLMO2SPEC_SLURM_DIR="$dir" {{python}} -m pytest -q -m slurm tests/integration
+
 # Every benchmark.
 bench: bench-compile bench-data bench-train

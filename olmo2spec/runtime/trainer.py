@@ -178,12 +178,14 @@ class Trainer:
         log_every, gc_every = plan.runtime.log_every, plan.runtime.gc_every
         self.ctx.run_dir.mkdir(parents=True, exist_ok=True)
         metrics_path = self.ctx.run_dir / "metrics.jsonl"
+        on_planned_device = (self.dist.device.type == "cuda") == (plan.cluster.gpu != "cpu")
         if self.dist.main:
             _truncate_metrics(metrics_path, self.step)
         self.metrics = MetricsThread(
             path=metrics_path, group=self.dist.metrics_group, rank=self.dist.rank, stage=self.stage.name,
             total_steps=total, flops_per_token=self.stage.cost.flops / max(1, self.stage.cost.tokens),
-            peak_flops=plan.cluster.gpu_peak_tflops * 1e12 if self.dist.device.type == "cuda" else 0.0,
+            # MFU against the plan's device; a GPU recipe tried on a CPU has none to compare with
+            peak_flops=plan.cluster.gpu_peak_tflops * 1e12 if on_planned_device else 0.0,
             world_size=self.dist.world_size, seq_len=self.stage.seq_len, spike_window=plan.runtime.spike_window,
             spike_sigmas=plan.runtime.spike_sigmas, stop_file=os.environ.get("OLMO2SPEC_STOP_FILE"), say=self.say)
         self.metrics.tokens_seen = self.step * self.stage.tokens_per_step

@@ -51,7 +51,8 @@ class DataSpec:
 class CheckpointSpec:
     """Checkpoint policy for every training stage; retention is explicit, nothing is deleted silently."""
 
-    every_steps: int = doc("Save a checkpoint every this many steps (and at the end).", default=1000,
+    every_steps: int = doc("Save a checkpoint every this many steps (at the first metrics boundary, "
+                           "runtime.log_every, at or after each multiple) and at the end.", default=1000,
                            validator=positive)
     keep_last: int = doc("Temporary checkpoints kept; older ones are deleted.", default=3, validator=positive)
     permanent_every: int = doc("Every this many steps a checkpoint is kept forever (0: none).", default=10000,

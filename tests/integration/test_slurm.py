@@ -153,7 +153,6 @@ def test_pretrain_through_slurm(cluster: dict[str, str], data_root: Path, tmp_pa
 
 FAKE_TRAINER = '''\
 """Stands in for the pretrain stage's entry point: trains until the stop file appears, resumes after a requeue."""
-import json
 import os
 import sys
 import time

@@ -1,0 +1,635 @@
+"""Evaluation stages: the demo suite in process, the OLMES suites through a Hugging Face export.
+
+The demo suite (`plan/evals.py`) has three tasks, reported apart as the paper advocates (section
+2.5): `demo-math-dev` and `demo-heldout-loss` may guide decisions, `demo-math-heldout` is only
+reported. `run_eval_stage` evaluates each target run's final checkpoint and writes
+`$CHECKPOINT_ROOT/<stage>/<target>/results.json` (plus the per-item math answers beside it);
+`evaluate_checkpoint` does the same for any final checkpoint (the pretrained model, each anneal
+ingredient, the soup) and returns the numbers.
+
+Held-out loss. Per source of `eval/heldout-text.jsonl` (web, code: text never in a training
+shard): every document tokenized with eos appended, concatenated, cut into windows of the
+model's `max_seq_len` as the trainer cuts token files (position t predicts token t+1 inside a
+window); the last, shorter window is padded and its padding masked. Mean cross-entropy in
+nats per token.
+
+Math: prompts in the format of the training text. The demo corpus's math train shards
+(`raw/math/*.jsonl.gz`) phrase problems in two ways:
+
+    arithmetic, one fact per line, question and answer on one line:
+        What is 4970 divided by 70? The answer is 71.
+        Add 12 and 46. 12 + 46 = 58, so the answer is 58.
+        Divide 672 by 84. 672 / 84 = 8.
+    word problems, GSM8K-style: the question, a worked solution line by line, the answer after ####:
+        Sam earns 22 dollars per hour and works 3 hours a day. How many dollars does he earn in 7 days?
+        Each day he earns 22 * 3 = 66 dollars.
+        In 7 days he earns 66 * 7 = 462 dollars.
+        #### 462
+
+so with `prompt_format="base"` (pretrained, annealed and souped models):
+
+    arithmetic:    "<question> "   greedy up to a newline (or eos), at most 48 new tokens
+    word problem:  "<question>\\n"  greedy up to the end of the "#### N" line (or eos), at most 192
+
+and with `prompt_format="chat"` (models of sft/dpo/rlvr stages) the Tulu template OLMo 2's
+post-training uses, `"<|user|>\\n<question>\\n<|assistant|>\\n"`, greedy up to eos (the demo chat
+data answers "... The answer is N."), at most 192 new tokens.
+
+The predicted answer (`extract_answer`): the first number after "####" if there is one; else
+the first number after the last "answer is"; else, for arithmetic, the first number after the
+last "=" (the "a * b = c" answers) or the first number of the continuation; for word problems
+the last number of the continuation. Thousands separators are dropped and the number compared
+as a number with the item's answer ("1,078." matches 1078).
+
+Generation is batched greedy decoding with a key/value cache (prompts left-padded, each row's
+positions starting at 0 so that padding changes nothing; finished rows leave the batch). Past
+`max_seq_len` tokens the cache slides: each new token attends to the last `max_seq_len` tokens,
+the context the model was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from olmo2spec.data.tokenizer import Tokenizer
+from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
+from olmo2spec.runtime.bundle import RunContext
+from olmo2spec.runtime.checkpoint import COMPLETE, latest_complete, load_model_weights, read_marker
+from olmo2spec.runtime.model import ModelArgs, Transformer, apply_rope, rope_tables
+
+__all__ = [
+    "EvalError", "PROMPT_FORMATS", "DEMO_TASKS", "final_checkpoint", "load_model", "heldout_loss", "greedy_answers",
+    "extract_answer", "answers_match", "math_prompt", "math_accuracy", "evaluate_checkpoint", "run_eval_stage",
+    "EXIT_EVAL_FAILED",
+]
+
+EXIT_EVAL_FAILED = 2
+"""A target without a final checkpoint, a missing DATA_ROOT or eval file, a failed export."""
+
+PROMPT_FORMATS = ("base", "chat")
+DEMO_TASKS = ("demo-math-dev", "demo-heldout-loss", "demo-math-heldout")
+MATH_FILES = {"demo-math-dev": "eval/math-dev.jsonl", "demo-math-heldout": "eval/math-heldout.jsonl"}
+HELDOUT_TEXT = "eval/heldout-text.jsonl"
+
+ARITHMETIC_NEW_TOKENS = 48
+"""Enough for "1234 / 12 = 102, so the answer is 102." in bytes (the longest training answer)."""
+WORD_PROBLEM_NEW_TOKENS = 192
+"""The longest worked solution plus "#### N" in the demo corpus is 153 bytes."""
+CHAT_USER, CHAT_ASSISTANT = "<|user|>\n", "\n<|assistant|>\n"
+NEWLINE = re.compile(r"\n")
+AFTER_ANSWER_LINE = re.compile(r"####[^\n]*(\n)")
+"""A continuation ends at the newline that closes its "#### N" line."""
+
+_NUMBER = re.compile(r"(?<![\d.,])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+Generate = Callable[[Sequence[str], int, "re.Pattern[str] | None"], list[str]]
+"""(prompts, max_new_tokens, stop) -> continuations: what `math_accuracy` generates with."""
+
+
+class EvalError(Exception):
+    """A checkpoint, data file or setting the evaluation needs is missing or wrong; the message says which."""
+
+
+# --- the model ------------------------------------------------------------------------------------------------
+
+
+def final_checkpoint(run_dir: Path) -> Path:
+    """The final checkpoint of a run directory (`$CHECKPOINT_ROOT/<run>`).
+
+    Raises:
+        EvalError: when the run has no complete checkpoint or its newest one is not final.
+    """
+    path = latest_complete(run_dir)
+    if path is None:
+        raise EvalError(f"{run_dir.name} has no complete checkpoint in {run_dir}: run its stage first")
+    if not read_marker(path).get("final"):
+        raise EvalError(f"{run_dir.name} has not finished: its newest checkpoint {path.name} is not final "
+                        f"(rerun its stage to complete it)")
+    return path
+
+
+def _resolve(checkpoint_dir: Path) -> Path:
+    """A step directory with a COMPLETE marker, or the final checkpoint of a run directory."""
+    if not checkpoint_dir.exists():
+        raise EvalError(f"checkpoint {checkpoint_dir} does not exist")
+    if (checkpoint_dir / COMPLETE).is_file():
+        return checkpoint_dir
+    if (checkpoint_dir / ".metadata").is_file():
+        raise EvalError(f"checkpoint {checkpoint_dir} is incomplete (no {COMPLETE} marker: its save did not finish)")
+    return final_checkpoint(checkpoint_dir)
+
+
+def _strip_wrappers(key: str) -> str:
+    for prefix in ("_orig_mod.", "_checkpoint_wrapped_module.", "module."):
+        key = key.replace(prefix, "")
+    return key
+
+
+def load_model(plan: Plan, checkpoint_dir: Path, device: str | torch.device = "cpu") -> Transformer:
+    """The model of a checkpoint of `plan`, in fp32 and eval mode on `device`, in this process alone.
+
+    `checkpoint_dir` is a step directory or a run directory (its final checkpoint).
+
+    Raises:
+        EvalError: no such checkpoint, not complete or not final, or weights that do not fit the plan's model.
+    """
+    path = _resolve(Path(checkpoint_dir))
+    with warnings.catch_warnings():  # DCP without a process group
+        warnings.simplefilter("ignore")
+        weights = {_strip_wrappers(k): v for k, v in load_model_weights(path).items()}
+    args = ModelArgs.from_plan(plan)
+    with torch.device("meta"):
+        model = Transformer(args)
+    model.to_empty(device=device)
+    try:
+        model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
+    except RuntimeError as exc:
+        raise EvalError(f"checkpoint {path} does not fit the plan's model: {exc}") from None
+    with torch.no_grad():
+        cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta, device=model.rope_cos.device)
+        model.rope_cos.copy_(cos)
+        model.rope_sin.copy_(sin)
+    return model.float().eval()
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+# --- held-out loss ----------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def heldout_loss(model: Transformer, tokenizer: Tokenizer, docs_by_source: Mapping[str, Sequence[str]],
+                 seq_len: int, batch: int = 16) -> dict[str, float]:
+    """Mean next-token cross-entropy (nats/token) per source of held-out documents.
+
+    Each source's documents, eos appended to each, are concatenated and cut into windows of
+    `seq_len` tokens; the last window is padded (its padding not scored). Sources with fewer
+    than two tokens are left out.
+    """
+    model.eval()
+    device = _device(model)
+    seq_len = min(seq_len, model.args.max_seq_len)
+    losses: dict[str, float] = {}
+    for source, docs in docs_by_source.items():
+        ids: list[int] = []
+        for tokens in tokenizer.encode_batch(list(docs)):
+            ids += tokens
+            ids.append(tokenizer.eos_id)
+        if len(ids) < 2:
+            continue
+        rows = math.ceil(len(ids) / seq_len)
+        flat = torch.full((rows * seq_len,), tokenizer.pad_id, dtype=torch.long)
+        flat[: len(ids)] = torch.tensor(ids, dtype=torch.long)
+        valid = torch.zeros(rows * seq_len, dtype=torch.bool)
+        valid[: len(ids)] = True
+        tokens, valid = flat.view(rows, seq_len), valid.view(rows, seq_len)
+        labels = torch.full_like(tokens, -100)
+        labels[:, :-1] = torch.where(valid[:, 1:], tokens[:, 1:], -100)
+        total, count = 0.0, 0
+        for start in range(0, rows, batch):
+            x = tokens[start:start + batch].to(device)
+            y = labels[start:start + batch].to(device)
+            logits = model(x).float()
+            total += float(F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-100, reduction="sum"))
+            count += int((y != -100).sum())
+        losses[source] = total / count
+    return losses
+
+
+# --- greedy decoding --------------------------------------------------------------------------------------------
+
+
+class _Cache:
+    """Keys and values of every layer, preallocated for the whole generation: (B, n_kv, T, head_dim)."""
+
+    def __init__(self, n_layers: int) -> None:
+        self.k: list[torch.Tensor] = [torch.empty(0)] * n_layers
+        self.v: list[torch.Tensor] = [torch.empty(0)] * n_layers
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+
+
+def _attention(attn: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: _Cache,
+               layer: int, at: int, mask: torch.Tensor, total: int) -> torch.Tensor:
+    """`Attention.forward` for T new tokens written at cache slots [at, at + T); mask (B, 1, T, slots)."""
+    B, T, C = x.shape
+    q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+    if attn.q_norm is not None and attn.k_norm is not None:
+        q, k = attn.q_norm(q), attn.k_norm(k)
+    q = q.view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2)
+    k = k.view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    v = v.view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if at == 0:
+        shape = (B, attn.n_kv_heads, total, attn.head_dim)
+        cache.k[layer] = k.new_zeros(shape)
+        cache.v[layer] = v.new_zeros(shape)
+    cache.k[layer][:, :, at:at + T] = k
+    cache.v[layer][:, :, at:at + T] = v
+    slots = mask.shape[-1]
+    y = F.scaled_dot_product_attention(q, cache.k[layer][:, :, :slots], cache.v[layer][:, :, :slots],
+                                       attn_mask=mask, enable_gqa=attn.n_kv_heads != attn.n_heads)
+    return attn.o_proj(y.transpose(1, 2).reshape(B, T, C))  # type: ignore[no-any-return]
+
+
+def _forward_cached(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor, cos_table: torch.Tensor,
+                    sin_table: torch.Tensor, cache: _Cache, at: int, mask: torch.Tensor, total: int) -> torch.Tensor:
+    """`Transformer.forward` of the new tokens (B, T) at `positions` (B, T): logits of the last one, (B, V)."""
+    cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)  # (B, 1, T, hs)
+    x = model.embed_tokens(tokens)
+    for i, block in enumerate(model.layers):
+        if block.reordered:
+            h = x + block.post_attention_layernorm(
+                _attention(block.self_attn, x, cos, sin, cache, i, at, mask, total))
+            x = h + block.post_feedforward_layernorm(block.mlp(h))
+        else:
+            h = x + _attention(block.self_attn, block.post_attention_layernorm(x), cos, sin, cache, i, at, mask, total)
+            x = h + block.mlp(block.post_feedforward_layernorm(h))
+    return model.lm_head(model.norm(x[:, -1])).float()  # type: ignore[no-any-return]
+
+
+def _cut(text: str, stop: re.Pattern[str] | None) -> str | None:
+    """`text` up to where `stop` says it ends (its first group if it has one, else its match), or None."""
+    if stop is None:
+        return None
+    m = stop.search(text)
+    if m is None:
+        return None
+    return text[: m.start(1) if m.re.groups else m.start()]
+
+
+@torch.no_grad()
+def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list[int]], max_new_tokens: int,
+                    eos: int, stop: re.Pattern[str] | None) -> list[str]:
+    device = _device(model)
+    window = model.args.max_seq_len
+    prompts = [p[-window:] if p else [eos] for p in prompts]  # an empty prompt starts from a document boundary
+    B, L = len(prompts), max(len(p) for p in prompts)
+    total = L + max_new_tokens
+    pads = torch.tensor([L - len(p) for p in prompts], device=device)
+    tokens = torch.full((B, L), tokenizer.pad_id, dtype=torch.long, device=device)
+    for i, p in enumerate(prompts):
+        tokens[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
+    slot = torch.arange(total, device=device)
+    positions = (slot[:L].unsqueeze(0) - pads.unsqueeze(1)).clamp(min=0)  # (B, L): each row from 0
+    valid = slot.unsqueeze(0) >= pads.unsqueeze(1)  # (B, total): which cache slots hold tokens
+    args = model.args
+    cos_table, sin_table = rope_tables(args.head_dim, total, args.rope_theta, device=device)
+    # prefill: causal, real keys only, each query within the window; a padding query sees itself (no empty rows)
+    q_slot, k_slot = slot[:L].view(L, 1), slot[:L].view(1, L)
+    causal = (k_slot <= q_slot) & (k_slot > q_slot - window)
+    mask = (causal.unsqueeze(0) & valid[:, :L].unsqueeze(1)) | torch.eye(L, dtype=torch.bool, device=device)
+    cache = _Cache(args.n_layers)
+    logits = _forward_cached(model, tokens, positions, cos_table, sin_table, cache, 0, mask.unsqueeze(1), total)
+    banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
+    banned[tokenizer.vocab_size:] = True  # padding rows of the embedding: never trained
+    banned[tokenizer.pad_id] = True
+
+    rows = list(range(B))  # batch row -> prompt index
+    generated: list[list[int]] = [[] for _ in range(B)]
+    out: list[str | None] = [None] * B
+    pos = positions[:, -1]
+    for step in range(max_new_tokens):
+        nxt = logits.masked_fill(banned, float("-inf")).argmax(dim=-1)
+        done: list[int] = []
+        for r, token in enumerate(nxt.tolist()):
+            i = rows[r]
+            if token == eos:
+                out[i] = tokenizer.decode(generated[i])
+                done.append(r)
+                continue
+            generated[i].append(token)
+            text = tokenizer.decode(generated[i])
+            cut = _cut(text, stop)
+            if cut is not None:
+                out[i] = cut
+                done.append(r)
+        if step == max_new_tokens - 1 or len(done) == len(rows):
+            break
+        if done:
+            keep = torch.tensor([r for r in range(len(rows)) if r not in set(done)], device=device)
+            rows = [rows[r] for r in keep.tolist()]
+            cache.keep(keep)
+            nxt, pos, valid = nxt[keep], pos[keep], valid[keep]
+        at = L + step
+        pos = pos + 1
+        # the new token sees the real tokens among the last `window` slots, itself included
+        attend = valid[:, : at + 1] & (slot[: at + 1] > at - window).unsqueeze(0)
+        logits = _forward_cached(model, nxt.unsqueeze(1), pos.unsqueeze(1), cos_table, sin_table, cache, at,
+                                 attend.view(len(rows), 1, 1, at + 1), total)
+    return [o if o is not None else tokenizer.decode(g) for o, g in zip(out, generated, strict=True)]
+
+
+@torch.no_grad()
+def greedy_answers(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                   eos: int | None = None, *, stop: str | re.Pattern[str] | None = NEWLINE,
+                   batch_size: int = 128) -> list[str]:
+    """The greedy continuation of each prompt, batched.
+
+    A continuation ends before the eos token (`eos`, default the tokenizer's), where `stop` (a
+    regular expression searched in the decoded continuation) matches: before its first group if
+    it has one, else before the match (default: before the first newline), or after
+    `max_new_tokens` tokens. Ids the tokenizer cannot decode (the embedding's padding rows) and
+    the pad id are never chosen. Prompts are sorted by length and decoded `batch_size` at a time;
+    the result does not depend on the order of `prompts`.
+    """
+    model.eval()
+    eos = tokenizer.eos_id if eos is None else eos
+    pattern = re.compile(stop) if isinstance(stop, str) else stop
+    encoded = [tokenizer.encode(p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    results: list[str] = [""] * len(prompts)
+    if max_new_tokens <= 0:
+        return results
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for i, text in zip(chunk, _generate_batch(model, tokenizer, [encoded[i] for i in chunk], max_new_tokens,
+                                                  eos, pattern), strict=True):
+            results[i] = text
+    return results
+
+
+# --- math -------------------------------------------------------------------------------------------------------
+
+
+def _numbers(text: str) -> list[str]:
+    return _NUMBER.findall(text)
+
+
+def extract_answer(continuation: str, kind: str = "arithmetic") -> str | None:
+    """The number a continuation answers with (see the module docstring), thousands separators dropped."""
+    found: list[str] = []
+    if "####" in continuation:
+        found = _numbers(continuation.split("####", 1)[1])[:1]
+    if not found:
+        lowered = continuation.lower()
+        at = lowered.rfind("answer is")
+        if at >= 0:
+            found = _numbers(continuation[at:])[:1]
+    if not found and kind != "word_problem" and "=" in continuation:
+        found = _numbers(continuation.rsplit("=", 1)[1])[:1]
+    if not found:
+        numbers = _numbers(continuation)
+        found = numbers[-1:] if kind == "word_problem" else numbers[:1]
+    return found[0].replace(",", "") if found else None
+
+
+def answers_match(predicted: str | None, answer: str) -> bool:
+    """Whether two numbers are equal as numbers ("1,078" and "1078.0" are)."""
+    if predicted is None:
+        return False
+    try:
+        return Fraction(predicted.replace(",", "")) == Fraction(str(answer).replace(",", "").strip())
+    except (ValueError, ZeroDivisionError):
+        return False
+
+
+def math_prompt(item: Mapping[str, Any], prompt_format: str) -> tuple[str, int, re.Pattern[str] | None]:
+    """(prompt, max new tokens, stop pattern) of one math item in `prompt_format` ("base" or "chat")."""
+    question = str(item["question"])
+    if prompt_format == "chat":
+        return f"{CHAT_USER}{question}{CHAT_ASSISTANT}", WORD_PROBLEM_NEW_TOKENS, AFTER_ANSWER_LINE
+    if prompt_format != "base":
+        raise EvalError(f"unknown prompt format {prompt_format!r}: choose {' or '.join(PROMPT_FORMATS)}")
+    if item.get("kind") == "word_problem":
+        return f"{question}\n", WORD_PROBLEM_NEW_TOKENS, AFTER_ANSWER_LINE
+    return f"{question} ", ARITHMETIC_NEW_TOKENS, NEWLINE
+
+
+def math_accuracy(model: Transformer | None, tokenizer: Tokenizer | None, items: Sequence[Mapping[str, Any]],
+                  prompt_format: str = "base", *, generate: Generate | None = None,
+                  batch_size: int = 128) -> tuple[float, list[dict[str, Any]]]:
+    """Exact-match accuracy of greedy answers to math items {"id", "question", "answer", "kind"}.
+
+    Items are grouped by (max new tokens, stop) and each group decoded in batches. `generate`
+    replaces the model (tests): called as generate(prompts, max_new_tokens, stop).
+    Returns (accuracy, one dict per item: id, kind, answer, continuation, predicted, correct).
+    """
+    if generate is None:
+        if model is None or tokenizer is None:
+            raise ValueError("math_accuracy needs a model and tokenizer, or `generate`")
+
+        def generate(prompts: Sequence[str], max_new: int, stop: re.Pattern[str] | None) -> list[str]:
+            return greedy_answers(model, tokenizer, prompts, max_new, stop=stop, batch_size=batch_size)
+
+    specs = [math_prompt(item, prompt_format) for item in items]
+    continuations: list[str] = [""] * len(items)
+    groups: dict[tuple[int, str | None], list[int]] = {}
+    for i, (_, max_new, stop) in enumerate(specs):
+        groups.setdefault((max_new, stop.pattern if stop is not None else None), []).append(i)
+    for indices in groups.values():
+        _, max_new, stop = specs[indices[0]]
+        for i, text in zip(indices, generate([specs[i][0] for i in indices], max_new, stop), strict=True):
+            continuations[i] = text
+    details = []
+    for item, text in zip(items, continuations, strict=True):
+        kind = str(item.get("kind", "arithmetic"))
+        predicted = extract_answer(text, kind)
+        details.append({"id": item.get("id"), "kind": kind, "answer": str(item["answer"]), "continuation": text,
+                        "predicted": predicted, "correct": answers_match(predicted, str(item["answer"]))})
+    correct = sum(d["correct"] for d in details)
+    return (correct / len(details) if details else 0.0), details
+
+
+# --- a checkpoint, a stage ----------------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EvalError(f"{path} not found: build the demo corpus there (`olmo2spec demo-data DATA_ROOT`)") from None
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _math_summary(accuracy: float, details: list[dict[str, Any]]) -> dict[str, Any]:
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in sorted({d["kind"] for d in details}):
+        rows = [d for d in details if d["kind"] == kind]
+        hits = sum(d["correct"] for d in rows)
+        by_kind[kind] = {"accuracy": hits / len(rows), "correct": hits, "n": len(rows)}
+    return {"accuracy": accuracy, "correct": sum(d["correct"] for d in details), "n": len(details),
+            "by_kind": by_kind}
+
+
+def evaluate_checkpoint(plan: Plan, checkpoint_dir: Path, data_root: Path, limit: int | None = None, *,
+                        tasks: Sequence[str] = DEMO_TASKS, prompt_format: str = "base",
+                        device: str | torch.device = "cpu", details: bool = False) -> dict[str, Any]:
+    """The demo suite on one checkpoint (a step directory, or a run directory's final checkpoint).
+
+    Args:
+        data_root: the demo corpus (its `eval/` files).
+        limit: evaluate only the first `limit` items of each math split (all held-out text still).
+        tasks: which of `DEMO_TASKS`.
+        details: also return every math answer under "details" (task -> list).
+
+    Returns:
+        {"checkpoint", "step", "prompt_format", "seconds", "demo-heldout-loss": {source: nats/token},
+        "demo-math-dev" / "demo-math-heldout": {"accuracy", "correct", "n", "by_kind"}, ["details"]}.
+
+    Raises:
+        EvalError: a missing checkpoint or eval file, an unknown task or prompt format.
+    """
+    unknown = [t for t in tasks if t not in DEMO_TASKS]
+    if unknown:
+        raise EvalError(f"unknown demo task {unknown[0]!r} (known: {', '.join(DEMO_TASKS)})")
+    if prompt_format not in PROMPT_FORMATS:
+        raise EvalError(f"unknown prompt format {prompt_format!r}: choose {' or '.join(PROMPT_FORMATS)}")
+    from olmo2spec.data.tokenizer import load_tokenizer
+
+    start = time.perf_counter()
+    path = _resolve(Path(checkpoint_dir))
+    model = load_model(plan, path, device)
+    tokenizer = load_tokenizer(plan.tokenizer.name)
+    result: dict[str, Any] = {"checkpoint": str(path), "step": read_marker(path).get("step"),
+                              "prompt_format": prompt_format}
+    all_details: dict[str, list[dict[str, Any]]] = {}
+    for task in tasks:
+        if task == "demo-heldout-loss":
+            docs: dict[str, list[str]] = {}
+            for record in _read_jsonl(Path(data_root) / HELDOUT_TEXT):
+                docs.setdefault(str(record.get("source", "text")), []).append(str(record["text"]))
+            result[task] = heldout_loss(model, tokenizer, docs, plan.model.max_seq_len)
+        else:
+            items = _read_jsonl(Path(data_root) / MATH_FILES[task])[:limit]
+            accuracy, rows = math_accuracy(model, tokenizer, items, prompt_format)
+            result[task] = _math_summary(accuracy, rows)
+            all_details[task] = rows
+    result["seconds"] = round(time.perf_counter() - start, 2)
+    if details:
+        result["details"] = all_details
+    return result
+
+
+def _producer(plan: Plan, run: str) -> str | None:
+    """The kind of the stage whose run (or output) `run` is; None when no stage makes it."""
+    for stage in plan.stages:
+        if isinstance(stage, TrainStagePlan) and run in [r.name for r in stage.runs]:
+            return stage.kind
+        if isinstance(stage, SoupStagePlan | PostTrainStagePlan) and stage.name == run:
+            return stage.kind
+    return None
+
+
+def _eval_device(plan: Plan) -> str:
+    wanted = os.environ.get("OLMO2SPEC_DEVICE", "cuda" if plan.cluster.gpu != "cpu" else "cpu")
+    return "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _table(rows: list[tuple[str, dict[str, Any]]], dev: Sequence[str], heldout: Sequence[str]) -> str:
+    """One line per target: dev tasks, then held-out tasks, marked apart."""
+    header = ["target"]
+    for split, tasks in (("dev", dev), ("held-out", heldout)):
+        for task in tasks:
+            if task == "demo-heldout-loss":
+                sources = sorted({s for _, r in rows for s in r.get(task, {})})
+                header += [f"{split}: loss {s}" for s in sources]
+            else:
+                header.append(f"{split}: {task}")
+    lines = [header]
+    for target, r in rows:
+        cells = [target]
+        for task in [*dev, *heldout]:
+            if task == "demo-heldout-loss":
+                sources = sorted({s for _, rr in rows for s in rr.get(task, {})})
+                cells += [f"{r[task][s]:.3f}" if s in r.get(task, {}) else "-" for s in sources]
+            else:
+                m = r[task]
+                cells.append(f"{100 * m['accuracy']:.1f}% ({m['correct']}/{m['n']})")
+        lines.append(cells)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
+           for line in lines]
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
+    from olmo2spec.data.sources import data_root
+
+    root = data_root(None, ctx.plan.data.root)
+    if root is None:
+        print(f"eval {stage.name}: DATA_ROOT is not set: export DATA_ROOT=/path/to/data (where the demo corpus's "
+              f"eval/ files are), or set [data] root in the recipe", file=sys.stderr)
+        return EXIT_EVAL_FAILED
+    device = _eval_device(ctx.plan)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for target in stage.targets:
+        fmt = "chat" if _producer(ctx.plan, target) in ("sft", "dpo", "rlvr") else "base"
+        try:
+            checkpoint = final_checkpoint(ctx.checkpoint_root / target)
+            result = evaluate_checkpoint(ctx.plan, checkpoint, root, tasks=[*stage.dev_tasks, *stage.heldout_tasks],
+                                         prompt_format=fmt, device=device, details=True)
+        except EvalError as exc:
+            print(f"eval {stage.name}: {target}: {exc}", file=sys.stderr)
+            return EXIT_EVAL_FAILED
+        out = ctx.checkpoint_root / stage.name / target
+        for task, items in result.pop("details").items():
+            _write_json(out / f"{task}.json", items)
+        report = {"stage": stage.name, "suite": stage.suite, "target": target, **{
+            k: result[k] for k in ("checkpoint", "step", "prompt_format", "seconds")},
+            "dev": {t: result[t] for t in stage.dev_tasks}, "heldout": {t: result[t] for t in stage.heldout_tasks}}
+        _write_json(out / "results.json", report)
+        print(f"eval {stage.name}: {target} ({checkpoint}, {fmt} prompts) in {result['seconds']:.1f} s: "
+              f"{out / 'results.json'}", flush=True)
+        rows.append((target, result))
+    print(_table(rows, stage.dev_tasks, stage.heldout_tasks), flush=True)
+    print("dev tasks may guide decisions; held-out tasks are for reporting only (paper, section 2.5)", flush=True)
+    return 0
+
+
+def _run_olmes(ctx: RunContext, stage: EvalStagePlan) -> int:
+    from olmo2spec.runtime.export_hf import ExportError, export_hf
+
+    for target in stage.targets:
+        out = ctx.checkpoint_root / target / "hf"
+        try:
+            checkpoint = final_checkpoint(ctx.checkpoint_root / target)
+            export_hf(checkpoint, ctx.plan, out)
+        except (EvalError, ExportError) as exc:
+            print(f"eval {stage.name}: {target}: {exc}", file=sys.stderr)
+            return EXIT_EVAL_FAILED
+        print(f"eval {stage.name}: exported {target} ({checkpoint}) to {out}", flush=True)
+    script = ctx.bundle / "eval" / "olmes.sh"
+    command = ["bash", str(script), stage.name]
+    if shutil.which("olmes") is None:
+        print(f"eval {stage.name}: OLMES is not installed here (`pip install ai2-olmes`); run the suite with:\n"
+              f"  CHECKPOINT_ROOT={ctx.checkpoint_root} {' '.join(command)}", flush=True)
+        return 0
+    env = {**os.environ, "CHECKPOINT_ROOT": str(ctx.checkpoint_root)}
+    return subprocess.run(command, env=env, check=False).returncode
+
+
+def run_eval_stage(ctx: RunContext) -> int:
+    """The runner of eval stages: the demo suite in process, OLMES suites through a Hugging Face export."""
+    stage = ctx.stage
+    assert isinstance(stage, EvalStagePlan)
+    if stage.suite == "demo":
+        return _run_demo(ctx, stage)
+    return _run_olmes(ctx, stage)

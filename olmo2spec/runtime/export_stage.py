@@ -1,0 +1,48 @@
+"""Export stages: the source run's final checkpoint as a Hugging Face directory.
+
+`$CHECKPOINT_ROOT/<source>/step-N` (final) -> `$CHECKPOINT_ROOT/<stage>/hf` (`export_hf.export_hf`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from olmo2spec.plan.plan import ExportStagePlan
+from olmo2spec.runtime.bundle import RunContext
+from olmo2spec.runtime.checkpoint import latest_complete, read_marker
+
+__all__ = ["run_export_stage", "EXIT_EXPORT_FAILED"]
+
+EXIT_EXPORT_FAILED = 2
+"""No final checkpoint of the source run, an unknown format, or a checkpoint the export refuses."""
+
+
+def run_export_stage(ctx: RunContext) -> int:
+    """Export the stage's source run's final checkpoint; print where it went."""
+    stage = ctx.stage
+    assert isinstance(stage, ExportStagePlan)
+    name = stage.name
+    if stage.format != "hf":
+        print(f"export {name}: format {stage.format!r} is not supported (only 'hf')", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    run_dir = ctx.checkpoint_root / stage.source
+    checkpoint = latest_complete(run_dir)
+    if checkpoint is None:
+        print(f"export {name}: {stage.source} has no complete checkpoint in {run_dir}: run that stage first",
+              file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    if not read_marker(checkpoint).get("final"):
+        print(f"export {name}: {stage.source} has not finished: its newest checkpoint {checkpoint} is not final "
+              f"(rerun its stage to complete it)", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    from olmo2spec.runtime.export_hf import ExportError, export_hf  # torch only when there is work
+
+    out = ctx.checkpoint_root / name / "hf"
+    try:
+        export_hf(checkpoint, ctx.plan, out)
+    except ExportError as exc:
+        print(f"export {name}: {exc}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    print(f"export {name}: {stage.source} ({checkpoint}) exported to {out}", flush=True)
+    print(out, flush=True)
+    return 0

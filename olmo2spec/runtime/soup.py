@@ -1,0 +1,385 @@
+"""Model souping (paper section 4.5): the weighted average of several runs' final model weights.
+
+`soup()` streams: it keeps one accumulator for the whole model in the ingredients' dtype (fp32
+for OLMo 2's checkpoints), which becomes the output, and reads one tensor of one ingredient at a
+time from its DCP checkpoint; each tensor's weighted sum is accumulated in fp64 and rounded once.
+Peak memory is one model plus a few copies of its largest tensor, whatever the number of
+ingredients. Optimizer state is never read. Before any tensor is read, every ingredient's DCP
+metadata (keys, shapes, dtypes) is compared with the first one's, and a mismatch is refused
+naming the first difference.
+
+The result is a DCP checkpoint holding {"model": ...} only (stages after a soup start a fresh
+optimizer), with the same COMPLETE marker as `Checkpointer` writes ({...meta, "step": 0,
+"final": true}, plus "optimizer": false), written last: a soup killed midway leaves no marker and
+is never loaded. `Checkpointer.load(path, model, None)` reads it like any checkpoint.
+
+`run_soup_stage()` is the `soup` stage kind: it finds each ingredient run's final checkpoint,
+soups them into `$CHECKPOINT_ROOT/<stage>/step-0000000` and exports that to
+`$CHECKPOINT_ROOT/<stage>/hf` as a Hugging Face model.
+
+torch is imported inside the functions, so importing this module (to register the runner) stays light.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import resource
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from olmo2spec.runtime.bundle import RunContext
+
+__all__ = ["SoupError", "SoupReport", "soup", "model_metadata", "check_ingredients", "has_optimizer_state",
+           "run_soup_stage", "EXIT_BAD_INPUT", "EXIT_FAILED"]
+
+EXIT_FAILED = 1
+"""The soup could not be written or exported (a full disk, an output path in the way); the message says why."""
+EXIT_BAD_INPUT = 2
+"""An ingredient is missing, not final, or does not match the others (or the plan's model)."""
+
+_MODEL = "model."
+COMPLETE = "COMPLETE"  # olmo2spec.runtime.checkpoint.COMPLETE (which imports torch)
+_DCP_FILES = (".metadata", ".distcp", ".tmp")  # what a soup killed midway may have left in its output
+
+
+class SoupError(Exception):
+    """The ingredients cannot be souped (missing, not checkpoints, different models) or the weights are wrong."""
+
+
+@attrs.frozen(kw_only=True)
+class SoupReport:
+    out: Path
+    names: list[str]
+    weights: list[float]
+    tensors: int
+    """Model tensors averaged (every key of the model's state dict)."""
+    bytes: int
+    """Bytes of the soup's weights (in the ingredients' dtypes)."""
+    seconds: float
+    peak_rss_mib: float
+    """This process's peak resident memory so far (ru_maxrss), MiB."""
+
+    def lines(self) -> list[str]:
+        parts = [f"  {w:.4f} x {n}" for n, w in zip(self.names, self.weights, strict=True)]
+        return [f"soup of {len(self.names)} ingredients:", *parts,
+                f"{self.tensors} tensors, {self.bytes / 1e6:,.1f} MB, {self.seconds:.1f} s, "
+                f"peak RSS {self.peak_rss_mib:,.0f} MiB -> {self.out}"]
+
+
+def _peak_rss_mib() -> float:
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20
+
+
+@contextmanager
+def _quiet_dcp() -> Iterator[None]:
+    """DCP warns on every call without a process group ("assuming ... a single process"): that is the intent."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.distributed is disabled.*")
+        warnings.filterwarnings("ignore", message=r".*assuming the intent is to (load|save) in a single process.*")
+        yield
+
+
+def _describe(md: Any) -> str:
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    if isinstance(md, TensorStorageMetadata):
+        return f"shape {list(md.size)}, dtype {str(md.properties.dtype).removeprefix('torch.')}"
+    return "a non-tensor value"
+
+
+def model_metadata(path: Path) -> dict[str, Any]:
+    """The DCP metadata of a checkpoint's model entries, keyed by parameter name (without `model.`).
+
+    Raises:
+        SoupError: when `path` is not a DCP checkpoint or holds no model weights.
+    """
+    import torch.distributed.checkpoint as dcp
+
+    if not (path / ".metadata").is_file():
+        raise SoupError(f"{path} is not a checkpoint (no .metadata): "
+                        f"{'it does not exist' if not path.exists() else 'a save that never finished?'}")
+    try:
+        metadata = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    except Exception as exc:  # a truncated or foreign .metadata: unpickling raises anything
+        raise SoupError(f"{path}/.metadata cannot be read ({type(exc).__name__}: {exc})") from None
+    model = {k.removeprefix(_MODEL): v for k, v in metadata.items() if k.startswith(_MODEL)}
+    if not model:
+        raise SoupError(f"checkpoint {path} holds no model weights (no `model.` entries)")
+    return model
+
+
+def _mismatch(ref: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """The first difference of `other` from `ref` (in `ref`'s key order), or None."""
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    for key, want in ref.items():
+        got = other.get(key)
+        if got is None:
+            return f"key {key} is missing ({_describe(want)} expected)"
+        if isinstance(want, TensorStorageMetadata) != isinstance(got, TensorStorageMetadata):
+            return f"key {key} is {_describe(got)}, expected {_describe(want)}"
+        if isinstance(want, TensorStorageMetadata):
+            if list(got.size) != list(want.size):
+                return f"key {key} has shape {list(got.size)}, expected {list(want.size)}"
+            if got.properties.dtype != want.properties.dtype:
+                return (f"key {key} has dtype {str(got.properties.dtype).removeprefix('torch.')}, expected "
+                        f"{str(want.properties.dtype).removeprefix('torch.')}")
+    extra = [k for k in other if k not in ref]
+    if extra:
+        more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
+        return f"it has an extra key {extra[0]} ({_describe(other[extra[0]])}){more}"
+    return None
+
+
+def _name(path: Path) -> str:
+    """An ingredient's name: its run (the directory above `step-NNNNNNN`), else the directory itself."""
+    return path.parent.name if path.name.startswith("step-") and path.parent.name else path.name
+
+
+def check_ingredients(ingredients: Sequence[Path], names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Compare every ingredient's model metadata with the first's; returns the first's.
+
+    Raises:
+        SoupError: naming the first ingredient and key that differ.
+    """
+    if not ingredients:
+        raise SoupError("a soup needs at least one ingredient")
+    names = list(names) if names is not None else [_name(p) for p in ingredients]
+    ref = model_metadata(ingredients[0])
+    for path, name in zip(ingredients[1:], names[1:], strict=True):
+        problem = _mismatch(ref, model_metadata(path))
+        if problem is not None:
+            raise SoupError(f"ingredient {name} ({path}) differs from {names[0]}: {problem}")
+    return ref
+
+
+def has_optimizer_state(path: Path) -> bool:
+    """Whether a checkpoint holds optimizer state (a soup does not: load it with `optimizer=None`)."""
+    if (path / COMPLETE).is_file():
+        recorded = json.loads((path / COMPLETE).read_text()).get("optimizer")
+        if recorded is not None:
+            return bool(recorded)
+    import torch.distributed.checkpoint as dcp
+
+    return any(k.startswith("optim.") for k in dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
+
+
+def _check_weights(weights: Sequence[float], n: int) -> list[float]:
+    weights = [float(w) for w in weights]
+    if len(weights) != n:
+        raise SoupError(f"{len(weights)} weights for {n} ingredients: give one weight per ingredient")
+    if not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise SoupError(f"soup weights must be finite and non-negative, got {weights}")
+    if abs(sum(weights) - 1.0) > 1e-6:
+        raise SoupError(f"soup weights must sum to 1, got {weights} (sum {sum(weights):.8g})")
+    return weights
+
+
+def _prepare_out(out: Path) -> None:
+    """Make `out` an empty directory; remove what a soup killed midway left, refuse anything else."""
+    if (out / COMPLETE).exists():
+        raise SoupError(f"{out} is already a complete checkpoint: remove it to soup again")
+    if out.exists():
+        leftovers = [p for p in out.iterdir() if not p.name.endswith(_DCP_FILES) and not p.name.startswith(".")]
+        if not out.is_dir() or leftovers:
+            raise SoupError(f"{out} exists and is not an unfinished soup: refusing to replace it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+
+
+@functools.cache
+def _reader_class() -> Any:
+    import torch.distributed.checkpoint as dcp
+
+    class CachedReader(dcp.FileSystemReader):  # type: ignore[misc]
+        """A FileSystemReader that reads `.metadata` once instead of on every single-tensor load."""
+
+        _cached: Any = None
+
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Any:
+            if self._cached is None:
+                self._cached = super().read_metadata(*args, **kwargs)
+            return self._cached
+
+    return CachedReader
+
+
+def _reader(path: Path) -> Any:
+    return _reader_class()(str(path))
+
+
+def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict[str, Any],
+         names: list[str] | None = None) -> SoupReport:
+    """Write the weighted average of the ingredients' model weights to `out` as a final DCP checkpoint.
+
+    Args:
+        ingredients: DCP checkpoint (step) directories of the same model.
+        weights: one per ingredient, non-negative, summing to 1.
+        out: the step directory to write (created; the remains of an interrupted soup are replaced).
+        meta: recorded in the COMPLETE marker, with "step": 0, "final": true and "optimizer": false.
+        names: what messages call the ingredients (default: their run directories' names).
+
+    Raises:
+        SoupError: bad weights, an ingredient that is not a checkpoint, ingredients that differ
+            (the message names the first difference), or an `out` that is something else.
+    """
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    start = time.perf_counter()
+    ingredients = [Path(p) for p in ingredients]
+    names = list(names) if names is not None else [_name(p) for p in ingredients]
+    if len(names) != len(ingredients):
+        raise SoupError(f"{len(names)} names for {len(ingredients)} ingredients")
+    weights = _check_weights(weights, len(ingredients))
+    ref = check_ingredients(ingredients, names)
+    _prepare_out(out)
+
+    readers = [_reader(p) for p in ingredients]
+    acc: dict[str, Any] = {}
+    nbytes = 0
+    with _quiet_dcp(), torch.no_grad():
+        for key, md in ref.items():
+            if not isinstance(md, TensorStorageMetadata):  # not averageable: the first ingredient's value
+                holder: dict[str, Any] = {key: None}
+                dcp.load({"model": holder}, storage_reader=readers[0], no_dist=True)
+                acc[key] = holder[key]
+                continue
+            dtype = md.properties.dtype
+            buf = torch.empty(md.size, dtype=dtype)  # one tensor of one ingredient at a time
+            total = torch.zeros(md.size, dtype=torch.float64)  # this tensor's running sum: rounded once
+            for reader, weight in zip(readers, weights, strict=True):
+                dcp.load({"model": {key: buf}}, storage_reader=reader, no_dist=True)
+                total.add_(buf, alpha=weight)
+            del buf
+            acc[key] = (total if dtype.is_floating_point else total.round_()).to(dtype)  # the ingredients' dtype
+            del total
+            nbytes += acc[key].numel() * acc[key].element_size()
+        dcp.save({"model": acc}, checkpoint_id=str(out), no_dist=True)
+    del acc
+    marker = {**meta, "step": 0, "final": True, "optimizer": False}
+    tmp = out / f".{COMPLETE}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+    tmp.rename(out / COMPLETE)  # last: without it the soup does not count
+    return SoupReport(out=out, names=names, weights=weights, tensors=len(ref), bytes=nbytes,
+                      seconds=time.perf_counter() - start, peak_rss_mib=_peak_rss_mib())
+
+
+# --- the stage ---------------------------------------------------------------------------------------------------
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _fail(stage: str, text: str, code: int) -> int:
+    print(f"soup {stage}: {text}", file=sys.stderr, flush=True)
+    return code
+
+
+def _plan_mismatch(ctx: RunContext, ref: dict[str, Any]) -> str | None:
+    """How the ingredients' model differs from the plan's (what the stages after the soup build), if it does."""
+    import torch
+
+    from olmo2spec.runtime.model import ModelArgs, Transformer
+
+    with torch.device("meta"):
+        model = Transformer(ModelArgs.from_plan(ctx.plan))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for key, shape in expected.items():
+        md = ref.get(key)
+        if md is None:
+            return f"key {key} is missing (the plan's model has shape {list(shape)})"
+        got = tuple(getattr(md, "size", ()))
+        if got != shape:
+            return f"key {key} has shape {list(got)}, the plan's model expects {list(shape)}"
+    extra = [k for k in ref if k not in expected]
+    return f"it has a key the plan's model does not: {extra[0]}" if extra else None
+
+
+def run_soup_stage(ctx: RunContext) -> int:
+    """Soup the final checkpoints of the stage's ingredient runs, then export the soup for Hugging Face.
+
+    Exit codes: 0 done (or done before), 2 an ingredient missing, unfinished or mismatched,
+    1 the soup or its export could not be written.
+    """
+    from olmo2spec.plan.plan import SoupStagePlan
+    from olmo2spec.runtime.checkpoint import latest_complete, read_marker, step_dir
+    from olmo2spec.runtime.export_hf import ExportError, export_hf, hf_config
+
+    stage = ctx.stage
+    assert isinstance(stage, SoupStagePlan)
+    if int(os.environ.get("RANK", "0")) != 0:  # one writer, should a launcher start several processes
+        return 0
+    root = ctx.checkpoint_root
+    paths, steps = [], []
+    for run in stage.ingredients:
+        run_dir = root / run
+        path = latest_complete(run_dir)
+        if path is None:
+            return _fail(stage.name, f"ingredient {run} has no complete checkpoint in {run_dir}: run its stage "
+                                     "first", EXIT_BAD_INPUT)
+        marker = read_marker(path)
+        if not marker.get("final"):
+            return _fail(stage.name, f"ingredient {run} has not finished: its latest checkpoint {path} (step "
+                                     f"{marker.get('step', '?')}) is not final; finish the run first",
+                         EXIT_BAD_INPUT)
+        paths.append(path)
+        steps.append(marker.get("step"))
+
+    out = step_dir(root / stage.name, 0)
+    recipe = [{"run": r, "checkpoint": str(p), "step": s} for r, p, s in zip(stage.ingredients, paths, steps,
+                                                                               strict=True)]
+    meta = {"stage": stage.name, "run": stage.name, "kind": "soup", "ingredients": recipe,
+            "weights": list(stage.weights)}
+    done = (out / COMPLETE).is_file()
+    if done:
+        old = read_marker(out)
+        if old.get("ingredients") == recipe and old.get("weights") == meta["weights"]:
+            _say(f"soup {stage.name}: already done ({out}), from the same {len(paths)} checkpoints")
+        else:
+            _say(f"soup {stage.name}: {out} was made from other checkpoints or weights: souping again")
+            shutil.rmtree(out)
+            done = False
+    if not done:
+        try:
+            ref = check_ingredients(paths, stage.ingredients)
+            problem = _plan_mismatch(ctx, ref)
+            if problem is not None:
+                raise SoupError(f"ingredient {stage.ingredients[0]} ({paths[0]}) does not hold the plan's model: "
+                                f"{problem}")
+            report = soup(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients))
+        except SoupError as exc:
+            return _fail(stage.name, str(exc), EXIT_BAD_INPUT)
+        except OSError as exc:  # a full disk, a permission
+            return _fail(stage.name, f"writing {out} failed: {exc}", EXIT_FAILED)
+        for line in report.lines():
+            _say(line)
+
+    hf = root / stage.name / "hf"
+    try:
+        hf_config(ctx.plan)
+    except ExportError as exc:  # a model HF's Olmo2 cannot represent: the soup itself is fine
+        _say(f"soup {stage.name}: no Hugging Face export: {exc}")
+        return 0
+    start = time.perf_counter()
+    try:
+        export_hf(out, ctx.plan, hf)
+    except (ExportError, OSError) as exc:
+        return _fail(stage.name, f"the soup is in {out}, but its Hugging Face export failed: {exc}", EXIT_FAILED)
+    _say(f"soup {stage.name}: Hugging Face export in {hf} ({time.perf_counter() - start:.1f} s); "
+         f"peak RSS {_peak_rss_mib():,.0f} MiB")
+    return 0
