@@ -63,16 +63,26 @@ def _barrier() -> None:
 
 
 class Checkpointer:
-    """Saves and restores one run's model and optimizer; every rank calls every method."""
+    """Saves and restores one run's model and optimizer; every rank calls every method.
 
-    def __init__(self, run_dir: Path, *, keep_last: int, permanent_every: int) -> None:
+    With `async_save`, the state is staged to host memory and written by a background thread
+    while training continues (DCP `async_save`, on its own gloo group); the COMPLETE marker is
+    written only once every rank's write has finished, at the next save or at `finish()`.
+    """
+
+    def __init__(self, run_dir: Path, *, keep_last: int, permanent_every: int, async_save: bool = False,
+                 group: dist.ProcessGroup | None = None) -> None:
         self.run_dir = run_dir
         self.keep_last = keep_last
         self.permanent_every = permanent_every
+        self.async_save = async_save
+        self.group = group
+        self._pending: tuple[Path, Any, dict[str, Any]] | None = None
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              meta: dict[str, Any], *, final: bool = False) -> Path:
-        """Save at `step` (steps done), then mark complete and apply retention."""
+        """Save at `step` (steps done); mark it complete (now, or when its background write ends)."""
+        self.finish()
         path = step_dir(self.run_dir, step)
         if _rank() == 0:
             if path.exists():  # a save of this step killed earlier
@@ -80,17 +90,35 @@ class Checkpointer:
             path.mkdir(parents=True)
         _barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
         torch.save({"torch_rng": torch.get_rng_state()}, path / f"extra-rank{_rank()}.pt")
+        marker = {**meta, "step": step, "final": final}
+        if self.async_save and not final:
+            future = dcp.async_save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path),
+                                    process_group=self.group)
+            self._pending = (path, future, marker)
+        else:
+            dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
+            self._complete(path, marker)
+        return path
+
+    def finish(self) -> None:
+        """Wait for a background save and mark it complete (a no-op when none is pending)."""
+        if self._pending is None:
+            return
+        path, future, marker = self._pending
+        self._pending = None
+        result = future.result() if hasattr(future, "result") else future.upload_completion.result()
+        del result
+        self._complete(path, marker)
+
+    def _complete(self, path: Path, marker: dict[str, Any]) -> None:
         _barrier()
         if _rank() == 0:
-            marker = {**meta, "step": step, "final": final}
             tmp = path / f".{COMPLETE}.tmp"
             tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
             tmp.rename(path / COMPLETE)
             self._retain()
         _barrier()
-        return path
 
     def load(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
         """Load model (and optimizer) state from a complete checkpoint; returns its marker."""

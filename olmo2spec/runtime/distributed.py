@@ -20,6 +20,8 @@ class Dist:
     device: torch.device
     metrics_group: dist.ProcessGroup | None
     """A gloo group for the bookkeeping thread, apart from the training collectives."""
+    checkpoint_group: dist.ProcessGroup | None
+    """A gloo group for background checkpoint writes."""
 
     @property
     def main(self) -> bool:
@@ -41,8 +43,10 @@ def init_distributed(want_cuda: bool) -> Dist:
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
     rank, world = dist.get_rank(), dist.get_world_size()
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    group = dist.new_group(backend="gloo") if world > 1 else None
-    return Dist(rank=rank, world_size=world, local_rank=local_rank, device=device, metrics_group=group)
+    metrics = dist.new_group(backend="gloo") if world > 1 else None
+    checkpoints = dist.new_group(backend="gloo")
+    return Dist(rank=rank, world_size=world, local_rank=local_rank, device=device, metrics_group=metrics,
+                checkpoint_group=checkpoints)
 
 
 def shutdown() -> None:

@@ -76,7 +76,8 @@ class Trainer:
         self.build_loader()
         policy = ctx.plan.checkpoint
         self.checkpointer = Checkpointer(ctx.run_dir, keep_last=policy.keep_last,
-                                         permanent_every=policy.permanent_every)
+                                         permanent_every=policy.permanent_every, async_save=policy.async_save,
+                                         group=dist_info.checkpoint_group)
         self.step = 0
 
     # -- setup ---------------------------------------------------------------------------
@@ -196,6 +197,7 @@ class Trainer:
         try:
             return self._loop(total, log_every, gc_every)
         finally:
+            self.checkpointer.finish()  # a background save in flight is completed (or fails loudly)
             self.metrics.close()
             gc.enable()
 
@@ -228,6 +230,7 @@ class Trainer:
         """Act on what the bookkeeping thread found: the same on every rank, whose values are reduced."""
         for verdict in verdicts:
             if verdict["first_bad_step"] is not None:
+                self.checkpointer.finish()  # a save in flight holds only good steps: let it complete
                 good = latest_complete(self.ctx.run_dir)
                 self.say(f"error: loss or gradient norm not finite at step {verdict['first_bad_step']:,}; stopping "
                          f"without saving the corrupted state. The last good checkpoint is {good or 'none'}; "

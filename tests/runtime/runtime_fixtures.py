@@ -19,7 +19,7 @@ SPECS = Path(__file__).resolve().parents[2] / "specs"
 STEPS = 16
 OVERRIDES = [
     f"stages.pretrain.tokens={STEPS * 16 * 256}", "checkpoint.every_steps=4", "runtime.log_every=2",
-    "checkpoint.keep_last=10", "stages.pretrain.lr.warmup_steps=4",
+    "checkpoint.keep_last=10", "stages.pretrain.lr.warmup_steps=4", "checkpoint.async_save=true",
 ]
 
 

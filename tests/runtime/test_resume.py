@@ -5,12 +5,38 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from runtime_fixtures import STEPS, _finish, _losses, _pretrain  # noqa: E402
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL a process and all its descendants at once, as a node failure would."""
+    for victim in [pid, *_descendants(pid)]:
+        try:
+            os.kill(victim, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(bundle, uninterrupted):
@@ -21,7 +47,7 @@ def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(bu
     while not marker.exists():
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 8"
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers, mid-run
+    _kill_tree(process.pid)  # torchrun and both workers (torchrun starts them in sessions of their own)
     process.wait()
     assert not (checkpoints / "pretrain" / f"step-{STEPS:07d}").exists()
     log = _finish(_pretrain(bundle, checkpoints, 2))

@@ -104,7 +104,7 @@ def test_weighted_soup(ingredients, tmp_path):  # type: ignore[no-untyped-def]
     dirs, sds = ingredients
     weights = [0.5, 0.3, 0.15, 0.05]
     out = soup(dirs, weights, tmp_path / "soup" / "step-0000000", meta={}).out
-    assert max_diff(load_model_weights(out), reference(sds, weights)) <= 2e-7
+    assert max_diff(load_model_weights(out), reference(sds, weights)) <= 1e-7
     one = soup(dirs, [0.0, 1.0, 0.0, 0.0], tmp_path / "one" / "step-0000000", meta={}).out
     assert max_diff(load_model_weights(one), sds[1]) == 0.0
 
@@ -124,8 +124,9 @@ def test_soup_is_a_final_model_only_checkpoint(ingredients, tmp_path):  # type: 
         warnings.simplefilter("ignore")
         assert Checkpointer(tmp_path / "next", keep_last=1, permanent_every=0).load(out, fresh, None)["final"]
     assert max_diff(fresh.state_dict(), reference(sds[:2], [0.5, 0.5])) <= 1e-7
-    # with an optimizer the load fails (DCP: "Missing key ... optim..."); has_optimizer_state says why first
-    with warnings.catch_warnings(), pytest.raises(Exception, match="optim"):
+    # with an optimizer DCP fails ("Missing key ... optim.state..."): a CheckpointException, a BaseException.
+    # The marker's "optimizer": false (has_optimizer_state) lets a caller refuse first with a clear message.
+    with warnings.catch_warnings(), pytest.raises(BaseException, match="Missing key in checkpoint state_dict: optim"):
         warnings.simplefilter("ignore")
         Checkpointer(tmp_path / "next", keep_last=1, permanent_every=0).load(
             out, fresh, torch.optim.AdamW(fresh.parameters()))
@@ -191,7 +192,7 @@ def test_bf16_ingredients_and_non_tensor_entries(tmp_path):  # type: ignore[no-u
 
 
 def test_output_directory_handling(ingredients, tmp_path):  # type: ignore[no-untyped-def]
-    dirs, sds = ingredients
+    dirs, _ = ingredients
     out = tmp_path / "soup" / "step-0000000"
     out.mkdir(parents=True)  # what a soup killed while saving leaves: no COMPLETE
     (out / "__0_0.distcp").write_bytes(b"half")
