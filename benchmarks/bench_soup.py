@@ -1,12 +1,14 @@
-"""Soup of 4 checkpoints of a ~220M-parameter model: peak memory and time, streamed against naive.
+"""Soup of 4 checkpoints of a 170M-parameter model: peak memory and time, streamed against naive.
 
-Writes 4 ingredient checkpoints (model and AdamW state, as training runs save them: ~2.7 GB each)
-to a temporary directory, then soups them twice, each in a fresh process that reports its own
-peak RSS (ru_maxrss) and wall time:
-  ours      olmo2spec.runtime.soup.soup: one fp32 model accumulator, one tensor of one ingredient read at a time
+Writes 4 ingredient checkpoints (d_model 1024, 8 layers, MLP 2816, 32,768 rows: 650 MiB of fp32
+weights, ~2 GB with their AdamW state, saved by Checkpointer as training runs save them) to a
+temporary directory, then soups them twice, each in a fresh process that reports its own peak
+RSS (VmHWM) and wall time:
+  ours      olmo2spec.runtime.soup.soup: one model accumulator, one tensor of one ingredient read at a time
   baseline  every ingredient loaded whole with load_model_weights, then averaged and saved
 Both write the soup as a DCP checkpoint; their results are compared. Ours must peak below 2.5
-times one ingredient's weights (exit 1 otherwise). Needs ~13 GB of disk (--tmp) and ~7 GB of RAM.
+times one ingredient's weights (exit 1 otherwise). Needs ~9 GB of disk (--tmp) and ~5 GB of RAM;
+about 2 minutes on 2 cores, most of it writing the ingredients.
 """
 
 from __future__ import annotations
@@ -27,17 +29,15 @@ MAX_RATIO = 2.5
 
 
 def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _vm_hwm_mib() -> float:
+    """Peak RSS of this process: VmHWM. (Not ru_maxrss: after fork and exec it keeps the parent's peak,
+    here the ~3 GiB of the model and optimizer that wrote the ingredients.)"""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return float("nan")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def child(mode: str, out: Path, paths: list[Path]) -> None:
@@ -61,12 +61,16 @@ def child(mode: str, out: Path, paths: list[Path]) -> None:
             out.mkdir(parents=True)
             dcp.save({"model": avg}, checkpoint_id=str(out), no_dist=True)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib(), "vm_hwm_mib": _vm_hwm_mib(),
-                      "after_imports_mib": after_imports}), flush=True)
+    print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib(), "after_imports_mib": after_imports}), flush=True)
 
 
 def write_ingredients(root: Path, args: argparse.Namespace) -> tuple[list[Path], int, int]:
-    """`args.ingredients` final checkpoints of one model, perturbed differently; (paths, weight bytes, dir bytes)."""
+    """`args.ingredients` final checkpoints of one model, perturbed differently; (paths, weight bytes, dir bytes).
+
+    Saved by `Checkpointer.save` (model and AdamW state). The model keeps PyTorch's default
+    initialisation and the AdamW state is zeros set directly: `init_weights()` and an optimizer
+    step take longer here than the saves, and neither changes what is written.
+    """
     import torch
 
     from olmo2spec.runtime.checkpoint import Checkpointer
@@ -76,8 +80,10 @@ def write_ingredients(root: Path, args: argparse.Namespace) -> tuple[list[Path],
     model = Transformer(ModelArgs(d_model=args.d_model, n_layers=args.layers, n_heads=args.d_model // 64,
                                   n_kv_heads=args.d_model // 64, mlp_hidden=args.mlp, vocab_rows=args.vocab_rows,
                                   max_seq_len=2048))
-    model.init_weights()
     optimizer = torch.optim.AdamW(model.parameters())
+    for p in model.parameters():  # what AdamW's first step creates
+        optimizer.state[p] = {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(p),
+                              "exp_avg_sq": torch.zeros_like(p)}
     weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     paths = []
     with warnings.catch_warnings(), torch.no_grad():
@@ -103,7 +109,7 @@ def run_child(mode: str, out: Path, paths: list[Path]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--d-model", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=12)
+    parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--mlp", type=int, default=2816)
     parser.add_argument("--vocab-rows", type=int, default=32768)
     parser.add_argument("--ingredients", type=int, default=4)
@@ -127,15 +133,15 @@ def main() -> None:
         ours = run_child("ours", root / "ours" / "step-0000000", paths)
         base = run_child("baseline", root / "baseline" / "step-0000000", paths)
         for name, r in (("ours", ours), ("baseline", base)):
-            print(f"{name:<9} {r['seconds']:6.1f} s  peak RSS {r['peak_mib']:7,.0f} MiB (VmHWM {r['vm_hwm_mib']:,.0f}; "
-                  f"{r['after_imports_mib']:,.0f} after imports) = {r['peak_mib'] / mib:.2f} x one ingredient's "
-                  f"weights", flush=True)
+            print(f"{name:<9} {r['seconds']:6.1f} s  peak RSS {r['peak_mib']:7,.0f} MiB = {r['peak_mib'] / mib:.2f} x "
+                  f"one ingredient's weights ({r['after_imports_mib']:,.0f} MiB of it after imports)", flush=True)
 
         import torch
 
         from olmo2spec.runtime.checkpoint import load_model_weights
 
-        a, b = load_model_weights(root / "ours" / "step-0000000"), load_model_weights(root / "baseline" / "step-0000000")
+        a = load_model_weights(root / "ours" / "step-0000000")
+        b = load_model_weights(root / "baseline" / "step-0000000")
         diff = max(float((a[k] - b[k]).abs().max()) for k in a)
         same_keys = a.keys() == b.keys() and all(a[k].shape == b[k].shape and a[k].dtype == torch.float32 for k in a)
         print(f"ours vs baseline: same keys and shapes {same_keys}, max |difference| {diff:.2g}")

@@ -254,10 +254,12 @@ class _Resolver:
             return None
         parallel, memory = layout
         restore = stage.restore_optimizer if isinstance(stage, AnnealStage) else isinstance(stage, MicroannealStage)
-        init = self.runs_of(stage.from_)[0] if stage.from_ and self.runs_of(stage.from_) else ""
+        source = self.done.get(stage.from_ or "")
+        # starts from a checkpoint: a training stage's first run, or a soup; never a prepare stage
+        init = self.runs_of(source.name)[0] if source is not None and source.kind != "prepare" else ""
         return TrainStagePlan(
             name=stage.name, kind=stage.kind, description=stage.description, depends_on=self.depends(stage),
-            init_from=init if parent else "", restore_optimizer=restore and parent is not None, runs=runs,
+            init_from=init, restore_optimizer=restore and parent is not None, runs=runs,
             batch_size=batch, seq_len=seq_len, tokens_per_step=tps, steps=steps, tokens=steps * tps,
             mix_epochs=mix_epochs, lr=lr, parallel=parallel, memory=memory,
             cost=self.cost(steps * tps * len(runs), seq_len, parallel.gpus))

@@ -156,7 +156,7 @@ def load_model_weights(path: Path) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     state: dict[str, Any] = {}
-    _load_state_dict(state, storage_reader=dcp.FileSystemReader(str(path)), planner=_EmptyStateDictLoadPlanner(),
-                     no_dist=True)
+    planner = _EmptyStateDictLoadPlanner(keys={"model"})  # the optimizer state is never read
+    _load_state_dict(state, storage_reader=dcp.FileSystemReader(str(path)), planner=planner, no_dist=True)
     return {k: v for k, v in state["model"].items()}
 

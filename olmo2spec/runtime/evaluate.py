@@ -29,11 +29,11 @@ Math: prompts in the format of the training text. The demo corpus's math train s
 so with `prompt_format="base"` (pretrained, annealed and souped models):
 
     arithmetic:    "<question> "   greedy up to a newline (or eos), at most 48 new tokens
-    word problem:  "<question>\\n"  greedy up to the end of the "#### N" line (or eos), at most 192
+    word problem:  "<question>\\n"  greedy up to the end of the "#### N" line (or eos), at most 160
 
 and with `prompt_format="chat"` (models of sft/dpo/rlvr stages) the Tulu template OLMo 2's
 post-training uses, `"<|user|>\\n<question>\\n<|assistant|>\\n"`, greedy up to eos (the demo chat
-data answers "... The answer is N."), at most 192 new tokens.
+data answers "... The answer is N."), at most 160 new tokens.
 
 The predicted answer (`extract_answer`): the first number after "####" if there is one; else
 the first number after the last "answer is"; else, for arithmetic, the first number after the
@@ -49,6 +49,7 @@ the context the model was trained on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -58,7 +59,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,8 @@ HELDOUT_TEXT = "eval/heldout-text.jsonl"
 
 ARITHMETIC_NEW_TOKENS = 48
 """Enough for "1234 / 12 = 102, so the answer is 102." in bytes (the longest training answer)."""
-WORD_PROBLEM_NEW_TOKENS = 192
-"""The longest worked solution plus "#### N" in the demo corpus is 153 bytes."""
+WORD_PROBLEM_NEW_TOKENS = 160
+"""The longest worked solution plus "#### N" in the demo corpus's math is 152 bytes."""
 CHAT_USER, CHAT_ASSISTANT = "<|user|>\n", "\n<|assistant|>\n"
 NEWLINE = re.compile(r"\n")
 AFTER_ANSWER_LINE = re.compile(r"####[^\n]*(\n)")
@@ -246,8 +247,16 @@ def _attention(attn: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: t
     cache.k[layer][:, :, at:at + T] = k
     cache.v[layer][:, :, at:at + T] = v
     slots = mask.shape[-1]
-    y = F.scaled_dot_product_attention(q, cache.k[layer][:, :, :slots], cache.v[layer][:, :, :slots],
-                                       attn_mask=mask, enable_gqa=attn.n_kv_heads != attn.n_heads)
+    keys, values = cache.k[layer][:, :, :slots], cache.v[layer][:, :, :slots]
+    if T == 1:  # one new token: plain matmuls beat SDPA's masked path on small shapes (a CPU's decode)
+        g = attn.n_heads // attn.n_kv_heads
+        qg = q.view(B, attn.n_kv_heads, g, attn.head_dim)  # the heads sharing a key/value head together
+        scores = (qg @ keys.transpose(-1, -2)) * attn.head_dim ** -0.5  # (B, n_kv, g, slots)
+        scores = scores.masked_fill(~mask.view(B, 1, 1, slots), float("-inf"))
+        y = (scores.softmax(dim=-1) @ values).view(B, attn.n_heads, 1, attn.head_dim)
+    else:
+        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
+                                           enable_gqa=attn.n_kv_heads != attn.n_heads)
     return attn.o_proj(y.transpose(1, 2).reshape(B, T, C))  # type: ignore[no-any-return]
 
 
@@ -275,6 +284,29 @@ def _cut(text: str, stop: re.Pattern[str] | None) -> str | None:
     if m is None:
         return None
     return text[: m.start(1) if m.re.groups else m.start()]
+
+
+SMALL_DECODE_MACS = 2**26
+"""Below this many multiply-adds per decode-step matmul, CPU decoding runs on one thread."""
+
+
+@contextlib.contextmanager
+def _decode_threads(device: torch.device, macs: int) -> Iterator[None]:
+    """One intra-op thread for the small matmuls of decoding a small model on a CPU.
+
+    Splitting a (128 x 256) @ (256 x 768) product gains little on an idle machine, and when
+    another process holds a core every op waits for the descheduled thread: decoding the demo
+    suite took 4x longer on two busy cores than on one thread.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or macs >= SMALL_DECODE_MACS or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @torch.no_grad()
@@ -308,34 +340,36 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
     generated: list[list[int]] = [[] for _ in range(B)]
     out: list[str | None] = [None] * B
     pos = positions[:, -1]
-    for step in range(max_new_tokens):
-        nxt = logits.masked_fill(banned, float("-inf")).argmax(dim=-1)
-        done: list[int] = []
-        for r, token in enumerate(nxt.tolist()):
-            i = rows[r]
-            if token == eos:
-                out[i] = tokenizer.decode(generated[i])
-                done.append(r)
-                continue
-            generated[i].append(token)
-            text = tokenizer.decode(generated[i])
-            cut = _cut(text, stop)
-            if cut is not None:
-                out[i] = cut
-                done.append(r)
-        if step == max_new_tokens - 1 or len(done) == len(rows):
-            break
-        if done:
-            keep = torch.tensor([r for r in range(len(rows)) if r not in set(done)], device=device)
-            rows = [rows[r] for r in keep.tolist()]
-            cache.keep(keep)
-            nxt, pos, valid = nxt[keep], pos[keep], valid[keep]
-        at = L + step
-        pos = pos + 1
-        # the new token sees the real tokens among the last `window` slots, itself included
-        attend = valid[:, : at + 1] & (slot[: at + 1] > at - window).unsqueeze(0)
-        logits = _forward_cached(model, nxt.unsqueeze(1), pos.unsqueeze(1), cos_table, sin_table, cache, at,
-                                 attend.view(len(rows), 1, 1, at + 1), total)
+    with _decode_threads(device, B * args.d_model * args.mlp_hidden):
+        for step in range(max_new_tokens):
+            nxt = logits.masked_fill(banned, float("-inf")).argmax(dim=-1)
+            done: list[int] = []
+            for r, token in enumerate(nxt.tolist()):
+                i = rows[r]
+                if token == eos:
+                    out[i] = tokenizer.decode(generated[i])
+                    done.append(r)
+                    continue
+                generated[i].append(token)
+                text = tokenizer.decode(generated[i])
+                cut = _cut(text, stop)
+                if cut is not None:
+                    out[i] = cut
+                    done.append(r)
+            if step == max_new_tokens - 1 or len(done) == len(rows):
+                break
+            if done:
+                finished = set(done)
+                keep = torch.tensor([r for r in range(len(rows)) if r not in finished], device=device)
+                rows = [rows[r] for r in keep.tolist()]
+                cache.keep(keep)
+                nxt, pos, valid = nxt[keep], pos[keep], valid[keep]
+            at = L + step
+            pos = pos + 1
+            # the new token sees the real tokens among the last `window` slots, itself included
+            attend = valid[:, : at + 1] & (slot[: at + 1] > at - window).unsqueeze(0)
+            logits = _forward_cached(model, nxt.unsqueeze(1), pos.unsqueeze(1), cos_table, sin_table, cache, at,
+                                     attend.view(len(rows), 1, 1, at + 1), total)
     return [o if o is not None else tokenizer.decode(g) for o, g in zip(out, generated, strict=True)]
 
 
@@ -483,7 +517,7 @@ def evaluate_checkpoint(plan: Plan, checkpoint_dir: Path, data_root: Path, limit
         details: also return every math answer under "details" (task -> list).
 
     Returns:
-        {"checkpoint", "step", "prompt_format", "seconds", "demo-heldout-loss": {source: nats/token},
+        {"checkpoint", "step", "prompt_format", "seconds", "task_seconds", "demo-heldout-loss": {source: nats/token},
         "demo-math-dev" / "demo-math-heldout": {"accuracy", "correct", "n", "by_kind"}, ["details"]}.
 
     Raises:
@@ -503,7 +537,9 @@ def evaluate_checkpoint(plan: Plan, checkpoint_dir: Path, data_root: Path, limit
     result: dict[str, Any] = {"checkpoint": str(path), "step": read_marker(path).get("step"),
                               "prompt_format": prompt_format}
     all_details: dict[str, list[dict[str, Any]]] = {}
+    task_seconds: dict[str, float] = {}
     for task in tasks:
+        task_start = time.perf_counter()
         if task == "demo-heldout-loss":
             docs: dict[str, list[str]] = {}
             for record in _read_jsonl(Path(data_root) / HELDOUT_TEXT):
@@ -514,7 +550,9 @@ def evaluate_checkpoint(plan: Plan, checkpoint_dir: Path, data_root: Path, limit
             accuracy, rows = math_accuracy(model, tokenizer, items, prompt_format)
             result[task] = _math_summary(accuracy, rows)
             all_details[task] = rows
+        task_seconds[task] = round(time.perf_counter() - task_start, 2)
     result["seconds"] = round(time.perf_counter() - start, 2)
+    result["task_seconds"] = task_seconds
     if details:
         result["details"] = all_details
     return result
@@ -593,7 +631,7 @@ def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
         for task, items in result.pop("details").items():
             _write_json(out / f"{task}.json", items)
         report = {"stage": stage.name, "suite": stage.suite, "target": target, **{
-            k: result[k] for k in ("checkpoint", "step", "prompt_format", "seconds")},
+            k: result[k] for k in ("checkpoint", "step", "prompt_format", "seconds", "task_seconds")},
             "dev": {t: result[t] for t in stage.dev_tasks}, "heldout": {t: result[t] for t in stage.heldout_tasks}}
         _write_json(out / "results.json", report)
         print(f"eval {stage.name}: {target} ({checkpoint}, {fmt} prompts) in {result['seconds']:.1f} s: "

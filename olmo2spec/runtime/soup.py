@@ -1,12 +1,11 @@
 """Model souping (paper section 4.5): the weighted average of several runs' final model weights.
 
-`soup()` streams: it keeps one accumulator for the whole model in the ingredients' dtype (fp32
-for OLMo 2's checkpoints), which becomes the output, and reads one tensor of one ingredient at a
-time from its DCP checkpoint; each tensor's weighted sum is accumulated in fp64 and rounded once.
-Peak memory is one model plus a few copies of its largest tensor, whatever the number of
-ingredients. Optimizer state is never read. Before any tensor is read, every ingredient's DCP
-metadata (keys, shapes, dtypes) is compared with the first one's, and a mismatch is refused
-naming the first difference.
+`soup()` streams: it keeps one fp32 accumulator for the whole model, which becomes the output
+(in the ingredients' dtype: fp32 for OLMo 2's checkpoints), and reads one tensor of one ingredient
+at a time from its DCP checkpoint. Peak memory is one model in fp32 plus a few copies of one
+tensor, whatever the number of ingredients. Optimizer state is never read. Before any tensor is
+read, every ingredient's DCP metadata (keys, shapes, dtypes) is compared with the first one's,
+and a mismatch is refused naming the first difference.
 
 The result is a DCP checkpoint holding {"model": ...} only (stages after a soup start a fresh
 optimizer), with the same COMPLETE marker as `Checkpointer` writes ({...meta, "step": 0,
@@ -68,7 +67,7 @@ class SoupReport:
     """Bytes of the soup's weights (in the ingredients' dtypes)."""
     seconds: float
     peak_rss_mib: float
-    """This process's peak resident memory so far (ru_maxrss), MiB."""
+    """This process's peak resident memory so far (VmHWM, else ru_maxrss), MiB."""
 
     def lines(self) -> list[str]:
         parts = [f"  {w:.4f} x {n}" for n, w in zip(self.names, self.weights, strict=True)]
@@ -78,7 +77,17 @@ class SoupReport:
 
 
 def _peak_rss_mib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    """This process's peak resident memory, MiB: VmHWM where Linux has it, else ru_maxrss.
+
+    (ru_maxrss also counts the parent's resident memory when a large process forks and execs us.)
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20
 
 
@@ -220,6 +229,26 @@ def _reader(path: Path) -> Any:
     return _reader_class()(str(path))
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The exception inside a DCP CheckpointException (which holds one per rank)."""
+    failures = getattr(exc, "failures", None)
+    return next(iter(failures.values()))[0] if failures else exc  # type: ignore[no-any-return]
+
+
+def _load(model: dict[str, Any], key: str, reader: Any, name: str) -> None:
+    """Read `key` of one ingredient into `model` (a one-key dict of the model); SoupError if it cannot be read."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    try:
+        dcp.load({"model": model}, storage_reader=reader, no_dist=True)
+    except CheckpointException as exc:  # a BaseException: a truncated or corrupt file
+        cause = _cause(exc)
+        what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+        raise SoupError(f"ingredient {name} ({reader.path}): cannot read {key}: {what} (a truncated or corrupt "
+                        "checkpoint?)") from cause
+
+
 def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict[str, Any],
          names: list[str] | None = None) -> SoupReport:
     """Write the weighted average of the ingredients' model weights to `out` as a final DCP checkpoint.
@@ -237,6 +266,7 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
     """
     import torch
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
     start = time.perf_counter()
@@ -249,26 +279,39 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
     _prepare_out(out)
 
     readers = [_reader(p) for p in ingredients]
-    acc: dict[str, Any] = {}
-    nbytes = 0
+    tensors = {k: md.properties.dtype for k, md in ref.items() if isinstance(md, TensorStorageMetadata)}
+    # The accumulator, which becomes the output: fp32 (fp64 for fp64 weights), allocated up front (before any
+    # scratch tensor, so that freed scratch memory is not trapped between its tensors) but untouched: its
+    # pages become resident as its tensors are filled.
+    acc: dict[str, Any] = {k: torch.empty(md.size, dtype=torch.promote_types(md.properties.dtype, torch.float32))
+                           if k in tensors else None for k, md in ref.items()}
+    sizes = {k: acc[k].numel() * acc[k].element_size() for k in tensors}
+    nbytes = sum(acc[k].numel() * dtype.itemsize for k, dtype in tensors.items())
     with _quiet_dcp(), torch.no_grad():
-        for key, md in ref.items():
-            if not isinstance(md, TensorStorageMetadata):  # not averageable: the first ingredient's value
-                holder: dict[str, Any] = {key: None}
-                dcp.load({"model": holder}, storage_reader=readers[0], no_dist=True)
-                acc[key] = holder[key]
-                continue
-            dtype = md.properties.dtype
-            buf = torch.empty(md.size, dtype=dtype)  # one tensor of one ingredient at a time
-            total = torch.zeros(md.size, dtype=torch.float64)  # this tensor's running sum: rounded once
-            for reader, weight in zip(readers, weights, strict=True):
-                dcp.load({"model": {key: buf}}, storage_reader=reader, no_dist=True)
-                total.add_(buf, alpha=weight)
-            del buf
-            acc[key] = (total if dtype.is_floating_point else total.round_()).to(dtype)  # the ingredients' dtype
+        for key in (k for k in ref if k not in tensors):  # not averageable: the first ingredient's value
+            holder: dict[str, Any] = {key: None}
+            _load(holder, key, readers[0], names[0])
+            acc[key] = holder[key]
+        # the largest tensors first, while little of the output is resident: their scratch space (the read
+        # buffer and DCP's deserialisation, ~3 times their size) then adds least to the peak
+        for key in sorted(tensors, key=lambda k: -sizes[k]):
+            total = acc[key]
+            _load({key: total}, key, readers[0], names[0])  # converted to fp32 as it is read
+            total.mul_(weights[0])
+            if len(readers) > 1:
+                buf = torch.empty(total.shape, dtype=tensors[key])  # one tensor of one ingredient at a time
+                for reader, weight, name in zip(readers[1:], weights[1:], names[1:], strict=True):
+                    _load({key: buf}, key, reader, name)
+                    total.add_(buf, alpha=weight)
+                del buf
+            if total.dtype != tensors[key]:  # the soup keeps the ingredients' dtype (bf16 weights: rounded once)
+                acc[key] = (total if tensors[key].is_floating_point else total.round_()).to(tensors[key])
             del total
-            nbytes += acc[key].numel() * acc[key].element_size()
-        dcp.save({"model": acc}, checkpoint_id=str(out), no_dist=True)
+        try:
+            dcp.save({"model": acc}, checkpoint_id=str(out), no_dist=True)
+        except CheckpointException as exc:  # a BaseException: a full disk would otherwise end the process
+            cause = _cause(exc)
+            raise cause if isinstance(cause, OSError) else OSError(f"saving {out}: {cause}") from cause
     del acc
     marker = {**meta, "step": 0, "final": True, "optimizer": False}
     tmp = out / f".{COMPLETE}.tmp"
@@ -294,11 +337,13 @@ def _plan_mismatch(ctx: RunContext, ref: dict[str, Any]) -> str | None:
     """How the ingredients' model differs from the plan's (what the stages after the soup build), if it does."""
     import torch
 
+    from olmo2spec.runtime.export_hf import _strip_wrappers
     from olmo2spec.runtime.model import ModelArgs, Transformer
 
     with torch.device("meta"):
         model = Transformer(ModelArgs.from_plan(ctx.plan))
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    ref = {_strip_wrappers(k): md for k, md in ref.items()}  # as export and `Checkpointer.load` see them
     for key, shape in expected.items():
         md = ref.get(key)
         if md is None:
@@ -370,6 +415,9 @@ def run_soup_stage(ctx: RunContext) -> int:
             _say(line)
 
     hf = root / stage.name / "hf"
+    if done and (hf / "config.json").is_file():  # exports are atomic: a config.json means a whole one
+        _say(f"soup {stage.name}: Hugging Face export already in {hf}")
+        return 0
     try:
         hf_config(ctx.plan)
     except ExportError as exc:  # a model HF's Olmo2 cannot represent: the soup itself is fine

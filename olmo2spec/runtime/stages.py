@@ -74,3 +74,28 @@ def run_training_stage(ctx: RunContext) -> int:
 
 for _kind in ("pretrain", "anneal", "microanneal"):
     RUNNERS[_kind] = run_training_stage
+
+
+def run_soup(ctx: RunContext) -> int:
+    from olmo2spec.runtime.soup import run_soup_stage
+
+    return run_soup_stage(ctx)
+
+
+RUNNERS["soup"] = run_soup
+
+
+def run_eval(ctx: RunContext) -> int:
+    from olmo2spec.runtime.evaluate import run_eval_stage
+
+    return run_eval_stage(ctx)
+
+
+def run_export(ctx: RunContext) -> int:
+    from olmo2spec.runtime.export_stage import run_export_stage
+
+    return run_export_stage(ctx)
+
+
+RUNNERS["eval"] = run_eval
+RUNNERS["export"] = run_export

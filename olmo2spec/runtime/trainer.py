@@ -126,6 +126,9 @@ class Trainer:
             if path is None or not read_marker(path).get("final"):
                 raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}, which has no final "
                                     f"checkpoint in {parent}: run that stage first")
+            if self.stage.restore_optimizer and read_marker(path).get("optimizer") is False:
+                raise TrainingError(f"{self.stage.name} restores the optimizer state of {self.stage.init_from}, but "
+                                    f"{path} holds none (a soup averages weights only): set restore_optimizer = false")
             self.checkpointer.load(path, self.model, self.optimizer if self.stage.restore_optimizer else None)
             self.say(f"starting {self.run.name} from {path}"
                      f"{' with its optimizer state' if self.stage.restore_optimizer else ''}")

@@ -29,6 +29,15 @@ SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_
 TOK = load_tokenizer("bytes")
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Decoding a tiny model is many small ops: one thread is as fast, and immune to busy neighbours."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def plan() -> Plan:
     return check(SPECS / "tiny.toml", SMALL).plan
@@ -148,7 +157,8 @@ def test_math_accuracy_scores_the_answer_however_it_is_written():
     (" 77 * 14 = 1078.", "arithmetic", "1078"),
     (" 12 + 46 = 58, so the answer is 58.", "arithmetic", "58"),
     (" The answer is 71.", "arithmetic", "71"),
-    ("Each day he earns 22 * 3 = 66 dollars.\nIn 7 days he earns 66 * 7 = 462 dollars.\n#### 462", "word_problem", "462"),
+    ("Each day he earns 22 * 3 = 66 dollars.\nIn 7 days he earns 66 * 7 = 462 dollars.\n#### 462", "word_problem",
+     "462"),
     ("Each day he earns 22 * 3 = 66 dollars.\nIn 7 days he earns 66 * 7 = 462", "word_problem", "462"),
     ("She has 3 * 4 = 12 pens.\nThe answer is 12.", "word_problem", "12"),
     (" 1,234,567 and 3", "arithmetic", "1234567"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -33,10 +34,8 @@ def _descendants(pid: int) -> list[int]:
 def _kill_tree(pid: int) -> None:
     """SIGKILL a process and all its descendants at once, as a node failure would."""
     for victim in [pid, *_descendants(pid)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(victim, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(bundle, uninterrupted):
