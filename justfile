@@ -12,12 +12,22 @@ install-dev:
     {{python}} -m pip install -q torch==2.13.0
     {{python}} -m pip install -q -e '.[dev]'
 
-# The main job: check every shipped recipe, explain the 13B plan, build its bundle.
-demo: install
+# The main job: build the 13B bundle, then run the tiny recipe's base-model stages end to end on
+# this machine (demo data -> prepare -> pretrain -> 3 anneal ingredients -> soup -> eval, with an
+# HF export of the soup) and print the table. Reruns skip what is done; .demo/ holds everything.
+demo: install-dev
+    #!/usr/bin/env bash
+    set -euo pipefail
     olmo2spec check specs/*.toml
-    olmo2spec explain specs/13b.toml
     olmo2spec build specs/13b.toml
     bash generated/13b/launch/submit.sh --dry-run
+    olmo2spec build specs/tiny.toml
+    export DATA_ROOT="$PWD/.demo/data" CHECKPOINT_ROOT="$PWD/.demo/checkpoints"
+    olmo2spec demo-data "$DATA_ROOT"
+    for stage in prepare pretrain anneal soup eval-base; do
+      bash generated/tiny/launch/local.sh "$stage"
+    done
+    olmo2spec demo-report generated/tiny
 
 # Rebuild the golden bundles in generated/ from specs/ (review the diff, then commit).
 golden: install

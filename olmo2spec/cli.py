@@ -198,6 +198,30 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo_report(args: argparse.Namespace) -> int:
+    import importlib
+    from pathlib import Path
+
+    from olmo2spec.plan.plan import from_json
+
+    report = importlib.import_module("olmo2spec.runtime.demo_report")  # torch: never on the compiler path
+    bundle = Path(args.bundle)
+    plan = from_json((bundle / "plan.json").read_text(encoding="utf-8"))
+    checkpoints = Path(os.environ.get("CHECKPOINT_ROOT") or bundle / "checkpoints")
+    data = os.environ.get("DATA_ROOT")
+    if not data:
+        print("error: set DATA_ROOT to the demo corpus (olmo2spec demo-data DIR)", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    rows = report.demo_rows(plan, checkpoints, Path(data), args.limit)
+    if not rows:
+        print(f"error: no finished checkpoints under {checkpoints}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    print(report.render_table(rows))
+    for line in report.verdicts(rows):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="olmo2spec", description="Compile OLMo 2 recipes into launch bundles.")
     parser.add_argument("--version", action="version", version=f"olmo2spec {__version__}")
@@ -249,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bundle whose plan.json describes the model (default: found above CKPT)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
     p.set_defaults(func=cmd_export_hf)
+
+    p = sub.add_parser("demo-report", help="the demo's table: pretrained, ingredients and soup, loss and math")
+    p.add_argument("bundle", help="the tiny recipe's bundle (checkpoints under $CHECKPOINT_ROOT)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N math items of each split")
+    p.set_defaults(func=cmd_demo_report)
 
     p = sub.add_parser("schema", help="JSON Schema (draft 2020-12) of recipe files, for editors")
     p.add_argument("--partial", action="store_true", help="no required keys: for fragments that are extended")

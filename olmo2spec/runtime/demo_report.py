@@ -1,0 +1,83 @@
+"""The demo's closing table, in the spirit of the paper's Tables 9 and 14: the pretrained model,
+each mid-training ingredient and the soup, on held-out loss per source and math accuracy with
+the development and held-out splits apart.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from olmo2spec.plan.plan import Plan, SoupStagePlan, TrainStagePlan
+from olmo2spec.runtime.checkpoint import latest_complete
+
+__all__ = ["demo_rows", "render_table", "verdicts"]
+
+
+def _models(plan: Plan) -> list[tuple[str, str]]:
+    """(label, run) for the pretrained model, every anneal ingredient and every soup, in DAG order."""
+    rows: list[tuple[str, str]] = []
+    for stage in plan.stages:
+        if isinstance(stage, TrainStagePlan) and stage.kind == "pretrain":
+            rows += [("pretrained", run.name) for run in stage.runs]
+        elif isinstance(stage, TrainStagePlan) and stage.kind == "anneal":
+            rows += [(f"ingredient (seed {run.seed})", run.name) for run in stage.runs]
+        elif isinstance(stage, SoupStagePlan):
+            rows.append((f"soup of {len(stage.ingredients)}", stage.name))
+    return rows
+
+
+def demo_rows(plan: Plan, checkpoint_root: Path, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Evaluate each model once (results cached beside its checkpoints as demo-results.json)."""
+    from olmo2spec.runtime.evaluate import evaluate_checkpoint
+
+    rows = []
+    for label, run in _models(plan):
+        path = latest_complete(checkpoint_root / run)
+        if path is None:
+            continue
+        cache = checkpoint_root / run / "demo-results.json"
+        cached = json.loads(cache.read_text()) if cache.exists() else None
+        if cached is None or cached.get("checkpoint") != str(path) or cached.get("limit") != limit:
+            cached = {**evaluate_checkpoint(plan, path, data_root, limit), "limit": limit, "checkpoint": str(path)}
+            cache.write_text(json.dumps(cached, indent=2, sort_keys=True) + "\n")
+        rows.append({"label": label, "run": run, **cached})
+    return rows
+
+
+def _pct(row: dict[str, Any], task: str) -> float:
+    return float(row[task]["accuracy"]) * 100
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    sources = sorted(rows[0]["demo-heldout-loss"]) if rows else []
+    header = ["model", *(f"loss {s}" for s in sources), "math dev %", "math held-out %"]
+    body = [[r["label"], *(f"{r['demo-heldout-loss'][s]:.3f}" for s in sources), f"{_pct(r, 'demo-math-dev'):.1f}",
+             f"{_pct(r, 'demo-math-heldout'):.1f}"] for r in rows]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths,
+                                                                                                         strict=True)))
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
+
+
+def verdicts(rows: list[dict[str, Any]]) -> list[str]:
+    """What the table shows, as measured: does mid-training lift held-out math, does the soup match the best?"""
+    pre = [r for r in rows if r["label"] == "pretrained"]
+    ingredients = [r for r in rows if r["label"].startswith("ingredient")]
+    soups = [r for r in rows if r["label"].startswith("soup")]
+    lines = []
+    if pre and ingredients:
+        base = _pct(pre[0], "demo-math-heldout")
+        lifted = [_pct(r, "demo-math-heldout") for r in ingredients]
+        lines.append(f"mid-training: held-out math {base:.1f}% -> {min(lifted):.1f}..{max(lifted):.1f}% "
+                     f"({'lifted' if min(lifted) > base else 'NOT lifted by every ingredient'})")
+    if soups and ingredients:
+        best = max(_pct(r, "demo-math-heldout") for r in ingredients)
+        soup = _pct(soups[0], "demo-math-heldout")
+        relation = "beats" if soup > best else "matches" if soup == best else "is below"
+        lines.append(f"soup: held-out math {soup:.1f}% {relation} the best ingredient's {best:.1f}%")
+    return lines
