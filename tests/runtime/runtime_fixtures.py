@@ -20,6 +20,7 @@ STEPS = 16
 OVERRIDES = [
     f"stages.pretrain.tokens={STEPS * 16 * 256}", "checkpoint.every_steps=4", "runtime.log_every=2",
     "checkpoint.keep_last=10", "stages.pretrain.lr.warmup_steps=4", "checkpoint.async_save=true",
+    "stages.anneal.tokens=16384", "stages.anneal.seeds=[42]",
 ]
 
 

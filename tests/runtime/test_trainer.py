@@ -67,3 +67,24 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(bundle, tmp_path, monke
     out = capsys.readouterr().out
     assert "not finite at step 6" in out and "step-0000004" in out
     assert complete_steps(tmp_path / "pretrain") == [4]  # nothing after the last good step was saved
+
+
+def test_an_anneal_starts_at_the_lr_the_plan_inherits(bundle, uninterrupted):
+    """Section 4.1: the anneal's first step uses the rate pretraining stopped at, then decays linearly to 0."""
+    import subprocess
+    import sys
+
+    from runtime_fixtures import _env
+
+    plan = from_json((bundle / "bundle" / "plan.json").read_text())
+    pretrain, anneal = plan.stage("pretrain"), plan.stage("anneal")
+    assert isinstance(pretrain, TrainStagePlan) and isinstance(anneal, TrainStagePlan)
+    entry = bundle / "bundle" / "stages" / "04-anneal.py"
+    result = subprocess.run([sys.executable, str(entry), "--run-name", "anneal-seed42"],
+                            env=_env(bundle, uninterrupted), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "with its optimizer state" in result.stdout
+    records = [json.loads(line) for line in
+               (uninterrupted / "anneal-seed42" / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["lr"] == pretrain.lr.lr_at_stop == anneal.lr.peak
+    assert records[-1]["lr"] == lr_at(anneal.lr, anneal.steps - 1) and lr_at(anneal.lr, anneal.steps) == 0.0
