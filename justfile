@@ -13,8 +13,9 @@ install-dev:
     {{python}} -m pip install -q -e '.[dev]'
 
 # The main job: build the 13B bundle, then run the tiny recipe's base-model stages end to end on
-# this machine (demo data -> prepare -> pretrain -> 3 anneal ingredients -> soup -> eval, with an
-# HF export of the soup) and print the table. Reruns skip what is done; .demo/ holds everything.
+# this machine (demo data -> prepare -> pretrain -> microanneals -> 3 anneal ingredients -> soup
+# -> eval, with an HF export of the soup) and print the table. Reruns skip what is done; .demo/
+# holds everything.
 demo: install-dev
     #!/usr/bin/env bash
     set -euo pipefail
@@ -24,7 +25,7 @@ demo: install-dev
     olmo2spec build specs/tiny.toml
     export DATA_ROOT="$PWD/.demo/data" CHECKPOINT_ROOT="$PWD/.demo/checkpoints"
     olmo2spec demo-data "$DATA_ROOT"
-    for stage in prepare pretrain anneal soup eval-base; do
+    for stage in prepare pretrain microanneal anneal soup eval-base; do
       bash generated/tiny/launch/local.sh "$stage"
     done
     olmo2spec demo-report generated/tiny

@@ -1,6 +1,6 @@
 """The demo's closing table, in the spirit of the paper's Tables 9 and 14: the pretrained model,
-each mid-training ingredient and the soup, on held-out loss per source and math accuracy with
-the development and held-out splits apart.
+each microanneal candidate (section 4.4.2), each mid-training ingredient and the soup, on
+held-out loss per source and math accuracy with the development and held-out splits apart.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ def _models(plan: Plan) -> list[tuple[str, str]]:
             rows += [("pretrained", run.name) for run in stage.runs]
         elif isinstance(stage, TrainStagePlan) and stage.kind == "anneal":
             rows += [(f"ingredient (seed {run.seed})", run.name) for run in stage.runs]
+        elif isinstance(stage, TrainStagePlan) and stage.kind == "microanneal":  # section 4.4.2
+            candidates = [plan.mixes[run.mix].description.removeprefix("microanneal candidate ") for run in stage.runs]
+            rows += [(f"microanneal: {c}", run.name) for c, run in zip(candidates, stage.runs, strict=True)]
         elif isinstance(stage, SoupStagePlan):
             rows.append((f"soup of {len(stage.ingredients)}", stage.name))
     return rows
