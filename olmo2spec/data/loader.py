@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -28,7 +28,7 @@ from olmo2spec.data.sources import token_files
 from olmo2spec.data.tokenfile import read_tokens, token_count
 from olmo2spec.plan.plan import Plan, RunPlan, TrainStagePlan
 
-__all__ = ["Batch", "MixtureLoader", "SourceShare", "LoaderError", "loader_for_run", "shares_from_mix"]
+__all__ = ["Batch", "MixtureLoader", "SourceShare", "LoaderError", "loader_for_run"]
 
 
 class LoaderError(Exception):
@@ -175,11 +175,6 @@ class MixtureLoader:
         while stop is None or step < stop:
             yield self.batch(step)
             step += 1
-
-
-def shares_from_mix(rows: Sequence[tuple[str, float]], files: Mapping[str, Sequence[Path]]) -> list[SourceShare]:
-    """`(source, source_pct)` rows of a plan's mix and each source's files -> the loader's shares."""
-    return [SourceShare(name, list(files[name]), pct / 100) for name, pct in rows]
 
 
 def loader_for_run(plan: Plan, stage: TrainStagePlan, run: RunPlan, *, data_root: str | os.PathLike[str] | None,

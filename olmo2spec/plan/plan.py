@@ -262,8 +262,6 @@ class PlanVersionError(ValueError):
 _converter = cattrs.Converter(forbid_extra_keys=True)
 _converter.register_structure_hook(StagePlan, lambda d, _t: _converter.structure(d, _STAGE_PLANS[d["kind"]]))
 _converter.register_structure_hook(Hyper, lambda v, _t: v)
-_converter.register_structure_hook(int | str, lambda v, _t: v)
-_converter.register_structure_hook(float | str, lambda v, _t: v)
 
 
 def to_dict(plan: Plan) -> dict[str, Any]:

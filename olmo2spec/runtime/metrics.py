@@ -106,15 +106,15 @@ class MetricsThread:
 
     def _reduce(self, interval: Interval) -> dict[str, list[float]]:
         host = {name: tensor.cpu() for name, tensor in interval.values.items()}  # syncs this thread only
+        # only rank 0 looks for the stop file, so its row summed over ranks is the shared verdict
         stop = float(bool(self.stop_file) and self.rank == 0 and os.path.exists(self.stop_file or ""))
-        summed = torch.stack([host[name] for name in SUMMED])
-        flags = torch.tensor([stop], dtype=torch.float64)
+        stop_row = torch.full_like(host["grad_norm"], stop)
+        summed = torch.stack([*(host[name] for name in SUMMED), stop_row])
         if self.group is not None:
-            dist.all_reduce(summed, group=self.group)
-            dist.all_reduce(flags, group=self.group, op=dist.ReduceOp.MAX)
+            dist.all_reduce(summed, group=self.group)  # one collective per interval
         out = {name: summed[i].tolist() for i, name in enumerate(SUMMED)}
         out["grad_norm"] = host["grad_norm"].tolist()  # already global (computed over all shards)
-        out["stop"] = flags.tolist()
+        out["stop"] = summed[-1].tolist()
         return out
 
     def _process(self, interval: Interval) -> dict[str, Any]:

@@ -10,6 +10,7 @@ final checkpoint, optimizer state included.
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import sys
@@ -257,8 +258,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop records past the checkpoint: the resumed run writes them again."""
     if not path.exists():
         return
-    import json
-
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in keep))
 

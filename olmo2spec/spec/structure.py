@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterator
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, get_args, get_origin
 
 import attrs
 import cattrs
@@ -295,5 +295,3 @@ def structure_recipe(composed: Composed) -> tuple[Recipe | None, list[Diagnostic
             return None, found
     return recipe, []
 
-
-assert get_args(AutoInt)[1] == Literal["auto"]
