@@ -4,17 +4,22 @@ Trains a 1B-shaped OLMo 2 model (d_model 2048, 16 layers, 16 heads, MLP 8192, 10
 seq 4096) for a few dozen steps with bf16 FSDP2 (MixedPrecisionPolicy param bf16 / reduce
 fp32), per-block torch.compile, NCCL, on every visible GPU, synthetic tokens; prints
 tokens/s/GPU and MFU beside OLMo-core's published 55,000 tokens/s/GPU for OLMo 2 1B on an
-H100. Run: torchrun --standalone --nproc-per-node $(nvidia-smi -L | wc -l) benchmarks/gpu_check.py
+H100. With CKPT=1 (the default) it then saves model and optimizer through the runtime's DCP
+checkpointer, reloads them after one more step and checks the loss on a fixed batch returns
+bit for bit. Run: torchrun --standalone --nproc-per-node $(nvidia-smi -L | wc -l) benchmarks/gpu_check.py
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
+from olmo2spec.runtime.checkpoint import Checkpointer
 from olmo2spec.runtime.loss import labels_for, loss_sums
 from olmo2spec.runtime.model import ModelArgs, Transformer
 from olmo2spec.runtime.optim import build_optimizer
@@ -65,7 +70,37 @@ def main() -> None:
         print(f"tokens/s/GPU {per_gpu:,.0f} (OLMo-core published {PUBLISHED:,}), MFU {mfu:.1%}")
         print(f"bench gpu-1b: ours={per_gpu:.0f} tokens/s/GPU baseline={PUBLISHED} tokens/s/GPU "
               f"ratio={per_gpu / PUBLISHED:.3f}")
+    if os.environ.get("CKPT", "1") == "1":
+        check_checkpoint(model, optimizer, tokens, labels, rank)
     dist.destroy_process_group()
+
+
+def check_checkpoint(model, optimizer, tokens, labels, rank) -> None:
+    """DCP round trip on CUDA: the loss on a fixed batch after reload equals the loss before the detour step."""
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            ce, _, n = loss_sums(model(tokens), labels, 1e-5)
+        return (ce / n).item()
+
+    root = Path(os.environ.get("CKPT_DIR", tempfile.gettempdir())) / "gpu-check-ckpt"
+    checkpointer = Checkpointer(root, keep_last=1, permanent_every=0)
+    before = fixed_loss()
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    path = checkpointer.save(1, model, optimizer, {"check": True}, final=True)
+    seconds = time.perf_counter() - start
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    ce, z, n = loss_sums(model(tokens), labels, 1e-5)  # the detour: one more step moves the weights
+    ((ce + z) / n).backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    moved = fixed_loss()
+    checkpointer.load(path, model, optimizer)
+    after = fixed_loss()
+    if rank == 0:
+        print(f"checkpoint: {size / 2**30:.1f} GiB (rank 0's share of files) in {seconds:.1f} s; "
+              f"loss {before:.6f} -> detour {moved:.6f} -> reloaded {after:.6f}: "
+              f"{'bit-exact' if after == before else 'MISMATCH'}")
 
 
 if __name__ == "__main__":
