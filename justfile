@@ -25,9 +25,7 @@ demo: install-dev
     olmo2spec build specs/tiny.toml
     export DATA_ROOT="$PWD/.demo/data" CHECKPOINT_ROOT="$PWD/.demo/checkpoints"
     olmo2spec demo-data "$DATA_ROOT"
-    for stage in prepare pretrain microanneal anneal soup eval-base; do
-      bash generated/tiny/launch/local.sh "$stage"
-    done
+    bash generated/tiny/launch/local.sh prepare pretrain microanneal anneal soup eval-base
     olmo2spec demo-report generated/tiny
 
 # Rebuild the golden bundles in generated/ from specs/ (review the diff, then commit).

@@ -30,7 +30,7 @@ RESERVED_ENV = frozenset({
     # the bundle's scripts' own variables (launch/local.sh, launch/slurm/*.sbatch, ...): a recipe setting
     # DRY_RUN or PYTHON would change what the script runs, a dry run included
     "BUNDLE_DIR", "DEVICE", "DRY_RUN", "FROM", "GPUS", "HEAD_NODE", "MODEL", "NPROC", "PYTHON", "REQUEUE_ID",
-    "RUN", "RUNS", "SBATCH_ARGS", "SUBMITTING", "TARGET", "TRAIN", "TRAIN_PID",
+    "RUN", "RUNS", "SBATCH_ARGS", "STAGES", "SUBMITTING", "TARGET", "TARGETS", "TRAIN", "TRAIN_PID", "UNTIL",
     # what SLURM tells the job
     "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES",
     # read by shells as code or as rules for running it

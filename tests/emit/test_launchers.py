@@ -239,8 +239,69 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     assert same.stdout == result.stdout
 
 
+def test_submit_until_a_stage(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["13b"]
+    plan = _plan(bundle)
+    numbers = _numbers(plan)
+    full = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run"], env.vars(), tmp_path)
+    assert full.returncode == 0, full.stderr
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--until", "soup", "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = _parse_submit(result.stdout)
+    names = [s["name"] for s in plan["stages"]]
+    assert [number for number, _ in jobs] == [numbers[n] for n in names[:names.index("soup") + 1]]
+    assert jobs == _parse_submit(full.stdout)[:len(jobs)]  # the same commands as a full submission, then none
+    assert _dependencies(dict(jobs)[numbers["soup"]]) == [f"$JOB_{numbers['anneal-100b']}",
+                                                          f"$JOB_{numbers['anneal-300b']}"]
+    assert env.calls() == []
+
+    same = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", "--until=soup"], env.vars(), tmp_path)
+    assert same.stdout == result.stdout
+
+
+def test_submit_until_the_base_model_eval(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    """What CI submits to its SLURM cluster: the tiny DAG up to eval-base, the post-training stages left out."""
+    bundle = bundles["tiny"]
+    numbers = _numbers(_plan(bundle))
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", "--until", "eval-base"], env.vars(),
+                  tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = dict(_parse_submit(result.stdout))
+    wanted = ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base"]
+    assert list(jobs) == [numbers[n] for n in wanted]
+    assert _dependencies(jobs[numbers["soup"]]) == [f"$JOB_{numbers['anneal']}"]
+    assert _dependencies(jobs[numbers["eval-base"]]) == [f"$JOB_{numbers['soup']}"]
+    assert env.calls() == []
+
+
+@pytest.mark.parametrize(("first", "last"), [("soup", "dpo"), ("anneal-300b", "anneal-300b"), ("pretrain", "soup")])
+def test_submit_from_a_stage_until_another(env: Env, bundles: dict[str, Path], tmp_path: Path, first: str, last: str):
+    bundle = bundles["13b"]
+    plan = _plan(bundle)
+    numbers = _numbers(plan)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", first, "--until", last, "--dry-run"],
+                  env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = _parse_submit(result.stdout)
+    names = [s["name"] for s in plan["stages"]]
+    between = names[names.index(first):names.index(last) + 1]
+    assert [number for number, _ in jobs] == [numbers[n] for n in between]
+    submitted = {f"$JOB_{numbers[n]}" for n in between}
+    for (_, args), name in zip(jobs, between, strict=True):
+        stage = plan["stages"][names.index(name)]
+        assert set(_dependencies(args)) == {f"$JOB_{numbers[d]}" for d in stage["depends_on"]} & submitted
+    assert _dependencies(jobs[0][1]) == []  # the --from stage: what it starts from is taken as done
+    assert env.calls() == []
+
+    same = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", f"--until={last}", f"--from={first}"],
+                env.vars(), tmp_path)
+    assert same.stdout == result.stdout
+
+
 @pytest.mark.parametrize("args", [["--from", "nope"], ["--from", ""], ["--bogus"], ["--from"], ["--only", "nope"],
-                                  ["--only"], ["--from", "sft", "--only", "sft"]])
+                                  ["--only"], ["--from", "sft", "--only", "sft"], ["--until", "nope"], ["--until"],
+                                  ["--until", "sft", "--only", "sft"], ["--from", "dpo", "--until", "sft"],
+                                  ["--from", "sft", "--until", "nope"]])
 def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str]):
     result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
     if args == ["--from", ""]:  # an empty --from is no --from
@@ -250,8 +311,13 @@ def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_pa
     assert result.stdout == ""
     if args[-1] == "nope":
         assert "unknown stage: nope" in result.stderr
+    if args[-1] == "nope" or args == ["--from", "dpo", "--until", "sft"]:
         assert "stages: pretrain anneal-100b anneal-300b soup sft dpo rlvr eval-instruct export eval-base" \
             in result.stderr
+    if args == ["--from", "dpo", "--until", "sft"]:
+        assert "--until sft comes before --from dpo: nothing to submit" in result.stderr
+    if "--only" in args and len(args) > 2:
+        assert "give --only alone" in result.stderr
     assert env.calls() == []
 
 
@@ -271,7 +337,9 @@ def test_submit_only_one_stage(env: Env, bundles: dict[str, Path], tmp_path: Pat
 def test_submit_help(env: Env, bundles: dict[str, Path], tmp_path: Path):
     result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--help"], env.vars(), tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith("usage: launch/submit.sh [--from STAGE | --only STAGE] [--dry-run]\n")
+    assert result.stdout.startswith("usage: launch/submit.sh [--from STAGE] [--until STAGE] [--dry-run]\n"
+                                    "       launch/submit.sh --only STAGE [--dry-run]\n")
+    assert "--until STAGE  submit every stage up to and including STAGE" in result.stdout
     assert result.stdout.splitlines()[-1].strip().startswith("--dry-run")
     assert env.calls() == []
 
@@ -310,6 +378,19 @@ def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
     assert [Path(c[-1]).name for c in calls] == ["05-sft.sbatch", "06-dpo.sbatch", "07-rlvr.sbatch",
                                                  "08-eval-instruct.sbatch", "09-export.sbatch", "10-eval-base.sbatch"]
     assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1003"], []]
+
+
+def test_submit_for_real_until_a_stage(env: Env, tmp_path: Path):
+    bundle = _copy("tiny", tmp_path)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--until", "eval-base"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = env.calls()
+    assert [Path(c[-1]).name for c in calls] == ["01-prepare.sbatch", "02-pretrain.sbatch", "03-microanneal.sbatch",
+                                                 "04-anneal.sbatch", "05-soup.sbatch", "06-eval-base.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1002"], ["1004"], ["1005"]]
+    assert [line.split() for line in result.stdout.splitlines()] == [
+        ["stage", "job"], ["prepare", "1001"], ["pretrain", "1002"], ["microanneal", "1003"], ["anneal", "1004"],
+        ["soup", "1005"], ["eval-base", "1006"]]
 
 
 def test_submit_stops_when_sbatch_fails(env: Env, tmp_path: Path):
@@ -409,7 +490,26 @@ def test_local_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_pat
 def test_local_help(env: Env, bundles: dict[str, Path], tmp_path: Path):
     result = _run(["bash", str(bundles["tiny"] / "launch" / "local.sh"), "--help"], env.vars(), tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith("usage: launch/local.sh [STAGE|all] [--nproc N] [--dry-run]\n")
+    assert result.stdout.startswith("usage: launch/local.sh [STAGE ...|all] [--nproc N] [--dry-run]\n")
+
+
+def test_local_runs_several_stages_in_the_order_given(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    bundle = bundles["tiny"]
+    plan = _plan(bundle)
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "--dry-run", "soup", "anneal"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    stages = {s["name"]: s for s in plan["stages"]}
+    assert result.stdout.splitlines() == [*_exports(bundle, "cpu"),
+                                          *_local_expected(bundle, [stages["soup"], stages["anneal"]],
+                                                           plan["cluster"]["gpus_per_node"])]
+
+
+def test_local_checks_every_stage_before_running_any(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    result = _run(["bash", str(bundles["tiny"] / "launch" / "local.sh"), "--dry-run", "prepare", "nope"],
+                  env.vars(), tmp_path)
+    assert result.returncode == 2
+    assert "unknown stage: nope" in result.stderr
+    assert result.stdout == ""
 
 
 # --- launch/slurm/*.sbatch ---------------------------------------------------------------------

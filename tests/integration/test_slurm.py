@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,11 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
             "PREEMPTED", "SPECIAL_EXIT"}
 # pretrain short enough for 2 CPU cores: 40K tokens is 10 steps of 16 x 256
 OVERRIDES = ["stages.pretrain.tokens=40K", "stages.pretrain.lr.warmup_steps=2"]
+# the base-model DAG at the same scale: 5 steps per microanneal candidate and per anneal ingredient
+DAG_OVERRIDES = [*OVERRIDES, "stages.microanneal.tokens=20K", "stages.anneal.tokens=20K"]
+BASE_DAG = ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base"]  # sft on: no runners yet
+DAG_TIMEOUT = 1200.0
+TRAINING = ("pretrain", "microanneal", "anneal")
 NOT_YET = "cannot run pretrain stages yet"
 
 pytestmark = [
@@ -50,11 +56,11 @@ def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) 
     return subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
-def _build(out: Path) -> Path:
+def _build(out: Path, overrides: list[str] = OVERRIDES) -> Path:
     from olmo2spec.compiler import check
     from olmo2spec.emit.bundle import build_bundle
 
-    build_bundle(check(SPECS / "tiny.toml", OVERRIDES), out, "tiny")
+    build_bundle(check(SPECS / "tiny.toml", overrides), out, "tiny")
     return out
 
 
@@ -62,6 +68,17 @@ def _job(job_id: str, env: dict[str, str]) -> dict[str, str]:
     result = _run(["scontrol", "-o", "show", "job", job_id], env, ROOT, timeout=30)
     assert result.returncode == 0, result.stderr
     return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
+
+
+def _records(job_id: str, env: dict[str, str]) -> list[dict[str, str]]:
+    """`scontrol show job`, one record per line: a job array gives one per task (or per pending range of tasks)."""
+    result = _run(["scontrol", "-o", "show", "job", job_id], env, ROOT, timeout=30)
+    assert result.returncode == 0, f"scontrol show job {job_id}: {result.stderr}"
+    return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _completed(records: list[dict[str, str]]) -> bool:
+    return all(r["JobState"] == "COMPLETED" and r["ExitCode"] == "0:0" for r in records)
 
 
 def _log(job: dict[str, str]) -> str:
@@ -213,3 +230,176 @@ def test_time_limit_signal_checkpoints_and_requeues(cluster: dict[str, str], tmp
     assert log.count("resumed after requeue 1") == 2, report
     assert log.count("preflight ok on ") == 2, report  # once per start of the job
     assert not list(checkpoints.glob("pretrain/STOP-*")), report  # the script removed its stop file
+
+
+# --- the base-model DAG: launch/submit.sh against launch/local.sh --------------------------------
+
+
+def _submit_dag(bundle: Path, env: dict[str, str], until: str) -> dict[str, str]:
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--until", until], env, bundle.parent)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["stage", "job"], result.stdout
+    ids = dict(line.split() for line in lines[1:])
+    assert list(ids) == BASE_DAG, f"--until {until} submitted other stages than {BASE_DAG}:\n{result.stdout}"
+    assert all(i.isdigit() for i in ids.values()), result.stdout
+    return ids
+
+
+def _wait_all(ids: dict[str, str], depends: dict[str, list[str]], env: dict[str, str]
+              ) -> dict[str, list[dict[str, str]]]:
+    """Each stage's records as first seen ended. Polling keeps them: without accounting, slurmctld forgets a
+    finished job after MinJobAge (300 s), which the early stages would pass while the late ones run. A job
+    still pending after a job it waits for failed never starts (SLURM holds it): it counts as ended."""
+    ended: dict[str, list[dict[str, str]]] = {}
+    deadline = time.monotonic() + DAG_TIMEOUT
+    while True:
+        for stage, job_id in ids.items():  # in submission order: a stage's dependencies come first
+            if stage not in ended:
+                records = _records(job_id, env)
+                blocked = any(d in ended and not _completed(ended[d]) for d in depends[stage])
+                if all(r["JobState"] in FINISHED or (blocked and r["JobState"] == "PENDING") for r in records):
+                    ended[stage] = records
+        if len(ended) == len(ids):
+            return ended
+        if time.monotonic() > deadline:
+            waiting = {s: [r["JobState"] for r in _records(i, env)] for s, i in ids.items() if s not in ended}
+            pytest.fail(f"the DAG did not end in {DAG_TIMEOUT:.0f} s: still {waiting}\n{_dag_report(ended)}")
+        time.sleep(1)
+
+
+def _task(record: dict[str, str]) -> str:
+    return f"task {record['ArrayTaskId']} " if record.get("ArrayTaskId") else ""
+
+
+def _dag_report(ended: dict[str, list[dict[str, str]]], logs_of: set[str] | None = None) -> str:
+    """One line per job (and array task); then the logs of the stages in `logs_of`, or of every job not COMPLETED."""
+    lines, logs = [], []
+    for stage, records in ended.items():
+        for r in sorted(records, key=lambda r: r.get("ArrayTaskId", "").zfill(6)):  # array tasks in order
+            ok = _completed([r])
+            lines.append(f"{stage} {_task(r)}(job {r['JobId']}): {r['JobState']} exit {r['ExitCode']} "
+                         f"start {r.get('StartTime')} end {r.get('EndTime')} reason {r.get('Reason')}")
+            if (stage in logs_of) if logs_of is not None else not ok:
+                logs.append(f"----- {stage} {_task(r)}log {r.get('StdOut')}:\n{_log(r)}")
+    return "\n".join([*lines, *logs])
+
+
+def _metrics(path: Path) -> list[dict[str, object]]:
+    """Per-step records without the timings (tokens/s and MFU differ from run to run; nothing else may)."""
+    assert path.is_file(), f"no {path}"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in ("tokens_per_s", "mfu")} for row in rows]
+
+
+def _eval_numbers(path: Path) -> dict[str, object]:
+    """An eval's results.json without its checkpoint path and timings."""
+    assert path.is_file(), f"no {path}"
+    return {k: v for k, v in json.loads(path.read_text()).items() if k not in ("checkpoint", "seconds", "task_seconds")}
+
+
+def _data_copy(raw: Path, dest: Path) -> Path:
+    """The raw demo corpus without any token files (another test may have prepared `raw` already)."""
+    shutil.copytree(raw, dest, ignore=shutil.ignore_patterns("tokens"))
+    return dest
+
+
+def _token_files(data: Path) -> dict[str, bytes]:
+    """What prepare wrote, by path under DATA_ROOT (the per-file reports hold paths and timings: left out)."""
+    return {p.relative_to(data).as_posix(): p.read_bytes() for p in sorted((data / "tokens").rglob("*"))
+            if p.is_file() and not p.name.endswith(".report.json")}
+
+
+def test_base_model_dag_matches_local(cluster: dict[str, str], data_root: Path, tmp_path: Path):
+    """submit.sh --until eval-base runs the same DAG as local.sh, stage after stage, with the same results.
+
+    Locally: each stage of BASE_DAG with launch/local.sh, into checkpoint root A and data root A. Through
+    SLURM: launch/submit.sh --until eval-base into B (its own data root too, so prepare runs again): one job
+    per stage, the anneal ingredients as one job array, the soup after all of them (afterok on the array).
+    Same seeds, same 2 gloo processes: losses, checkpoints and eval numbers are the same bit for bit.
+    """
+    from olmo2spec.runtime.checkpoint import latest_complete, load_model_weights
+
+    bundle = _build(tmp_path / "tiny", DAG_OVERRIDES)
+    plan = json.loads((bundle / "plan.json").read_text())
+    stages = {s["name"]: s for s in plan["stages"]}
+    assert [s["name"] for s in plan["stages"]][:len(BASE_DAG)] == BASE_DAG
+    runs = {name: [r["name"] for r in stages[name].get("runs", [{"name": name}])] for name in BASE_DAG}
+    assert len(runs["anneal"]) == 3 and len(runs["microanneal"]) == 2, runs
+
+    # 1. locally, one stage after another
+    local_root, slurm_root = tmp_path / "checkpoints-local", tmp_path / "checkpoints-slurm"
+    local_data = _data_copy(data_root, tmp_path / "data-local")
+    slurm_data = _data_copy(data_root, tmp_path / "data-slurm")
+    local_env = _env(DATA_ROOT=str(local_data), CHECKPOINT_ROOT=str(local_root))
+    local_out: dict[str, str] = {}
+    for stage in BASE_DAG:
+        result = _run(["bash", str(bundle / "launch" / "local.sh"), stage], local_env, tmp_path, timeout=JOB_TIMEOUT)
+        local_out[stage] = result.stdout + result.stderr
+        assert result.returncode == 0, f"local.sh {stage}: exit {result.returncode}\n{local_out[stage]}"
+
+    # 2. the same DAG through SLURM
+    slurm_env = _env(DATA_ROOT=str(slurm_data), CHECKPOINT_ROOT=str(slurm_root))
+    ids = _submit_dag(bundle, slurm_env, "eval-base")
+    try:
+        # what SLURM was told, read while the jobs wait (a satisfied dependency is dropped from the job's record)
+        pending = {stage: _records(job_id, slurm_env) for stage, job_id in ids.items()}
+        soup, anneal = pending["soup"], pending["anneal"]
+        assert len(soup) == 1 and re.fullmatch(rf"afterok:{ids['anneal']}(_\*)?\(unfulfilled\)",
+                                                soup[0]["Dependency"]), soup
+        assert re.fullmatch(rf"afterok:{ids['soup']}\(unfulfilled\)", pending["eval-base"][0]["Dependency"]), \
+            pending["eval-base"]
+        for stage in ("microanneal", "anneal"):
+            assert pending[stage][0]["Dependency"] == f"afterok:{ids['pretrain']}(unfulfilled)", pending[stage]
+        assert [(r["JobState"], r.get("ArrayTaskId")) for r in anneal] == [("PENDING", "0-2")], anneal
+        assert [(r["JobState"], r.get("ArrayTaskId")) for r in pending["microanneal"]] == [("PENDING", "0-1")]
+
+        start = time.monotonic()
+        ended = _wait_all(ids, {s: stages[s]["depends_on"] for s in BASE_DAG}, slurm_env)
+        seconds = time.monotonic() - start
+    finally:
+        _run(["scancel", *ids.values()], slurm_env, ROOT)  # nothing is left waiting, whatever failed
+    report = _dag_report(ended)
+    failed = [s for s, rs in ended.items() if not _completed(rs)]
+    assert not failed, f"jobs of {failed} did not complete ({seconds:.0f} s):\n{report}"
+
+    # 3. the shape of the DAG as it ran: job arrays for the several-run stages, each job after what it waits for
+    for stage in BASE_DAG:
+        records = ended[stage]
+        if len(runs[stage]) > 1:
+            assert sorted(int(r["ArrayTaskId"]) for r in records) == list(range(len(runs[stage]))), report
+            assert {r["ArrayJobId"] for r in records} == {ids[stage]}, report
+        else:
+            assert len(records) == 1 and not records[0].get("ArrayTaskId"), report
+        assert all(Path(r["StdOut"]).parent == bundle / "logs" for r in records), report
+        for dep in stages[stage]["depends_on"]:
+            last_end = max(r["EndTime"] for r in ended[dep])  # ISO 8601 timestamps sort as times
+            assert all(r["StartTime"] >= last_end for r in records), f"{stage} started before {dep} ended\n{report}"
+    for task, run in enumerate(runs["anneal"]):  # each array task trained its own ingredient
+        record = next(r for r in ended["anneal"] if r["ArrayTaskId"] == str(task))
+        assert f"anneal: run {run}, steps 0 -> " in _log(record), _dag_report(ended, {"anneal"})
+
+    # 4. the same results
+    assert _token_files(slurm_data) == _token_files(local_data), "prepare tokenized differently under SLURM"
+    for stage in TRAINING:
+        for run in runs[stage]:
+            local, slurm = _metrics(local_root / run / "metrics.jsonl"), _metrics(slurm_root / run / "metrics.jsonl")
+            assert [r["step"] for r in local] == list(range(1, stages[stage]["steps"] + 1)), local
+            if slurm != local:
+                first = next(((a, b) for a, b in zip(local, slurm, strict=False) if a != b), None)
+                where = f"first at\nlocal {first[0]}\nslurm {first[1]}" if first else \
+                    f"in length: {len(local)} steps locally, {len(slurm)} under SLURM"
+                pytest.fail(f"{run}: the per-step metrics differ, {where}\n----- local.sh {stage}:\n"
+                            f"{local_out[stage]}\n{_dag_report(ended, {stage})}")
+    for run in [*runs["pretrain"], *runs["microanneal"], *runs["anneal"], "soup"]:
+        local_ckpt, slurm_ckpt = latest_complete(local_root / run), latest_complete(slurm_root / run)
+        assert local_ckpt and slurm_ckpt and local_ckpt.name == slurm_ckpt.name, (run, local_ckpt, slurm_ckpt)
+        local_w, slurm_w = load_model_weights(local_ckpt), load_model_weights(slurm_ckpt)
+        assert sorted(local_w) == sorted(slurm_w), run
+        different = [k for k in local_w if not local_w[k].equal(slurm_w[k])]
+        assert not different, f"{run}: weights differ in {different}"
+    local_eval, slurm_eval = local_root / "eval-base" / "soup", slurm_root / "eval-base" / "soup"
+    assert _eval_numbers(slurm_eval / "results.json") == _eval_numbers(local_eval / "results.json"), \
+        f"local:\n{local_out['eval-base']}\n{_dag_report(ended, {'eval-base'})}"
+    for task in ("demo-math-dev", "demo-math-heldout"):  # the greedy continuations, item by item
+        assert (slurm_eval / f"{task}.json").read_bytes() == (local_eval / f"{task}.json").read_bytes(), task
