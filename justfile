@@ -57,6 +57,10 @@ bench-data: install
 bench-train: install-dev
     {{python}} benchmarks/bench_train.py
 
+# A 4-ingredient soup of a 170M-parameter model: peak RSS and time, streamed against naive, same run.
+bench-soup: install-dev
+    {{python}} benchmarks/bench_soup.py
+
 # The SLURM integration tests on a throwaway one-node cluster (root: installs slurm-wlm and munge if missing).
 slurm-test: install-dev
     #!/usr/bin/env bash
@@ -67,4 +71,4 @@ slurm-test: install-dev
     OLMO2SPEC_SLURM_DIR="$dir" {{python}} -m pytest -q -m slurm tests/integration
 
 # Every benchmark.
-bench: bench-compile bench-data bench-train
+bench: bench-compile bench-data bench-train bench-soup
