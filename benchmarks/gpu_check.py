@@ -75,7 +75,8 @@ def main() -> None:
     dist.destroy_process_group()
 
 
-def check_checkpoint(model, optimizer, tokens, labels, rank) -> None:
+def check_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, tokens: torch.Tensor,
+                     labels: torch.Tensor, rank: int) -> None:
     """DCP round trip on CUDA: the loss on a fixed batch after reload equals the loss before the detour step."""
     def fixed_loss() -> float:
         with torch.no_grad():

@@ -64,17 +64,16 @@ def _build(out: Path, overrides: list[str] = OVERRIDES) -> Path:
     return out
 
 
-def _job(job_id: str, env: dict[str, str]) -> dict[str, str]:
-    result = _run(["scontrol", "-o", "show", "job", job_id], env, ROOT, timeout=30)
-    assert result.returncode == 0, result.stderr
-    return dict(re.findall(r"(\w+)=(\S*)", result.stdout))
-
-
 def _records(job_id: str, env: dict[str, str]) -> list[dict[str, str]]:
     """`scontrol show job`, one record per line: a job array gives one per task (or per pending range of tasks)."""
     result = _run(["scontrol", "-o", "show", "job", job_id], env, ROOT, timeout=30)
     assert result.returncode == 0, f"scontrol show job {job_id}: {result.stderr}"
     return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in result.stdout.splitlines() if line.strip()]
+
+
+def _job(job_id: str, env: dict[str, str]) -> dict[str, str]:
+    """The record of a job that is not an array."""
+    return _records(job_id, env)[0]
 
 
 def _completed(records: list[dict[str, str]]) -> bool:
