@@ -85,6 +85,29 @@ def _log(job: dict[str, str]) -> str:
     return path.read_text(errors="replace") if path.is_file() else f"(no log at {path})"
 
 
+def _daemon_logs(lines: int = 40) -> str:
+    """The tail of slurmctld's and slurmd's logs, for a failure report (jobs are gone from them soon)."""
+    parts = []
+    for name in ("slurmctld.log", "slurmd.log"):
+        path = Path(SLURM_DIR) / name
+        if path.is_file():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            parts.append(f"----- {path} (last {lines} lines)\n" + "\n".join(tail))
+    return "\n".join(parts)
+
+
+def _wait_node_idle(env: dict[str, str], timeout: float = 120) -> None:
+    """Poll sinfo until the node is idle: no job on it, nothing left completing."""
+    deadline = time.monotonic() + timeout
+    while True:
+        state = _run(["sinfo", "-h", "-o", "%T"], env, ROOT, timeout=30).stdout.split()
+        if state == ["idle"]:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"node still {state} after {timeout:.0f} s\n{_daemon_logs()}")
+        time.sleep(0.5)
+
+
 def _submit(bundle: Path, env: dict[str, str], stage: str) -> str:
     result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--only", stage], env, bundle.parent)
     assert result.returncode == 0, result.stderr
@@ -213,14 +236,18 @@ def test_time_limit_signal_checkpoints_and_requeues(cluster: dict[str, str], tmp
     signal = _run(["scancel", "--batch", "--signal=USR1", job_id], env, ROOT)
     assert signal.returncode == 0, signal.stderr
 
-    # SLURM holds a requeued job back for about 2 minutes (its EligibleTime): let it start now
+    # SLURM holds a requeued job back for about 2 minutes (its EligibleTime): let it start now, but
+    # only once the node has finished tearing down the first start (a slow machine can still be
+    # cleaning up when the job turns PENDING, and a start in that window fails without a log line)
     job = _wait(job_id, env, until={"PENDING", *FINISHED})
     assert job["JobState"] == "PENDING" and job["Restarts"] == "1", f"not requeued: {job}\n{_log(job)}"
+    _wait_node_idle(env)
     hurry = _run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], env, ROOT)
     assert hurry.returncode == 0, hurry.stderr
     job = _wait(job_id, env)
     log = _log(job)
-    report = f"job {job_id}: {job['JobState']} exit {job['ExitCode']}, restarts {job.get('Restarts')}; log:\n{log}"
+    report = (f"job {job_id}: {job['JobState']} exit {job['ExitCode']}, restarts {job.get('Restarts')}, "
+              f"reason {job.get('Reason')}; log:\n{log}\n{_daemon_logs()}")
     assert job["JobState"] == "COMPLETED", report
     assert job["ExitCode"] == "0:0", report
     assert job["Restarts"] == "1", report
