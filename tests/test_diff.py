@@ -56,10 +56,10 @@ def test_an_override_shows_only_what_it_changes(plans: dict[str, Plan], spec: st
 
 
 def test_mix_rows_are_matched_by_source(plans: dict[str, Plan]) -> None:
-    changed = check(SPECS / "tiny.toml", ["sources.demo-math.tokens=\"600K\""]).plan
+    changed = check(SPECS / "tiny.toml", ["sources.demo-math.tokens=\"1.5M\""]).plan
     rows = _rows(plans["tiny"], changed)
-    assert rows["sources.demo-math.tokens"] == ("754,000", "600,000")
-    assert rows["mixes.demo-pretrain.rows.demo-math.source_tokens"] == ("754,000", "600,000")
+    assert rows["sources.demo-math.tokens"] == ("1,200,000", "1,500,000")
+    assert rows["mixes.demo-pretrain.rows.demo-math.source_tokens"] == ("1,200,000", "1,500,000")
     assert "mixes.demo-pretrain.rows.demo-web.source_tokens" not in rows
 
 
@@ -93,7 +93,7 @@ def test_cli_diff(capsys: pytest.CaptureFixture[str]) -> None:
     assert "no differences" in capsys.readouterr().out
     assert main(["diff", str(SPECS / "tiny.toml"), str(SPECS / "1b.toml"), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert ["model.d_model", "256", "2,048"] in rows
+    assert ["model.d_model", "128", "2,048"] in rows
 
 
 def test_cli_diff_exit_code() -> None:

@@ -77,7 +77,9 @@ WEB_MAX_BYTES = 2_900_000
 CODE_TRAIN_BYTES = 1_250_000
 CODE_HELDOUT_BYTES = 48_000
 CODE_MAX_FILE_BYTES = 60_000
-MATH_TRAIN_BYTES = 750_000
+MATH_TRAIN_BYTES = 1_200_000
+MATH_TRAIN_DRILL_SHARE = 0.95  # of math train documents; the rest: varied-phrasing facts and word problems
+MATH_EVAL_SHARES = {"drill": 0.5, "arithmetic": 0.3, "word_problem": 0.2}
 SHARDS = {"web": 4, "code": 2, "math": 2}
 MATH_DEV_ITEMS = 200
 MATH_HELDOUT_ITEMS = 500
@@ -475,6 +477,13 @@ _STATEMENTS = {
 }
 
 
+def _fact_key(a: int, op: str, b: int, c: int) -> str:
+    """The split key of the fact a op b = c: a sum and its differences, a product and its quotients,
+    in either order, are one fact family (so 7 + 5, 5 + 7 and 12 - 5 share a split)."""
+    x, y = (a, b) if op in "+*" else (b, c)
+    return f"{'add' if op in '+-' else 'mul'}:{min(x, y)}:{max(x, y)}"
+
+
 def _operand(rng: random.Random, max_digits: int) -> int:
     digits = rng.randint(1, max_digits)
     return rng.randint(2 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
@@ -485,13 +494,11 @@ def _arithmetic(rng: random.Random, max_digits: int = 3) -> MathProblem:
     if op in "+-":
         x, y = _operand(rng, max_digits), _operand(rng, max_digits)
         a, b, c = (x, y, x + y) if op == "+" else (x + y, y, x)
-        key = f"add:{min(x, y)}:{max(x, y)}"
     else:
         x, y = _operand(rng, max_digits), _operand(rng, min(2, max_digits))
         a, b, c = (x, y, x * y) if op == "*" else (x * y, y, x)
-        key = f"mul:{min(x, y)}:{max(x, y)}"
     question = rng.choice(_QUESTIONS[op]).format(a=a, b=b)
-    return MathProblem(key=key, kind="arithmetic", question=question, answer=c,
+    return MathProblem(key=_fact_key(a, op, b, c), kind="arithmetic", question=question, answer=c,
                        solution=f"{a} {op} {b} = {c}.", steps=((a, op, b, c),))
 
 
@@ -500,6 +507,30 @@ def _fact_line(rng: random.Random, p: MathProblem) -> str:
     if rng.random() < 0.5:
         return rng.choice(_STATEMENTS[op]).format(a=a, b=b, c=c)
     return p.question + " " + rng.choice(_ANSWERS).format(a=a, op=op, b=b, c=c)
+
+
+# Drills: one fixed phrasing per operation on a 4-digit number, answered "The answer is N.". A
+# tiny model learns these by copying and changing the last digit, so they generalize to numbers
+# it never saw; arithmetic in varied phrasings and word problems stay out of its reach at this
+# scale. Mixed with much of those, even the drills are not learned in a short anneal: hence their
+# large share of the train documents. 9,000 numbers make some 27,000 facts, so the train split
+# repeats few of them and memorizing does not pay: copying does. A drill's split is its fact's
+# (x + 1 = y is held out as a drill exactly when it is held out in every other phrasing).
+_DRILLS: dict[str, tuple[str, str, int]] = {  # name: (question, op, b)
+    "copy": ("What is {x} plus 0?", "+", 0),
+    "times-one": ("What is {x} times 1?", "*", 1),
+    "increment": ("What is {x} plus 1?", "+", 1),
+    "decrement": ("What is {x} minus 1?", "-", 1),
+}
+
+
+def _drill(rng: random.Random) -> MathProblem:
+    name = rng.choice(list(_DRILLS))
+    question, op, b = _DRILLS[name]
+    x = rng.randint(1000, 9999)
+    c = _OPS[op](x, b)
+    return MathProblem(key=_fact_key(x, op, b, c), kind="drill", question=question.format(x=x), answer=c,
+                       solution=f"The answer is {c}.", steps=((x, op, b, c),))
 
 
 _NAMES = [("Mia", "she", "her"), ("Liam", "he", "his"), ("Ava", "she", "her"), ("Noah", "he", "his"),
@@ -698,7 +729,11 @@ def _math_train(seed: int) -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     size = 0
     while size < MATH_TRAIN_BYTES:
-        if rng.random() < 0.5:
+        r = rng.random()
+        if r < MATH_TRAIN_DRILL_SHARE:
+            text = "\n".join(f"{p.question} {p.solution}"
+                             for p in (_draw(rng, _drill, "train") for _ in range(rng.randint(3, 8))))
+        elif r < (1 + MATH_TRAIN_DRILL_SHARE) / 2:
             text = _gsm8k_text(_draw(rng, _word_problem, "train"))
         else:
             digits = rng.choice((1, 2, 2, 3))
@@ -712,11 +747,13 @@ def _math_train(seed: int) -> list[dict[str, Any]]:
 
 def _math_eval(seed: int, split: str, n: int, train_text: str, taken: set[str]) -> list[dict[str, Any]]:
     rng = random.Random(f"demo-math-{split}:{seed}")
-    n_arith = n * 3 // 5
+    n_drill = round(n * MATH_EVAL_SHARES["drill"])
+    n_arith = n_drill + round(n * MATH_EVAL_SHARES["arithmetic"])
     items: list[dict[str, Any]] = []
     keys: set[str] = set()
     while len(items) < n:
-        make = (lambda r: _arithmetic(r, rng.choice((1, 2, 2, 3)))) if len(items) < n_arith else _word_problem
+        make = (_drill if len(items) < n_drill else (lambda r: _arithmetic(r, rng.choice((1, 2, 2, 3))))
+                if len(items) < n_arith else _word_problem)
         p = _draw(rng, make, split)
         if p.key in keys or p.question in taken or p.question in train_text:
             continue

@@ -43,11 +43,18 @@ def _did_you_mean(name: str, known: Iterable[str], what: str) -> str:
     return f"declared {what}: {', '.join(known)}" if known else f"no {what} are declared"
 
 
+def _nearest_head_count(d_model: int, n_heads: int) -> int:
+    """The head count nearest n_heads (the larger on a tie) that splits d_model into even head_dims."""
+    fits = [h for h in range(1, d_model + 1) if d_model % h == 0 and (d_model // h) % 2 == 0] or [1]
+    return min(fits, key=lambda h: (abs(h - n_heads), -h))
+
+
 def check_model(recipe: Recipe, report: Reporter) -> None:
     m, tok = recipe.model, recipe.tokenizer
     if m.d_model % m.n_heads:
         report.error("E020", ("model", "n_heads"), f"n_heads {m.n_heads} does not divide d_model {m.d_model}",
-                     f"pick n_heads so that d_model / n_heads is a whole head_dim, e.g. {m.d_model // 128 or 1}")
+                     f"pick n_heads so that d_model / n_heads is a whole head_dim, e.g. "
+                     f"{_nearest_head_count(m.d_model, m.n_heads)}")
         return
     head_dim = m.d_model // m.n_heads
     if m.n_heads % m.n_kv_heads:

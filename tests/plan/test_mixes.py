@@ -64,9 +64,9 @@ def test_pretraining_mix_is_table_4(plans):
 def test_mix_pct_mix_derives_source_pct(plans):
     mix = plans["tiny"].mixes["demo-anneal"]
     rows = _rows(mix)
-    assert mix.tokens == 400_000
-    assert rows["demo-math"].tokens == 200_000
-    assert rows["demo-math"].source_pct == pytest.approx(100 * 200_000 / 754_000)
+    assert mix.tokens == 1_000_000
+    assert rows["demo-math"].tokens == 800_000
+    assert rows["demo-math"].source_pct == pytest.approx(100 * 800_000 / 1_200_000)
 
 
 def test_microanneal_builds_one_mix_per_candidate(plans):

@@ -96,8 +96,9 @@ def test_config_json(exports):  # type: ignore[no-untyped-def]
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "olmo2" and config["architectures"] == ["Olmo2ForCausalLM"]
     assert config["rms_norm_eps"] == 1e-6
-    assert config["rope_parameters"] == {"rope_type": "default", "rope_theta": 500_000.0}
-    assert config["rope_theta"] == 500_000.0
+    theta = plan.model.rope_theta
+    assert config["rope_parameters"] == {"rope_type": "default", "rope_theta": theta}
+    assert config["rope_theta"] == theta
     assert config["vocab_size"] == plan.tokenizer.embedding_rows == 100352
     assert (config["eos_token_id"], config["pad_token_id"]) == (100257, 100277)
     assert config["tie_word_embeddings"] is False

@@ -167,8 +167,8 @@ CASES: dict[str, Case] = {
     # -- Model and tokenizer shape (E020-E025) -------------------------------------------------------------------
     "heads-divide-d-model": Case(lines=(
         "tests/data/broken/heads-divide-d-model.toml:4:11: error[E020]: model.n_heads: n_heads 3 does not divide "
-        "d_model 256",
-        "  hint: pick n_heads so that d_model / n_heads is a whole head_dim, e.g. 2",
+        "d_model 128",
+        "  hint: pick n_heads so that d_model / n_heads is a whole head_dim, e.g. 4",
         "1 error, 0 warnings",
     )),
     "kv-heads-divide-heads": Case(lines=(
@@ -215,13 +215,13 @@ CASES: dict[str, Case] = {
         "1 error, 0 warnings",
     )),
     "warmup-too-long": Case(lines=(
-        "tests/data/broken/warmup-too-long.toml:5:23: error[E031]: stages.pretrain.lr.warmup_steps: warmup of 300 "
-        "steps is not shorter than the stage's 244 steps",
+        "tests/data/broken/warmup-too-long.toml:5:23: error[E031]: stages.pretrain.lr.warmup_steps: warmup of 600 "
+        "steps is not shorter than the stage's 586 steps",
         "  hint: shorten the warmup or train longer",
         "1 error, 0 warnings",
     )),
     "past-horizon": Case(lines=(
-        "tests/data/broken/past-horizon.toml:5:18: error[E032]: stages.pretrain.lr.horizon: the stage runs 244 "
+        "tests/data/broken/past-horizon.toml:5:18: error[E032]: stages.pretrain.lr.horizon: the stage runs 586 "
         "steps, past the cosine horizon of 122 steps (500,000 tokens)",
         "  hint: truncate before the horizon: raise `horizon` or train on fewer tokens",
         "1 error, 0 warnings",
@@ -322,7 +322,7 @@ CASES: dict[str, Case] = {
     )),
     "mix-too-small": Case(lines=(
         "tests/data/broken/mix-too-small.toml:5:10: error[E052]: stages.anneal.tokens: the stage trains on "
-        "499,712 tokens but its mix holds 400,000 (1.249 epochs)",
+        "1,249,280 tokens but its mix holds 1,000,000 (1.249 epochs)",
         "  hint: train on fewer tokens, enlarge the mix, or set repeat_mix = true to repeat it",
         "1 error, 0 warnings",
     )),
@@ -400,8 +400,8 @@ CASES: dict[str, Case] = {
     )),
     # -- --set: typed, checked and located like the file ---------------------------------------------------------
     "set-heads": Case(spec=TINY, args=("--set", "model.n_heads=3"), lines=(
-        "--set:1:1: error[E020]: model.n_heads: n_heads 3 does not divide d_model 256",
-        "  hint: pick n_heads so that d_model / n_heads is a whole head_dim, e.g. 2",
+        "--set:1:1: error[E020]: model.n_heads: n_heads 3 does not divide d_model 128",
+        "  hint: pick n_heads so that d_model / n_heads is a whole head_dim, e.g. 4",
         "1 error, 0 warnings",
     )),
     "set-unknown-key": Case(spec=TINY, args=("--set", "model.n_head=3"), lines=(
@@ -431,11 +431,11 @@ CASES: dict[str, Case] = {
         "  hint: did you mean 'pretrain'?",
         "1 error, 0 warnings",
     )),
-    "set-huge-model-on-cpu": Case(spec=TINY, args=("--set", "model.n_layers=2000"), lines=(
+    "set-huge-model-on-cpu": Case(spec=TINY, args=("--set", "model.n_layers=8000"), lines=(
         f"specs/tiny.toml:{_stage_header_line('pretrain')}:1: error[E060]: stages.pretrain: does not fit in 8.0 GiB "
         "per CPU process: the smallest "
-        "layout tried (shard over 2 GPUs, micro-batch 8) needs 17.2 GiB (parameters 3.2, gradients 3.2, optimizer "
-        "6.4, activations 4.0, logits 0.0)",
+        "layout tried (shard over 2 GPUs, micro-batch 8) needs 21.1 GiB (parameters 3.2, gradients 3.2, optimizer "
+        "6.4, activations 7.8, logits 0.0)",
         "  hint: shard over more GPUs (shard_gpus), add nodes, turn on activation_checkpointing, or shorten "
         "sequences",
         "1 error, 0 warnings",
