@@ -219,6 +219,9 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
     print(report.render_table(rows))
     for line in report.verdicts(rows):
         print(line)
+    kinds = report.render_kinds(rows)
+    if kinds:
+        print(f"\n{kinds}")
     return 0
 
 

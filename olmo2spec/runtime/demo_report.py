@@ -12,7 +12,7 @@ from typing import Any
 from olmo2spec.plan.plan import Plan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.checkpoint import latest_complete
 
-__all__ = ["demo_rows", "render_table", "verdicts"]
+__all__ = ["demo_rows", "render_kinds", "render_table", "verdicts"]
 
 
 def _models(plan: Plan) -> list[tuple[str, str]]:
@@ -53,18 +53,35 @@ def _pct(row: dict[str, Any], task: str) -> float:
     return float(row[task]["accuracy"]) * 100
 
 
+def _grid(header: list[str], body: list[list[str]]) -> str:
+    """A plain-text table: the first column left-aligned, the others right-aligned."""
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line: list[str]) -> str:
+        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
+                         for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *(fmt(line) for line in body)])
+
+
 def render_table(rows: list[dict[str, Any]]) -> str:
     sources = sorted(rows[0]["demo-heldout-loss"]) if rows else []
     header = ["model", *(f"loss {s}" for s in sources), "math dev %", "math held-out %"]
     body = [[r["label"], *(f"{r['demo-heldout-loss'][s]:.3f}" for s in sources), f"{_pct(r, 'demo-math-dev'):.1f}",
              f"{_pct(r, 'demo-math-heldout'):.1f}"] for r in rows]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    return _grid(header, body)
 
-    def fmt(line: list[str]) -> str:
-        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths,
-                                                                                                         strict=True)))
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(header), rule, *(fmt(line) for line in body)])
+
+def render_kinds(rows: list[dict[str, Any]], task: str = "demo-math-heldout") -> str:
+    """Where the accuracy comes from: correct / n per kind of problem (drill, arithmetic, word problem)."""
+    kinds = sorted({kind for r in rows for kind in r[task].get("by_kind", {})})
+    if not kinds:
+        return ""
+    body = []
+    for r in rows:
+        by_kind = r[task].get("by_kind", {})
+        body.append([r["label"], *(f"{by_kind[k]['correct']}/{by_kind[k]['n']}" if k in by_kind else "-"
+                                   for k in kinds)])
+    return _grid([f"{task} by kind", *kinds], body)
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:

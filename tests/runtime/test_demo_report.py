@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from olmo2spec.runtime.demo_report import render_table, verdicts
+from olmo2spec.runtime.demo_report import render_kinds, render_table, verdicts
 
 
 def _row(label: str, dev: float, heldout: float) -> dict[str, object]:
@@ -27,3 +27,15 @@ def test_verdicts_say_whether_mid_training_lifts_math_and_how_the_soup_compares(
                               "soup: held-out math 12.0% matches the best ingredient's 12.0%"]
     rows[1] = _row("ingredient (seed 1)", 0.0, 0.01)
     assert "NOT lifted by every ingredient" in verdicts(rows)[0]
+
+
+def test_the_kinds_table_shows_correct_over_n_per_kind():
+    rows = [_row("pretrained", 0.0, 0.004), _row("soup of 3", 0.3, 0.3)]
+    rows[0]["demo-math-heldout"]["by_kind"] = {"drill": {"correct": 2, "n": 250},
+                                               "word_problem": {"correct": 0, "n": 100}}
+    rows[1]["demo-math-heldout"]["by_kind"] = {"drill": {"correct": 150, "n": 250}}
+    table = render_kinds(rows).splitlines()
+    assert table[0].split() == ["demo-math-heldout", "by", "kind", "drill", "word_problem"]
+    assert table[2].split() == ["pretrained", "2/250", "0/100"]
+    assert table[3].split() == ["soup", "of", "3", "150/250", "-"]
+    assert render_kinds([_row("pretrained", 0.0, 0.0)]) == ""
