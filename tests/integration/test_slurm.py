@@ -258,6 +258,34 @@ def test_time_limit_signal_checkpoints_and_requeues(cluster: dict[str, str], tmp
     assert not list(checkpoints.glob("pretrain/STOP-*")), report  # the script removed its stop file
 
 
+FAILING_TRAINER = """import sys
+sys.exit("pretrain: failing on purpose")
+"""
+
+
+def test_a_failed_stage_cancels_its_dependents(cluster: dict[str, str], tmp_path: Path):
+    """submit.sh passes --kill-on-invalid-dep=yes: when pretrain fails, the jobs waiting on it (afterok) are
+    cancelled at once instead of pending forever with DependencyNeverSatisfied."""
+    bundle = _build(tmp_path / "tiny")
+    (bundle / "stages" / "02-pretrain.py").write_text(FAILING_TRAINER)
+    env = _env(CHECKPOINT_ROOT=str(tmp_path / "checkpoints"))
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "pretrain", "--until", "anneal"], env,
+                  bundle.parent)
+    assert result.returncode == 0, result.stderr
+    ids = dict(line.split() for line in result.stdout.splitlines()[1:])
+    assert list(ids) == ["pretrain", "microanneal", "anneal"], result.stdout
+    deadline = time.monotonic() + JOB_TIMEOUT
+    while True:
+        states = {stage: {r["JobState"] for r in _records(job_id, env)} for stage, job_id in ids.items()}
+        if all(state <= FINISHED for state in states.values()):
+            break
+        if time.monotonic() > deadline:
+            _run(["scancel", *ids.values()], env, ROOT)
+            pytest.fail(f"still running or pending after {JOB_TIMEOUT:.0f} s: {states}\n{_daemon_logs()}")
+        time.sleep(1)
+    assert states == {"pretrain": {"FAILED"}, "microanneal": {"CANCELLED"}, "anneal": {"CANCELLED"}}, states
+
+
 # --- the base-model DAG: launch/submit.sh against launch/local.sh --------------------------------
 
 

@@ -61,7 +61,8 @@ if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position 
   echo "--until $UNTIL comes before --from $FROM: nothing to submit" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2
 fi
 
-SBATCH_ARGS=(--parsable --chdir="$BUNDLE_DIR" --export="ALL,OLMO2SPEC_BUNDLE=$BUNDLE_DIR")
+# --kill-on-invalid-dep: a job whose dependency failed is cancelled rather than left pending forever
+SBATCH_ARGS=(--parsable --kill-on-invalid-dep=yes --chdir="$BUNDLE_DIR" --export="ALL,OLMO2SPEC_BUNDLE=$BUNDLE_DIR")
 SUBMITTING=0
 [ -n "$FROM$TARGET" ] || SUBMITTING=1  # --until alone: from the first stage
 [ "$DRY_RUN" = 1 ] || mkdir -p "$BUNDLE_DIR/logs"
