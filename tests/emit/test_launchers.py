@@ -370,25 +370,27 @@ def test_submit_for_real_chains_the_job_ids(env: Env, tmp_path: Path):
     assert list(elsewhere.iterdir()) == []
 
 
-def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
-    bundle = _copy("13b", tmp_path)
-    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "sft"], env.vars(), tmp_path)
+def _submit_range(env: Env, tmp_path: Path, spec: str, *args: str) -> tuple[str, list[list[str]]]:
+    """Run a copy of SPEC's submit.sh with ARGS against the stand-in sbatch: its stdout and the sbatch calls."""
+    bundle = _copy(spec, tmp_path)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), *args], env.vars(), tmp_path)
     assert result.returncode == 0, result.stderr
-    calls = env.calls()
+    return result.stdout, env.calls()
+
+
+def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
+    _, calls = _submit_range(env, tmp_path, "13b", "--from", "sft")
     assert [Path(c[-1]).name for c in calls] == ["05-sft.sbatch", "06-dpo.sbatch", "07-rlvr.sbatch",
                                                  "08-eval-instruct.sbatch", "09-export.sbatch", "10-eval-base.sbatch"]
     assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1003"], []]
 
 
 def test_submit_for_real_until_a_stage(env: Env, tmp_path: Path):
-    bundle = _copy("tiny", tmp_path)
-    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--until", "eval-base"], env.vars(), tmp_path)
-    assert result.returncode == 0, result.stderr
-    calls = env.calls()
+    stdout, calls = _submit_range(env, tmp_path, "tiny", "--until", "eval-base")
     assert [Path(c[-1]).name for c in calls] == ["01-prepare.sbatch", "02-pretrain.sbatch", "03-microanneal.sbatch",
                                                  "04-anneal.sbatch", "05-soup.sbatch", "06-eval-base.sbatch"]
     assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1002"], ["1004"], ["1005"]]
-    assert [line.split() for line in result.stdout.splitlines()] == [
+    assert [line.split() for line in stdout.splitlines()] == [
         ["stage", "job"], ["prepare", "1001"], ["pretrain", "1002"], ["microanneal", "1003"], ["anneal", "1004"],
         ["soup", "1005"], ["eval-base", "1006"]]
 
