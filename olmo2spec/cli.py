@@ -116,7 +116,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from olmo2spec.spec.jsonschema import recipe_schema
 
-    text = json.dumps(recipe_schema(partial=args.partial), indent=2, sort_keys=True) + "\n"
+    text = json.dumps(recipe_schema(composed=args.composed), indent=2, sort_keys=True) + "\n"
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(text)
@@ -282,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N math items of each split")
     p.set_defaults(func=cmd_demo_report)
 
-    p = sub.add_parser("schema", help="JSON Schema (draft 2020-12) of recipe files, for editors")
-    p.add_argument("--partial", action="store_true", help="no required keys: for fragments that are extended")
+    p = sub.add_parser("schema", help="JSON Schema (draft 7) of recipe files as written, for editors")
+    p.add_argument("--composed", action="store_true",
+                   help="of a recipe after extends/include/--set instead: every required key, every kind")
     p.add_argument("-o", "--output", help="write to this file instead of stdout")
     p.set_defaults(func=cmd_schema)
     return parser

@@ -1,14 +1,24 @@
-"""JSON Schema (draft 2020-12) of recipe files, generated from the spec's attrs classes.
+"""JSON Schema (draft 7) of recipe files, generated from the spec's attrs classes.
 
 Editors use it for completion, hover docs and red squiggles (`olmo2spec schema`). Nothing here
 is written per field: keys, types, defaults, descriptions and simple bounds all come from the
 attrs classes, so the schema cannot drift from the checker. It is looser than the checker
 (cross-field rules and custom validators stay in Python), never stricter.
+
+Two schemas. The file schema describes one file as people write it: an editor sees that file,
+not the recipe composed from it, so anything `extends` or `include` may supply is optional and a
+`[[stages]]` entry without `kind` overrides the stage of its `name`. The composed schema describes
+the tree after composition, where every required key is there.
+
+Draft 7, and only its keywords: taplo (the engine of Even Better TOML) ignores the 2019-09 and
+2020-12 ones (`unevaluatedProperties`, `prefixItems`, `dependentRequired`) and, like draft 7, the
+siblings of a `$ref`, so a `$ref` stands alone and is wrapped in `allOf` where a field adds to it.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import types
 from collections.abc import Callable
@@ -26,7 +36,7 @@ from olmo2spec.spec.types import SHARE_REPEAT_PATTERN, AutoInt, Inherit, Share, 
 
 __all__ = ["recipe_schema", "DRAFT"]
 
-DRAFT = "https://json-schema.org/draft/2020-12/schema"
+DRAFT = "http://json-schema.org/draft-07/schema#"
 Schema = dict[str, Any]
 
 _PRIMITIVES: dict[Any, str] = {int: "integer", float: "number", str: "string", bool: "boolean"}
@@ -40,10 +50,34 @@ _SPECIAL: tuple[tuple[Any, Callable[[], Schema]], ...] = (
     (Inherit, lambda: {"anyOf": [{"type": "number"}, {"const": "inherit"}]}),
 )
 
-# Tagged unions: (union, tag key, classes by tag value).
-_TAGGED: tuple[tuple[Any, str, dict[str, type]], ...] = (
-    (Stage, "kind", STAGE_KINDS),
-    (Schedule, "schedule", SCHEDULES),
+
+@attrs.frozen
+class _Tagged:
+    """A union of attrs classes told apart by the value of one key."""
+
+    union: Any
+    name: str
+    """Its name under `definitions`."""
+    tag: str
+    classes: dict[str, type]
+    doc: str
+    override_doc: str
+    """What an entry without the tag is."""
+    merged_by: str | None
+    """The key by which a file's entry overrides one of an extended or included file, if any."""
+
+
+_TAGGED: tuple[_Tagged, ...] = (
+    _Tagged(Stage, "Stage", "kind", STAGE_KINDS,
+            "A stage of the `kind` given; without `kind`, values for the stage of the same `name` "
+            "in a file this one extends or includes.",
+            "Values for the stage of the same `name` in a file this one extends or includes; "
+            "the keys its kind has.", merged_by="name"),
+    _Tagged(Schedule, "Schedule", "schedule", SCHEDULES,
+            "A learning-rate schedule of the kind given by `schedule`; without it, values merged into "
+            "the schedule of the same stage in a file this one extends or includes.",
+            "Values merged into the schedule of the same stage in a file this one extends or includes; "
+            "the keys its kind has.", merged_by=None),
 )
 
 # Validators are matched by identity (`is`), not by name or equality.
@@ -65,22 +99,24 @@ _INCLUDE_DOC = ("Fragments merged in after `extends` and before this file's own 
                 "relative to this file; tables merge, `[[stages]]` merge by name.")
 
 
-def recipe_schema(partial: bool = False) -> Schema:
-    """The JSON Schema of a recipe file.
+def recipe_schema(composed: bool = False) -> Schema:
+    """The JSON Schema of a recipe file, or with `composed` of a recipe after composition.
 
     Args:
-        partial: require no keys anywhere, and accept stages and schedules without their tag:
-            for fragments that are extended or included, whose tables are merged into others.
+        composed: describe the tree `extends`, `include` and `--set` compose: required keys are
+            required and every stage and schedule names its kind. Without it, describe one file as
+            written, whose missing keys and kinds may come from the files it extends or includes.
     """
-    builder = _Builder(partial)
+    builder = _Builder(composed)
     root = builder.object(Recipe)
-    root["properties"]["extends"] = {"description": _EXTENDS_DOC, "type": "string"}
-    root["properties"]["include"] = {"description": _INCLUDE_DOC, "type": "array", "items": {"type": "string"}}
+    if not composed:  # composition consumes them
+        root["properties"]["extends"] = {"description": _EXTENDS_DOC, "type": "string"}
+        root["properties"]["include"] = {"description": _INCLUDE_DOC, "type": "array", "items": {"type": "string"}}
     return {
         "$schema": DRAFT,
-        "title": "olmo2spec recipe" + (" fragment" if partial else ""),
+        "title": "olmo2spec recipe" + (" (composed)" if composed else " file"),
         **root,
-        "$defs": dict(sorted(builder.defs.items())),
+        "definitions": dict(sorted(builder.defs.items())),
     }
 
 
@@ -90,22 +126,26 @@ def _doc_line(cls: type) -> str:
     return text.splitlines()[0]
 
 
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/definitions/{name}"}
+
+
 class _Builder:
     """Walks attrs classes, collecting each one's schema in `defs` by class name."""
 
-    def __init__(self, partial: bool) -> None:
-        self.partial = partial
+    def __init__(self, composed: bool) -> None:
+        self.composed = composed
         self.defs: dict[str, Schema] = {}
-        self.owners: dict[str, type] = {}
+        self.owners: dict[str, Any] = {}
 
-    def ref(self, cls: type) -> Schema:
-        name = cls.__name__
-        if self.owners.setdefault(name, cls) is not cls:
-            raise TypeError(f"two spec classes are named {name}; $defs needs unique names")
+    def define(self, name: str, owner: Any, build: Callable[[], Schema]) -> Schema:
+        """A `$ref` to `definitions/name`, built on first use."""
+        if self.owners.setdefault(name, owner) is not owner:
+            raise TypeError(f"two spec types are named {name}; definitions need unique names")
         if name not in self.defs:
             self.defs[name] = {}  # placeholder: a class that refers to itself must not recurse forever
-            self.defs[name] = self.object(cls)
-        return {"$ref": f"#/$defs/{name}"}
+            self.defs[name] = build()
+        return _ref(name)
 
     def object(self, cls: type) -> Schema:
         hints = get_type_hints(cls)
@@ -117,12 +157,14 @@ class _Builder:
             "additionalProperties": False,
         }
         required = [toml_key(a) for a in fields if a.default is attrs.NOTHING]
-        if required and not self.partial:
+        if required and self.composed:
             schema["required"] = required
         return schema
 
     def field(self, attribute: attrs.Attribute[Any], hint: Any) -> Schema:
-        schema: Schema = {"description": str(attribute.metadata.get("doc", "")), **self.schema_of(hint)}
+        of = self.schema_of(hint)
+        schema: Schema = {"description": str(attribute.metadata.get("doc", "")),
+                          **({"allOf": [of]} if "$ref" in of else of)}
         _constrain(schema, attribute.validator)
         default = _json_default(attribute.default)
         if default is not attrs.NOTHING:
@@ -134,18 +176,56 @@ class _Builder:
         for special, make in _SPECIAL:
             if hint == special:
                 return make()
-        for union, _tag, classes in _TAGGED:
-            if hint == union:
-                return self.tagged(classes)
+        for tagged in _TAGGED:
+            if hint == tagged.union:
+                return self.ref_tagged(tagged)
         if attrs.has(hint):
             return self.ref(hint)
         return self.generic(hint)
 
-    def tagged(self, classes: dict[str, type]) -> Schema:
-        refs = [self.ref(cls) for cls in classes.values()]
-        # The tag's `const` makes exactly one class match a whole value. In a fragment the tag may be
-        # missing (stages merge by name, tables merge key by key), so any class may match.
-        return {"anyOf": refs} if self.partial else {"oneOf": refs}
+    def ref(self, cls: type) -> Schema:
+        return self.define(cls.__name__, cls, lambda: self.object(cls))
+
+    def ref_tagged(self, tagged: _Tagged) -> Schema:
+        return self.define(tagged.name, tagged.union, lambda: self.tagged(tagged))
+
+    def tagged(self, tagged: _Tagged) -> Schema:
+        """One class per tag value, chosen by `if`/`then`: errors then point into the class that applies,
+        where `oneOf` would report that no class matches the whole table."""
+        tag_doc = str(attrs.fields_dict(next(iter(tagged.classes.values())))[tagged.tag].metadata.get("doc", ""))
+        branches: list[Schema] = [
+            {"if": {"properties": {tagged.tag: {"const": value}}, "required": [tagged.tag]},
+             "then": self.ref(cls)}
+            for value, cls in tagged.classes.items()
+        ]
+        schema: Schema = {
+            "description": tagged.doc,
+            "type": "object",
+            "properties": {tagged.tag: {"description": tag_doc, "enum": list(tagged.classes)}},
+            "allOf": branches,
+        }
+        if self.composed:
+            schema["required"] = [tagged.tag]
+            return schema
+        override = self.define(f"{tagged.name}Override", tagged, lambda: self.override(tagged))
+        branches.append({"if": {"not": {"required": [tagged.tag]}}, "then": override})
+        if tagged.merged_by:  # an entry without it overrides nothing, and a whole one has it
+            schema["required"] = [tagged.merged_by]
+        return schema
+
+    def override(self, tagged: _Tagged) -> Schema:
+        """An entry without its tag: any key of any class, each typed as that class types it."""
+        variants: dict[str, list[tuple[str, Schema]]] = {}
+        for value, cls in tagged.classes.items():
+            for key, prop in self.object(cls)["properties"].items():
+                if key != tagged.tag:
+                    variants.setdefault(key, []).append((value, prop))
+        return {
+            "description": tagged.override_doc,
+            "type": "object",
+            "properties": {key: _any_of(found) for key, found in variants.items()},
+            "additionalProperties": False,
+        }
 
     def generic(self, hint: Any) -> Schema:
         origin, args = get_origin(hint), get_args(hint)
@@ -160,6 +240,26 @@ class _Builder:
         if hint in _PRIMITIVES:
             return {"type": _PRIMITIVES[hint]}
         raise TypeError(f"no JSON Schema for the spec type {hint!r}")
+
+
+def _any_of(found: list[tuple[str, Schema]]) -> Schema:
+    """One key as several classes declare it: each distinct type once, each description with its kinds."""
+    shapes: list[Schema] = []
+    kinds_by_doc: dict[str, list[str]] = {}
+    for kind, prop in found:
+        shape = {k: v for k, v in prop.items() if k not in ("description", "default")}
+        if shape not in shapes:
+            shapes.append(shape)
+        kinds_by_doc.setdefault(prop["description"], []).append(kind)
+    if len(kinds_by_doc) == 1:
+        description = next(iter(kinds_by_doc))
+    else:
+        description = " ".join(f"{', '.join(kinds)}: {doc}" for doc, kinds in kinds_by_doc.items())
+    schema: Schema = {"description": description, **(shapes[0] if len(shapes) == 1 else {"anyOf": shapes})}
+    defaults = {json.dumps(prop.get("default"), sort_keys=True) for _kind, prop in found}
+    if len(defaults) == 1 and "default" in found[0][1]:  # every class has it, and the same
+        schema["default"] = found[0][1]["default"]
+    return schema
 
 
 def _without_none(hint: Any) -> Any:

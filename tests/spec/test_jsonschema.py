@@ -27,13 +27,15 @@ STRUCTURAL = [
 
 
 @pytest.fixture(scope="module")
-def full() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(recipe_schema())
+def full() -> jsonschema.Draft7Validator:
+    """The composed recipe's schema."""
+    return jsonschema.Draft7Validator(recipe_schema(composed=True))
 
 
 @pytest.fixture(scope="module")
-def partial() -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(recipe_schema(partial=True))
+def file() -> jsonschema.Draft7Validator:
+    """The schema of one file as written (what editors use)."""
+    return jsonschema.Draft7Validator(recipe_schema())
 
 
 @pytest.fixture(scope="module")
@@ -41,41 +43,52 @@ def tiny() -> dict[str, Any]:
     return compose(SPECS / "tiny.toml").data
 
 
-def _errors(validator: jsonschema.Draft202012Validator, tree: Any) -> list[str]:
+def _errors(validator: jsonschema.Draft7Validator, tree: Any) -> list[str]:
     return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(tree)]
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
-    """Every subschema (dict) in the schema, depth first."""
+def _walk(node: Any, skip: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+    """Every subschema (dict) in the schema, depth first, but those under a keyword in `skip`."""
     if isinstance(node, dict):
         yield node
-        for value in node.values():
-            yield from _walk(value)
+        for key, value in node.items():
+            if key not in skip:
+                yield from _walk(value, skip)
     elif isinstance(node, list):
         for value in node:
-            yield from _walk(value)
+            yield from _walk(value, skip)
 
 
-@pytest.mark.parametrize("partial_", [False, True], ids=["full", "partial"])
-def test_schema_is_valid_draft_2020_12(partial_: bool) -> None:
-    schema = recipe_schema(partial=partial_)
+@pytest.mark.parametrize("composed", [False, True], ids=["file", "composed"])
+def test_schema_is_valid_draft_7(composed: bool) -> None:
+    schema = recipe_schema(composed=composed)
     assert schema["$schema"] == DRAFT
-    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.Draft7Validator.check_schema(schema)
+
+
+@pytest.mark.parametrize("composed", [False, True], ids=["file", "composed"])
+def test_schema_uses_only_what_taplo_implements(composed: bool) -> None:
+    """taplo ignores a `$ref`'s siblings and every keyword newer than draft 7 (checked with taplo 0.9)."""
+    newer = {"$defs", "prefixItems", "unevaluatedProperties", "unevaluatedItems", "dependentRequired",
+             "dependentSchemas", "$anchor", "$dynamicRef", "minContains", "maxContains"}
+    for node in _walk(recipe_schema(composed=composed)):
+        assert not newer & set(node), newer & set(node)
+        assert "$ref" not in node or set(node) == {"$ref"}, node
 
 
 def test_schema_is_deterministic() -> None:
     assert json.dumps(recipe_schema()) == json.dumps(recipe_schema())
-    assert list(recipe_schema()["$defs"]) == sorted(recipe_schema()["$defs"])
+    assert list(recipe_schema()["definitions"]) == sorted(recipe_schema()["definitions"])
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
-def test_composed_shipped_specs_validate(full: jsonschema.Draft202012Validator, name: str) -> None:
+def test_composed_shipped_specs_validate(full: jsonschema.Draft7Validator, name: str) -> None:
     assert _errors(full, compose(SPECS / f"{name}.toml").data) == []
 
 
 @pytest.mark.parametrize("path", sorted(SPECS.rglob("*.toml")), ids=lambda p: str(p.relative_to(SPECS)))
-def test_every_spec_file_validates_as_a_fragment(partial: jsonschema.Draft202012Validator, path: Any) -> None:
-    assert _errors(partial, tomllib.loads(path.read_text(encoding="utf-8"))) == []
+def test_every_spec_file_validates_as_written(file: jsonschema.Draft7Validator, path: Any) -> None:
+    assert _errors(file, tomllib.loads(path.read_text(encoding="utf-8"))) == []
 
 
 DELETE = object()
@@ -109,7 +122,7 @@ def _leaves(errors: Any) -> Iterator[jsonschema.ValidationError]:
 
 
 @pytest.mark.parametrize("breakage", list(BREAKAGES))
-def test_broken_trees_fail_at_the_broken_key(full: jsonschema.Draft202012Validator, tiny: dict[str, Any],
+def test_broken_trees_fail_at_the_broken_key(full: jsonschema.Draft7Validator, tiny: dict[str, Any],
                                             breakage: str) -> None:
     path, value = BREAKAGES[breakage]
     tree = copy.deepcopy(tiny)
@@ -129,25 +142,32 @@ def test_broken_trees_fail_at_the_broken_key(full: jsonschema.Draft202012Validat
 
 
 @pytest.mark.parametrize("name", STRUCTURAL)
-def test_broken_recipes_fail(full: jsonschema.Draft202012Validator, name: str) -> None:
+def test_broken_recipes_fail(full: jsonschema.Draft7Validator, name: str) -> None:
     assert _errors(full, compose(BROKEN / f"{name}.toml").data)
 
 
-def test_partial_accepts_stages_merged_by_name(partial: jsonschema.Draft202012Validator,
-                                               full: jsonschema.Draft202012Validator) -> None:
+def test_file_accepts_stages_merged_by_name(file: jsonschema.Draft7Validator,
+                                            full: jsonschema.Draft7Validator) -> None:
     fragment = {"stages": [{"name": "sft", "nodes": 4, "lr": {"start": 5e-6}}]}
-    assert _errors(partial, fragment) == []
+    assert _errors(file, fragment) == []
     assert _errors(full, fragment)
-    assert _errors(partial, {"stages": [{"name": "sft", "nodez": 4}]})
+    assert _errors(file, {"stages": [{"name": "sft", "nodez": 4}]})
+    assert _errors(file, {"stages": [{"name": "sft", "nodes": "4"}]})
+    # with its kind, an entry has only that kind's keys; without a name it overrides nothing
+    assert _errors(file, {"stages": [{"name": "sft", "kind": "sft", "beta": 5.0}]})
+    assert _errors(file, {"stages": [{"kind": "sft"}]})
 
 
-def test_partial_requires_nothing() -> None:
-    assert not [s for s in _walk(recipe_schema(partial=True)) if "required" in s]
-    assert recipe_schema()["required"] == ["recipe", "model", "tokenizer", "cluster", "stages"]
+def test_file_requires_only_stage_names() -> None:
+    """A file's missing keys may come from what it extends or includes; a stage is merged by its name."""
+    # `if` requires the tag its branch is for: it tests, it does not demand
+    required = [node["required"] for node in _walk(recipe_schema(), skip=("if",)) if "required" in node]
+    assert required == [["name"]]
+    assert recipe_schema(composed=True)["required"] == ["recipe", "model", "tokenizer", "cluster", "stages"]
 
 
 def test_every_property_is_described() -> None:
-    for schema in (recipe_schema(), recipe_schema(partial=True)):
+    for schema in (recipe_schema(), recipe_schema(composed=True)):
         for node in _walk(schema):
             if node.get("type") == "object" and "properties" in node:
                 assert node["description"].strip()
@@ -156,26 +176,31 @@ def test_every_property_is_described() -> None:
 
 
 def test_defaults_satisfy_their_own_schema() -> None:
-    schema = recipe_schema()
+    schema = recipe_schema(composed=True)
     checked = 0
     for node in _walk(schema):
         for key, prop in node.get("properties", {}).items():
             if "default" in prop:
-                own = jsonschema.Draft202012Validator({**prop, "$defs": schema["$defs"]})
+                own = jsonschema.Draft7Validator({**prop, "definitions": schema["definitions"]})
                 assert list(own.iter_errors(prop["default"])) == [], key
                 checked += 1
     assert checked > 50
 
 
 def test_keys_types_and_checks_come_from_the_fields() -> None:
-    defs = recipe_schema()["$defs"]
+    defs = recipe_schema()["definitions"]
     stage = defs["PretrainStage"]["properties"]
     assert "from" in stage and "from_" not in stage
     assert stage["kind"]["const"] == "pretrain"
     assert stage["name"]["pattern"] == "^[a-z0-9][a-z0-9._-]{0,63}$"
     assert stage["tokens"]["anyOf"][2]["pattern"]  # "50B"
     assert stage["tokens"]["exclusiveMinimum"] == 0
-    assert {"$ref": "#/$defs/CosineSchedule"} in stage["lr"]["oneOf"]
+    assert stage["lr"]["allOf"] == [{"$ref": "#/definitions/Schedule"}]
+    assert {"if": {"properties": {"schedule": {"const": "cosine"}}, "required": ["schedule"]},
+            "then": {"$ref": "#/definitions/CosineSchedule"}} in defs["Schedule"]["allOf"]
+    override = defs["StageOverride"]["properties"]
+    assert "kind" not in override and override["loss"]["anyOf"][1]["enum"] == ["dpo_norm", "dpo"]
+    assert override["nodes"]["exclusiveMinimum"] == 0
     model = defs["ModelSpec"]["properties"]
     assert model["norm"] == {**model["norm"], "enum": ["reordered", "pre"], "default": "reordered"}
     assert (model["dropout"]["minimum"], model["dropout"]["maximum"]) == (0, 1)
@@ -188,8 +213,8 @@ def test_keys_types_and_checks_come_from_the_fields() -> None:
     assert set(recipe_schema()["properties"]) >= {"extends", "include"}
 
 
-@pytest.mark.parametrize("args", [[], ["--partial"]], ids=["full", "partial"])
+@pytest.mark.parametrize("args", [[], ["--composed"]], ids=["file", "composed"])
 def test_cli_prints_the_schema(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "olmo2spec.cli", "schema", *args], cwd=ROOT,
                             capture_output=True, text=True, check=True)
-    assert json.loads(result.stdout) == recipe_schema(partial=bool(args))
+    assert json.loads(result.stdout) == recipe_schema(composed=bool(args))
