@@ -88,6 +88,9 @@ _BOUNDS: tuple[tuple[Any, Schema], ...] = (
     (safe_name, {"pattern": SAFE_NAME}),
 )
 
+# Tables whose keys the checker holds to safe names, as they become file names (rules.check_names).
+_NAMED_KEYS: tuple[tuple[type, str], ...] = ((Recipe, "sources"), (Recipe, "mixes"))
+
 # Every closure a validator factory returns shares its code object: identity says which factory made it.
 _ONE_OF = one_of(()).__code__
 _IN_RANGE = in_range(0, 1).__code__
@@ -156,6 +159,9 @@ class _Builder:
             "properties": {toml_key(a): self.field(a, hints[a.name]) for a in fields},
             "additionalProperties": False,
         }
+        for owner, key in _NAMED_KEYS:
+            if owner is cls:
+                schema["properties"][key]["propertyNames"] = {"pattern": SAFE_NAME}
         required = [toml_key(a) for a in fields if a.default is attrs.NOTHING]
         if required and self.composed:
             schema["required"] = required

@@ -84,21 +84,23 @@ def test_taplo_marks_what_check_rejects_on_its_line(schema_file: Path, name: str
     _assert_taplo_marks_what_check_rejects(schema_file, BROKEN / f"{name}.toml")
 
 
-# Stages as files override them: each case's one mistake, in a file extending the tiny recipe.
-STAGE_MISTAKES = {
-    "key of another kind": 'name = "pretrain"\nkind = "pretrain"\nbeta = 5.0\n',
-    "typo in an override by name": 'name = "pretrain"\nbatch_sise = 16\n',
-    "string for a number in an override": 'name = "pretrain"\nnodes = "2"\n',
-    "bad value in an override": 'name = "pretrain"\nactivation_checkpointing = "some"\n',
-    "unknown schedule": 'name = "pretrain"\nlr = { schedule = "cosin", peak = 1e-3 }\n',
-    "typo in a schedule override": 'name = "pretrain"\nlr = { peek = 1e-3 }\n',
-    "a stage without a name": 'kind = "eval"\nsuite = "demo"\n',
+# Each case's one mistake, in a file extending the tiny recipe: stages as files override them, and names.
+MISTAKES = {
+    "key of another kind": '[[stages]]\nname = "pretrain"\nkind = "pretrain"\nbeta = 5.0\n',
+    "typo in an override by name": '[[stages]]\nname = "pretrain"\nbatch_sise = 16\n',
+    "string for a number in an override": '[[stages]]\nname = "pretrain"\nnodes = "2"\n',
+    "bad value in an override": '[[stages]]\nname = "pretrain"\nactivation_checkpointing = "some"\n',
+    "unknown schedule": '[[stages]]\nname = "pretrain"\nlr = { schedule = "cosin", peak = 1e-3 }\n',
+    "typo in a schedule override": '[[stages]]\nname = "pretrain"\nlr = { peek = 1e-3 }\n',
+    "a stage without a name": '[[stages]]\nkind = "eval"\nsuite = "demo"\n',
+    "a source name": '[sources."Demo Web"]\ntokens = 1000\n',
+    "a mix name": '[mixes."mix/1"]\nsource_pct = { demo-web = 100 }\n',
 }
 
 
-@pytest.mark.parametrize("mistake", list(STAGE_MISTAKES))
-def test_taplo_marks_stage_mistakes_on_their_line(schema_file: Path, tmp_path: Path, mistake: str) -> None:
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_taplo_marks_mistakes_in_overrides_on_their_line(schema_file: Path, tmp_path: Path, mistake: str) -> None:
     path = tmp_path / "recipe.toml"
-    path.write_text(f"extends = {json.dumps((SPECS / 'tiny.toml').as_posix())}\n\n[[stages]]\n"
-                    + STAGE_MISTAKES[mistake], encoding="utf-8")
+    path.write_text(f"extends = {json.dumps((SPECS / 'tiny.toml').as_posix())}\n\n{MISTAKES[mistake]}",
+                    encoding="utf-8")
     _assert_taplo_marks_what_check_rejects(schema_file, path)
