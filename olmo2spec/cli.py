@@ -117,12 +117,33 @@ def cmd_schema(args: argparse.Namespace) -> int:
     from olmo2spec.spec.jsonschema import recipe_schema
 
     text = json.dumps(recipe_schema(composed=args.composed), indent=2, sort_keys=True) + "\n"
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
+    if args.output in (None, "-"):
         sys.stdout.write(text)
+        return 0
+    if not args.output or args.output.endswith(os.sep) or os.path.isdir(args.output):
+        print(f"error: schema -o needs a file to write, or - for stdout (got {args.output!r})", file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    _write_file(args.output, text)
     return 0
+
+
+def _write_file(path: str, text: str) -> None:
+    """Write `text` to `path` whole or not at all; through a link, and into a FIFO or device as it is."""
+    if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout, a FIFO: never renamed over
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    real = os.path.realpath(path)  # a link stays a link
+    # Written beside the target and renamed over it: a full disk or a kill leaves the old file whole.
+    directory, name = os.path.split(real)
+    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, real)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -218,3 +220,41 @@ def test_cli_prints_the_schema(args: list[str]) -> None:
     result = subprocess.run([sys.executable, "-m", "olmo2spec.cli", "schema", *args], cwd=ROOT,
                             capture_output=True, text=True, check=True)
     assert json.loads(result.stdout) == recipe_schema(composed=bool(args))
+
+
+def _schema_cli(*args: str, cwd: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "olmo2spec.cli", "schema", *args], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_cli_output_file(tmp_path: Path) -> None:
+    (tmp_path / "old.json").write_text("old", encoding="utf-8")
+    assert _schema_cli("-o", "old.json", cwd=tmp_path).returncode == 0
+    assert json.loads((tmp_path / "old.json").read_text(encoding="utf-8")) == recipe_schema()
+    dash = _schema_cli("-o", "-", cwd=tmp_path)  # stdout, as everywhere
+    assert dash.returncode == 0 and json.loads(dash.stdout) == recipe_schema()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.json"]
+
+
+def test_cli_output_keeps_links_and_special_files(tmp_path: Path) -> None:
+    """A link is written through, not replaced; a FIFO (or /dev/stdout) is written, never renamed over."""
+    (tmp_path / "link.json").symlink_to("real.json")
+    assert _schema_cli("-o", "link.json", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "link.json").is_symlink()
+    assert json.loads((tmp_path / "real.json").read_text(encoding="utf-8")) == recipe_schema()
+    os.mkfifo(tmp_path / "fifo")
+    with open(tmp_path / "read.json", "wb") as out:
+        reader = subprocess.Popen(["cat", str(tmp_path / "fifo")], stdout=out)
+        assert _schema_cli("-o", "fifo", cwd=tmp_path).returncode == 0
+        reader.wait(timeout=30)
+    assert (tmp_path / "fifo").is_fifo()
+    assert json.loads((tmp_path / "read.json").read_text(encoding="utf-8")) == recipe_schema()
+
+
+@pytest.mark.parametrize("target", ["", "missing-dir/schema.json", "a-dir", "a-dir/", "new-dir/"])
+def test_cli_bad_output_is_a_clear_error(tmp_path: Path, target: str) -> None:
+    (tmp_path / "a-dir").mkdir()
+    result = _schema_cli("-o", target, cwd=tmp_path)
+    assert result.returncode != 0 and result.stdout == ""
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-dir"] and not list((tmp_path / "a-dir").iterdir())
