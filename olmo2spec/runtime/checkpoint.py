@@ -3,22 +3,27 @@
 Layout of a run's directory ($CHECKPOINT_ROOT/<run>):
     step-0000100/            a DCP checkpoint: {"model": ..., "optim": ...} plus `.metadata`
     step-0000100/extra-rank0.pt   per-rank extras (RNG states)
+    step-0000100/CHECKSUMS.json   size and sha256 of every file above, gathered from the ranks that wrote them
     step-0000100/COMPLETE    written by rank 0 after every rank finished: what makes it count
 A directory without COMPLETE (a save killed midway) is never loaded and is removed by the next
-save. Retention is explicit: the newest `keep_last` checkpoints are kept, plus every multiple of
+save. Every load verifies the checksums of the files it reads first (`integrity`), and turns what
+DCP raises on a damaged step into a CheckpointError that names the step, the file and what to do.
+Retention is explicit: the newest `keep_last` checkpoints are kept, plus every multiple of
 `permanent_every` and the final one, which are never deleted.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
     get_model_state_dict,
     get_state_dict,
@@ -26,26 +31,35 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-__all__ = ["Checkpointer", "step_dir", "complete_steps", "latest_complete", "load_model_weights",
-           "read_marker", "COMPLETE"]
+from olmo2spec.runtime.integrity import (
+    COMPLETE,
+    CheckpointError,
+    advice,
+    checksums_of,
+    listed_files,
+    model_files,
+    rank_files,
+    read_marker,
+    seal,
+    verify,
+)
 
-COMPLETE = "COMPLETE"
+__all__ = ["Checkpointer", "step_dir", "complete_steps", "latest_complete", "load_model_weights",
+           "read_marker", "COMPLETE", "CheckpointError"]
+
+_STEP = re.compile(r"step-(\d+)")
 
 
 def step_dir(run_dir: Path, step: int) -> Path:
     return run_dir / f"step-{step:07d}"
 
 
-def read_marker(path: Path) -> dict[str, Any]:
-    """The COMPLETE marker of a checkpoint directory."""
-    return json.loads((path / COMPLETE).read_text())  # type: ignore[no-any-return]
-
-
 def complete_steps(run_dir: Path) -> list[int]:
     """Steps with a complete checkpoint, ascending."""
     if not run_dir.is_dir():
         return []
-    return sorted(int(p.name[5:]) for p in run_dir.glob("step-*") if (p / COMPLETE).is_file())
+    return sorted(int(m[1]) for p in run_dir.glob("step-*") if (m := _STEP.fullmatch(p.name))
+                  and (p / COMPLETE).is_file())
 
 
 def latest_complete(run_dir: Path) -> Path | None:
@@ -57,17 +71,47 @@ def _rank() -> int:
     return dist.get_rank() if dist.is_initialized() else 0
 
 
+def _world() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
 def _barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+def _wait(future: Any) -> None:
+    """Wait for a DCP async save (a Future, or an AsyncSaveResponse in newer torch)."""
+    future.result() if hasattr(future, "result") else future.upload_completion.result()
+
+
+def _hash_when_written(future: Any, path: Path, rank: int) -> dict[str, dict[str, Any]]:
+    """In the background: wait for this rank's async write, then hash the files it wrote."""
+    _wait(future)
+    return checksums_of(path, rank_files(path, rank))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The exception inside a DCP CheckpointException (which holds one per failed rank)."""
+    failures = getattr(exc, "failures", None)
+    return next(iter(failures.values()))[0] if failures else exc  # type: ignore[no-any-return]
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    cause = _cause(exc)
+    what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return CheckpointError(f"checkpoint {path} cannot be loaded ({what}): a damaged file, or a checkpoint of "
+                           f"another model? If its files are damaged, {advice(path)}")
 
 
 class Checkpointer:
     """Saves and restores one run's model and optimizer; every rank calls every method.
 
     With `async_save`, the state is staged to host memory and written by a background thread
-    while training continues (DCP `async_save`, on its own gloo group); the COMPLETE marker is
-    written only once every rank's write has finished, at the next save or at `finish()`.
+    while training continues (DCP `async_save`, on its own gloo group), and a second background
+    thread hashes this rank's files once they are written; the checksums are gathered and the
+    COMPLETE marker written only once every rank's write has finished, at the next save or at
+    `finish()`.
     """
 
     def __init__(self, run_dir: Path, *, keep_last: int, permanent_every: int, async_save: bool = False,
@@ -77,7 +121,8 @@ class Checkpointer:
         self.permanent_every = permanent_every
         self.async_save = async_save
         self.group = group
-        self._pending: tuple[Path, Any, dict[str, Any]] | None = None
+        self._pending: tuple[Path, Future[dict[str, dict[str, Any]]], dict[str, Any]] | None = None
+        self._hasher: ThreadPoolExecutor | None = None
 
     def save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
              meta: dict[str, Any], *, final: bool = False) -> Path:
@@ -95,46 +140,74 @@ class Checkpointer:
         if self.async_save and not final:
             future = dcp.async_save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path),
                                     process_group=self.group)
-            self._pending = (path, future, marker)
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="checkpoint-hash")
+            self._pending = (path, self._hasher.submit(_hash_when_written, future, path, _rank()), marker)
         else:
             dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path))
-            self._complete(path, marker)
+            self._complete(path, marker, checksums_of(path, rank_files(path, _rank())))
         return path
 
     def finish(self) -> None:
         """Wait for a background save and mark it complete (a no-op when none is pending)."""
         if self._pending is None:
             return
-        path, future, marker = self._pending
+        path, hashed, marker = self._pending
         self._pending = None
-        result = future.result() if hasattr(future, "result") else future.upload_completion.result()
-        del result
-        self._complete(path, marker)
+        self._complete(path, marker, hashed.result())  # the write's own error, if it failed, is raised here
 
-    def _complete(self, path: Path, marker: dict[str, Any]) -> None:
-        _barrier()
+    def _complete(self, path: Path, marker: dict[str, Any], mine: dict[str, dict[str, Any]]) -> None:
+        """Gather every rank's checksums on rank 0, which seals the step (CHECKSUMS.json, then COMPLETE)."""
+        gathered: list[Any] = [mine]
+        if dist.is_initialized():
+            gathered = [None] * _world() if _rank() == 0 else []
+            dist.gather_object(mine, gathered if _rank() == 0 else None, dst=0, group=self.group)
         if _rank() == 0:
-            tmp = path / f".{COMPLETE}.tmp"
-            tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-            tmp.rename(path / COMPLETE)
+            seal(path, {name: entry for part in gathered for name, entry in part.items()}, marker)
             self._retain()
         _barrier()
 
     def load(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-        """Load model (and optimizer) state from a complete checkpoint; returns its marker."""
-        if optimizer is None:
-            model_sd = get_model_state_dict(model)
-            dcp.load({"model": model_sd}, checkpoint_id=str(path))
-            set_model_state_dict(model, model_sd)
-        else:
-            model_sd, optim_sd = get_state_dict(model, optimizer)
-            state = {"model": model_sd, "optim": optim_sd}
-            dcp.load(state, checkpoint_id=str(path))
-            set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
-        extra = path / f"extra-rank{_rank()}.pt"
-        if extra.is_file():  # a resume at another world size has no extras for new ranks
-            torch.set_rng_state(torch.load(extra, weights_only=True)["torch_rng"])
-        return read_marker(path)
+        """Load model (and optimizer) state from a complete checkpoint, verified first; returns its marker.
+
+        Raises:
+            CheckpointError: the same on every rank, for a damaged step (naming the file) or one DCP cannot read.
+        """
+        marker = read_marker(path)  # every rank reads the same file: the same error everywhere
+        self._verify(path, marker)
+        try:
+            if optimizer is None:
+                model_sd = get_model_state_dict(model)
+                dcp.load({"model": model_sd}, checkpoint_id=str(path))
+                set_model_state_dict(model, model_sd)
+            else:
+                model_sd, optim_sd = get_state_dict(model, optimizer)
+                state = {"model": model_sd, "optim": optim_sd}
+                dcp.load(state, checkpoint_id=str(path))
+                set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+            extra = path / f"extra-rank{_rank()}.pt"
+            if extra.is_file():  # a resume at another world size has no extras for new ranks
+                torch.set_rng_state(torch.load(extra, weights_only=True)["torch_rng"])
+        except (CheckpointException, RuntimeError, OSError, ValueError, KeyError) as exc:  # a step from before
+            raise _unreadable(path, exc) from None  # checksums; DCP's CheckpointException is a BaseException
+        return marker
+
+    def _verify(self, path: Path, marker: dict[str, Any]) -> None:
+        """Every file of the step, each hashed by one rank; any rank's finding is raised on all of them."""
+        problem = None
+        try:
+            listed = listed_files(path, marker, warn=_rank() == 0)
+            if listed is not None:
+                verify(path, sorted(listed)[_rank()::_world()], marker=marker)
+        except CheckpointError as exc:
+            problem = str(exc)
+        problems = [problem]
+        if dist.is_initialized():
+            problems = [None] * _world()
+            dist.all_gather_object(problems, problem, group=self.group)
+        found = next((p for p in problems if p is not None), None)
+        if found is not None:
+            raise CheckpointError(found)
 
     def _retain(self) -> None:
         for partial in self.run_dir.glob("step-*"):  # saves killed midway: never loadable
@@ -145,18 +218,39 @@ class Checkpointer:
         for step in steps:
             path = step_dir(self.run_dir, step)
             permanent = self.permanent_every and step % self.permanent_every == 0
-            if step in keep or permanent or read_marker(path).get("final"):
+            if step in keep or permanent or _is_final(path):
                 continue
             shutil.rmtree(path, ignore_errors=True)
 
 
+def _is_final(path: Path) -> bool:
+    """Whether a step is a run's final one; a step whose marker cannot be read is kept as if it were (for a person
+    to look at): retention deletes only what it knows it may."""
+    try:
+        return bool(read_marker(path).get("final"))
+    except CheckpointError:
+        return True
+
+
 def load_model_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's model weights as one plain state dict, without a process group (for export, soups)."""
+    """A checkpoint's model weights as one plain state dict, without a process group (for export, eval).
+
+    The files it reads are verified first.
+
+    Raises:
+        CheckpointError: a damaged step (naming the file), or one DCP cannot read.
+    """
     from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
+    model_files(path)
     state: dict[str, Any] = {}
     planner = _EmptyStateDictLoadPlanner(keys={"model"})  # the optimizer state is never read
-    _load_state_dict(state, storage_reader=dcp.FileSystemReader(str(path)), planner=planner, no_dist=True)
+    try:
+        _load_state_dict(state, storage_reader=dcp.FileSystemReader(str(path)), planner=planner, no_dist=True)
+    except (CheckpointException, RuntimeError, OSError, ValueError) as exc:  # a step from before checksums
+        raise _unreadable(path, exc) from None
+    if not isinstance(state.get("model"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no model weights (no `model.` entries): is it a checkpoint?")
     return {k: v for k, v in state["model"].items()}
 

@@ -70,7 +70,7 @@ import torch.nn.functional as F
 from olmo2spec.data.tokenizer import Tokenizer
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import COMPLETE, latest_complete, load_model_weights, read_marker
+from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, latest_complete, load_model_weights, read_marker
 from olmo2spec.runtime.model import ModelArgs, Transformer, apply_rope, rope_tables
 
 __all__ = [
@@ -118,7 +118,11 @@ def final_checkpoint(run_dir: Path) -> Path:
     path = latest_complete(run_dir)
     if path is None:
         raise EvalError(f"{run_dir.name} has no complete checkpoint in {run_dir}: run its stage first")
-    if not read_marker(path).get("final"):
+    try:
+        final = read_marker(path).get("final")
+    except CheckpointError as exc:
+        raise EvalError(str(exc)) from None
+    if not final:
         raise EvalError(f"{run_dir.name} has not finished: its newest checkpoint {path.name} is not final "
                         f"(rerun its stage to complete it)")
     return path
@@ -152,7 +156,10 @@ def load_model(plan: Plan, checkpoint_dir: Path, device: str | torch.device = "c
     path = _resolve(Path(checkpoint_dir))
     with warnings.catch_warnings():  # DCP without a process group
         warnings.simplefilter("ignore")
-        weights = {_strip_wrappers(k): v for k, v in load_model_weights(path).items()}
+        try:
+            weights = {_strip_wrappers(k): v for k, v in load_model_weights(path).items()}  # verified
+        except CheckpointError as exc:
+            raise EvalError(str(exc)) from None
     args = ModelArgs.from_plan(plan)
     with torch.device("meta"):
         model = Transformer(args)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from olmo2spec.plan.plan import Plan
-from olmo2spec.runtime.checkpoint import COMPLETE, latest_complete, load_model_weights, read_marker
+from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, latest_complete, load_model_weights, read_marker
 from olmo2spec.runtime.model import ModelArgs
 
 __all__ = ["ExportError", "MAX_SHARD_BYTES", "DTYPES", "HF_SPLIT_PATTERN", "model_args", "hf_config",
@@ -49,8 +49,8 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "module.")
 
 
 class ExportError(Exception):
-    """The checkpoint cannot be exported: none complete, weights that do not match the plan, a model
-    Hugging Face's Olmo2 cannot represent, or an output path that is not an export."""
+    """The checkpoint cannot be exported: none complete, damaged files, weights that do not match the plan or are
+    not finite, a model Hugging Face's Olmo2 cannot represent, or an output path that is not an export."""
 
 
 def model_args(plan: Plan) -> ModelArgs:
@@ -185,6 +185,10 @@ def _hf_weights(weights: dict[str, torch.Tensor], plan: Plan, dtype: torch.dtype
     if extra:
         raise ExportError(f"checkpoint has a weight the plan's model does not: {extra[0].removeprefix('model.')!r}"
                           + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
+    for name in shapes:
+        if not bool(torch.isfinite(renamed[name]).all()):  # a diverged run, or damage no checksum covered
+            raise ExportError(f"weight {name.removeprefix('model.')!r} is not finite (NaN or inf): refusing to export "
+                              "it; check the run's loss, or export an earlier checkpoint")
     return {name: renamed[name].detach().to("cpu", dtype).contiguous() for name in shapes}
 
 
@@ -366,8 +370,12 @@ def export_hf(checkpoint_dir: Path, plan: Plan, out: Path, dtype: str = "float32
     if out.exists() and not _is_export(out) and (not out.is_dir() or any(out.iterdir())):  # empty dirs may go
         raise ExportError(f"{out} exists and is not a Hugging Face OLMo 2 export: refusing to replace it")
     checkpoint = resolve_checkpoint(Path(checkpoint_dir))
-    marker = read_marker(checkpoint)
-    tensors = _hf_weights(load(checkpoint), plan, DTYPES[dtype])
+    try:
+        marker = read_marker(checkpoint)
+        weights = load(checkpoint)  # verified against the step's checksums
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    tensors = _hf_weights(weights, plan, DTYPES[dtype])
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

@@ -9,7 +9,7 @@ import sys
 
 from olmo2spec.plan.plan import ExportStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import latest_complete, read_marker
+from olmo2spec.runtime.checkpoint import CheckpointError, latest_complete, read_marker
 
 __all__ = ["run_export_stage", "EXIT_EXPORT_FAILED"]
 
@@ -31,7 +31,12 @@ def run_export_stage(ctx: RunContext) -> int:
         print(f"export {name}: {stage.source} has no complete checkpoint in {run_dir}: run that stage first",
               file=sys.stderr)
         return EXIT_EXPORT_FAILED
-    if not read_marker(checkpoint).get("final"):
+    try:
+        final = read_marker(checkpoint).get("final")
+    except CheckpointError as exc:
+        print(f"export {name}: {stage.source}: {exc}", file=sys.stderr)
+        return EXIT_EXPORT_FAILED
+    if not final:
         print(f"export {name}: {stage.source} has not finished: its newest checkpoint {checkpoint} is not final "
               f"(rerun its stage to complete it)", file=sys.stderr)
         return EXIT_EXPORT_FAILED

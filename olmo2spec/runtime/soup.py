@@ -5,12 +5,14 @@
 at a time from its DCP checkpoint. Peak memory is one model in fp32 plus a few copies of one
 tensor, whatever the number of ingredients. Optimizer state is never read. Before any tensor is
 read, every ingredient's DCP metadata (keys, shapes, dtypes) is compared with the first one's,
-and a mismatch is refused naming the first difference.
+and a mismatch is refused naming the first difference. The files read are verified against each
+ingredient's checksums first (`integrity`), and a tensor that is not finite (in an ingredient or the
+result) is refused, naming it: a soup never writes NaN or inf.
 
 The result is a DCP checkpoint holding {"model": ...} only (stages after a soup start a fresh
 optimizer), with the same COMPLETE marker as `Checkpointer` writes ({...meta, "step": 0,
-"final": true}, plus "optimizer": false), written last: a soup killed midway leaves no marker and
-is never loaded. `Checkpointer.load(path, model, None)` reads it like any checkpoint.
+"final": true}, plus "optimizer": false) and CHECKSUMS.json, written last: a soup killed midway
+leaves no marker and is never loaded. `Checkpointer.load(path, model, None)` reads it like any checkpoint.
 
 `run_soup_stage()` is the `soup` stage kind: it finds each ingredient run's final checkpoint,
 soups them into `$CHECKPOINT_ROOT/<stage>/step-0000000` and exports that to
@@ -22,7 +24,6 @@ torch is imported inside the functions, so importing this module (to register th
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import resource
@@ -38,6 +39,17 @@ from typing import Any
 import attrs
 
 from olmo2spec.runtime.bundle import RunContext
+from olmo2spec.runtime.integrity import (
+    COMPLETE,
+    CheckpointError,
+    advice,
+    checksums_of,
+    model_files,
+    rank_files,
+    read_marker,
+    seal,
+    verify,
+)
 
 __all__ = ["SoupError", "SoupReport", "soup", "model_metadata", "check_ingredients", "has_optimizer_state",
            "run_soup_stage", "EXIT_BAD_INPUT", "EXIT_FAILED"]
@@ -48,7 +60,6 @@ EXIT_BAD_INPUT = 2
 """An ingredient is missing, not final, or does not match the others (or the plan's model)."""
 
 _MODEL = "model."
-COMPLETE = "COMPLETE"  # olmo2spec.runtime.checkpoint.COMPLETE (which imports torch)
 _DCP_FILES = (".metadata", ".distcp", ".tmp")  # what a soup killed midway may have left in its output
 
 
@@ -116,13 +127,18 @@ def model_metadata(path: Path) -> dict[str, Any]:
     """
     import torch.distributed.checkpoint as dcp
 
-    if not (path / ".metadata").is_file():
+    if not (path / ".metadata").is_file() and not (path / COMPLETE).is_file():
         raise SoupError(f"{path} is not a checkpoint (no .metadata): "
                         f"{'it does not exist' if not path.exists() else 'a save that never finished?'}")
     try:
+        if (path / COMPLETE).is_file():
+            verify(path, [".metadata"])
+    except CheckpointError as exc:
+        raise SoupError(str(exc)) from None
+    try:
         metadata = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
     except Exception as exc:  # a truncated or foreign .metadata: unpickling raises anything
-        raise SoupError(f"{path}/.metadata cannot be read ({type(exc).__name__}: {exc})") from None
+        raise SoupError(f"{path}/.metadata cannot be read ({type(exc).__name__}: {exc}); {advice(path)}") from None
     model = {k.removeprefix(_MODEL): v for k, v in metadata.items() if k.startswith(_MODEL)}
     if not model:
         raise SoupError(f"checkpoint {path} holds no model weights (no `model.` entries)")
@@ -177,7 +193,7 @@ def check_ingredients(ingredients: Sequence[Path], names: Sequence[str] | None =
 def has_optimizer_state(path: Path) -> bool:
     """Whether a checkpoint holds optimizer state (a soup does not: load it with `optimizer=None`)."""
     if (path / COMPLETE).is_file():
-        recorded = json.loads((path / COMPLETE).read_text()).get("optimizer")
+        recorded = read_marker(path).get("optimizer")
         if recorded is not None:
             return bool(recorded)
     import torch.distributed.checkpoint as dcp
@@ -246,7 +262,17 @@ def _load(model: dict[str, Any], key: str, reader: Any, name: str) -> None:
         cause = _cause(exc)
         what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
         raise SoupError(f"ingredient {name} ({reader.path}): cannot read {key}: {what} (a truncated or corrupt "
-                        "checkpoint?)") from cause
+                        f"checkpoint?); {advice(Path(reader.path))}") from cause
+
+
+def _check_finite(tensor: Any, key: str, whose: str) -> None:
+    """Refuse NaN or inf: a soup of them would be written as a model. (A sum is cheap and non-finite whenever any
+    value is; the exact test, which allocates, runs only then.)"""
+    import torch
+
+    if tensor.is_floating_point() and not torch.isfinite(tensor.sum()) and not bool(torch.isfinite(tensor).all()):
+        raise SoupError(f"{whose}: tensor {key} is not finite (NaN or inf): refusing to write a soup of it; "
+                        "check that ingredient's run (its loss, or the checkpoint's files)")
 
 
 def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict[str, Any],
@@ -276,6 +302,11 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
         raise SoupError(f"{len(names)} names for {len(ingredients)} ingredients")
     weights = _check_weights(weights, len(ingredients))
     ref = check_ingredients(ingredients, names)
+    for path, name in zip(ingredients, names, strict=True):
+        try:
+            model_files(path)  # verified before a byte of them is used
+        except CheckpointError as exc:
+            raise SoupError(f"ingredient {name}: {exc}") from None
     _prepare_out(out)
 
     readers = [_reader(p) for p in ingredients]
@@ -297,13 +328,17 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
         for key in sorted(tensors, key=lambda k: -sizes[k]):
             total = acc[key]
             _load({key: total}, key, readers[0], names[0])  # converted to fp32 as it is read
+            _check_finite(total, key, f"ingredient {names[0]} ({ingredients[0]})")
             total.mul_(weights[0])
             if len(readers) > 1:
                 buf = torch.empty(total.shape, dtype=tensors[key])  # one tensor of one ingredient at a time
-                for reader, weight, name in zip(readers[1:], weights[1:], names[1:], strict=True):
+                for reader, weight, name, path in zip(readers[1:], weights[1:], names[1:], ingredients[1:],
+                                                      strict=True):
                     _load({key: buf}, key, reader, name)
+                    _check_finite(buf, key, f"ingredient {name} ({path})")
                     total.add_(buf, alpha=weight)
                 del buf
+            _check_finite(total, key, "the soup")
             if total.dtype != tensors[key]:  # the soup keeps the ingredients' dtype (bf16 weights: rounded once)
                 acc[key] = (total if tensors[key].is_floating_point else total.round_()).to(tensors[key])
             del total
@@ -314,9 +349,7 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
             raise cause if isinstance(cause, OSError) else OSError(f"saving {out}: {cause}") from cause
     del acc
     marker = {**meta, "step": 0, "final": True, "optimizer": False}
-    tmp = out / f".{COMPLETE}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    tmp.rename(out / COMPLETE)  # last: without it the soup does not count
+    seal(out, checksums_of(out, rank_files(out, 0)), marker)  # last: without COMPLETE the soup does not count
     return SoupReport(out=out, names=names, weights=weights, tensors=len(ref), bytes=nbytes,
                       seconds=time.perf_counter() - start, peak_rss_mib=_peak_rss_mib())
 
@@ -362,7 +395,7 @@ def run_soup_stage(ctx: RunContext) -> int:
     1 the soup or its export could not be written.
     """
     from olmo2spec.plan.plan import SoupStagePlan
-    from olmo2spec.runtime.checkpoint import latest_complete, read_marker, step_dir
+    from olmo2spec.runtime.checkpoint import latest_complete, step_dir
     from olmo2spec.runtime.export_hf import ExportError, export_hf, hf_config
 
     stage = ctx.stage
@@ -377,7 +410,10 @@ def run_soup_stage(ctx: RunContext) -> int:
         if path is None:
             return _fail(stage.name, f"ingredient {run} has no complete checkpoint in {run_dir}: run its stage "
                                      "first", EXIT_BAD_INPUT)
-        marker = read_marker(path)
+        try:
+            marker = read_marker(path)
+        except CheckpointError as exc:
+            return _fail(stage.name, f"ingredient {run}: {exc}", EXIT_BAD_INPUT)
         if not marker.get("final"):
             return _fail(stage.name, f"ingredient {run} has not finished: its latest checkpoint {path} (step "
                                      f"{marker.get('step', '?')}) is not final; finish the run first",
@@ -392,11 +428,17 @@ def run_soup_stage(ctx: RunContext) -> int:
             "weights": list(stage.weights)}
     done = (out / COMPLETE).is_file()
     if done:
-        old = read_marker(out)
-        if old.get("ingredients") == recipe and old.get("weights") == meta["weights"]:
+        try:
+            old = read_marker(out)
+            verify(out)  # what the stages after it load
+            same = old.get("ingredients") == recipe and old.get("weights") == meta["weights"]
+            why = "was made from other checkpoints or weights"
+        except CheckpointError as exc:  # the soup's own output: made again from its (verified) ingredients
+            same, why = False, f"is damaged ({exc})"
+        if same:
             _say(f"soup {stage.name}: already done ({out}), from the same {len(paths)} checkpoints")
         else:
-            _say(f"soup {stage.name}: {out} was made from other checkpoints or weights: souping again")
+            _say(f"soup {stage.name}: {out} {why}: souping again")
             shutil.rmtree(out)
             done = False
     if not done:

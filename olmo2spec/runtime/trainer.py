@@ -28,7 +28,7 @@ from olmo2spec.data.loader import LoaderError, MixtureLoader, loader_for_run
 from olmo2spec.data.sources import DataRootError, data_root
 from olmo2spec.plan.plan import RunPlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import Checkpointer, latest_complete, read_marker
+from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, latest_complete, read_marker
 from olmo2spec.runtime.distributed import Dist, init_distributed, shutdown
 from olmo2spec.runtime.loss import labels_for, loss_sums
 from olmo2spec.runtime.metrics import Interval, MetricsThread, StepBuffers
@@ -268,7 +268,7 @@ def run_train_stage(ctx: RunContext) -> int:
     info = init_distributed(want_cuda)
     try:
         return Trainer(ctx, info).train()
-    except (TrainingError, LoaderError, DataRootError) as exc:
+    except (TrainingError, LoaderError, DataRootError, CheckpointError) as exc:
         if info.main:
             print(f"error: {ctx.stage.name}: {exc}", file=sys.stderr)
         return 2

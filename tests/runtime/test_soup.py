@@ -18,7 +18,14 @@ from olmo2spec.compiler import check  # noqa: E402
 from olmo2spec.emit.bundle import build_bundle  # noqa: E402
 from olmo2spec.runtime import checkpoint as ckpt  # noqa: E402
 from olmo2spec.runtime.bundle import load_run  # noqa: E402
-from olmo2spec.runtime.checkpoint import COMPLETE, Checkpointer, load_model_weights, read_marker  # noqa: E402
+from olmo2spec.runtime.checkpoint import (  # noqa: E402
+    COMPLETE,
+    Checkpointer,
+    CheckpointError,
+    load_model_weights,
+    read_marker,
+)
+from olmo2spec.runtime.integrity import CHECKSUMS, verify  # noqa: E402
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 from olmo2spec.runtime.soup import (  # noqa: E402
     EXIT_BAD_INPUT,
@@ -123,7 +130,9 @@ def test_soup_is_a_final_model_only_checkpoint(ingredients, tmp_path):  # type: 
     dirs, sds = ingredients
     out = soup(dirs[:2], [0.5, 0.5], tmp_path / "soup" / "step-0000000", meta={"stage": "soup", "x": 1}).out
     marker = read_marker(out)
+    assert len(marker.pop("checksums")) == 64  # the sha256 of its CHECKSUMS.json: a soup is verified like any step
     assert marker == {"stage": "soup", "x": 1, "step": 0, "final": True, "optimizer": False}
+    verify(out)
     keys = dcp.FileSystemReader(str(out)).read_metadata().state_dict_metadata
     assert all(k.startswith("model.") for k in keys)
     assert not has_optimizer_state(out) and has_optimizer_state(dirs[0])
@@ -134,9 +143,9 @@ def test_soup_is_a_final_model_only_checkpoint(ingredients, tmp_path):  # type: 
         warnings.simplefilter("ignore")
         assert Checkpointer(tmp_path / "next", keep_last=1, permanent_every=0).load(out, fresh, None)["final"]
     assert_weighted_mean(fresh.state_dict(), sds[:2], [0.5, 0.5])
-    # with an optimizer DCP fails ("Missing key ... optim.state..."): a CheckpointException, a BaseException.
-    # The marker's "optimizer": false (has_optimizer_state) lets a caller refuse first with a clear message.
-    with warnings.catch_warnings(), pytest.raises(BaseException, match="Missing key in checkpoint state_dict: optim"):
+    # with an optimizer DCP fails ("Missing key ... optim.state..."), which the load reports as a CheckpointError.
+    # The marker's "optimizer": false (has_optimizer_state) lets a caller refuse first with a clearer message.
+    with warnings.catch_warnings(), pytest.raises(CheckpointError, match="Missing key in checkpoint state_dict: optim"):
         warnings.simplefilter("ignore")
         Checkpointer(tmp_path / "next", keep_last=1, permanent_every=0).load(
             out, fresh, torch.optim.AdamW(fresh.parameters()))
@@ -186,6 +195,11 @@ def test_unreadable_ingredient_is_refused(ingredients, tmp_path):  # type: ignor
     shutil.copytree(dirs[1], broken)
     data = broken / "__0_0.distcp"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 10])  # truncated in the model: metadata agrees
+    with pytest.raises(SoupError, match=rf"ingredient broken: checkpoint {broken}: __0_0.distcp has [\d,]+ bytes"):
+        soup([dirs[0], broken], [0.5, 0.5], tmp_path / "soup" / "step-0000000", meta={})
+    # a step saved before checksums: DCP's own error, reported as the soup's
+    (broken / CHECKSUMS).unlink()
+    (broken / COMPLETE).write_text(json.dumps({"step": 5, "final": True}))
     with pytest.raises(SoupError, match=r"ingredient broken \(.*\): cannot read [\w.]+: "):
         soup([dirs[0], broken], [0.5, 0.5], tmp_path / "soup" / "step-0000000", meta={})
     assert not (tmp_path / "soup" / "step-0000000" / COMPLETE).exists()
