@@ -84,6 +84,15 @@ def test_taplo_marks_what_check_rejects_on_its_line(schema_file: Path, name: str
     _assert_taplo_marks_what_check_rejects(schema_file, BROKEN / f"{name}.toml")
 
 
+@pytest.mark.parametrize("path", sorted(BROKEN.rglob("*.toml")), ids=lambda p: str(p.relative_to(BROKEN)))
+def test_taplo_marks_only_what_check_rejects(schema_file: Path, path: Path) -> None:
+    """Every broken file: what taplo marks (often nothing: rules between fields), check rejects there."""
+    errors = _taplo_errors(schema_file, path)
+    if errors:
+        expected = _check_error_lines(path)
+        assert all(lines & set(expected) for lines in errors.values()), (errors, expected)
+
+
 # Each case's one mistake, in a file extending the tiny recipe: stages as files override them, and names.
 MISTAKES = {
     "key of another kind": '[[stages]]\nname = "pretrain"\nkind = "pretrain"\nbeta = 5.0\n',
