@@ -11,6 +11,7 @@ import shutil
 import socket
 import time
 import uuid
+from pathlib import Path
 
 from olmo2spec.runtime.bundle import RunContext
 
@@ -23,15 +24,27 @@ class PreflightError(Exception):
     """This node should not run the stage."""
 
 
+def _not_a_directory(path: Path) -> Path | None:
+    """The file (not a directory) that stands where `path` or one of its parents should be, if any."""
+    return next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+
+
 def check_disk(ctx: RunContext) -> str:
     """The run's checkpoint directory exists, takes a write, and has the plan's free space."""
-    ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    fix = f"set CHECKPOINT_ROOT (now {ctx.checkpoint_root}) to a directory this node can write"
+    try:
+        ctx.run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = _not_a_directory(ctx.run_dir)
+        why = f"{blocker} is a file, not a directory" if blocker is not None else exc.strerror or str(exc)
+        raise PreflightError(f"checkpoint directory {ctx.run_dir} cannot be created ({why}): {fix}") from None
     probe = ctx.run_dir / f".preflight-{socket.gethostname()}-{uuid.uuid4().hex}"
     try:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as exc:
-        raise PreflightError(f"checkpoint directory {ctx.run_dir} is not writable: {exc}") from None
+        raise PreflightError(f"checkpoint directory {ctx.run_dir} is not writable ({exc.strerror or exc}): "
+                             f"{fix}") from None
     free = shutil.disk_usage(ctx.run_dir).free / GIB
     need = ctx.plan.checkpoint.min_free_gib
     if free < need:
