@@ -170,8 +170,13 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from olmo2spec.data.demo import build_demo_corpus
+    from olmo2spec.data.owned_dir import DirectoryError
 
-    report = build_demo_corpus(Path(args.dir), seed=args.seed)
+    try:
+        report = build_demo_corpus(Path(args.dir), seed=args.seed)
+    except DirectoryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
     print(report)
     return 0
 

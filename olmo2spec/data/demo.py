@@ -16,7 +16,15 @@
     root/MANIFEST.json                every file: bytes, documents, sha256 (and of its content)
 
 Raw documents are Dolma-shaped JSON lines {"id", "source", "text"}; gzip members carry mtime 0, so
-a rebuild writes the same bytes. Files are written under a temporary name and renamed into place.
+a rebuild writes the same bytes.
+
+The directory (`owned_dir`). The corpus is written only into a new or empty directory, or one that
+holds a corpus of ours (its MANIFEST.json says so); any other is refused, nothing in it touched. It
+is built in a staging directory beside the target and moved in when complete, so a full disk or a
+kill leaves the old corpus or none. A rerun whose manifest fingerprint (seed, Python release, this
+module's and its helpers' source) matches and whose files are intact writes nothing; a rebuild
+replaces only the files the old and new manifests list (prepare's token files beside them stay) and
+leaves files with unchanged bytes as they are, so prepare's resume still recognises them.
 
 Determinism. The math and post-training files depend only on `seed`. The web and code files depend
 only on the standard library they are read from (sorted walk, `ast`, nothing imported), so they are
@@ -62,6 +70,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from olmo2spec.data import ngrams, owned_dir
 from olmo2spec.data.ngrams import has_repeated_ngram
 
 __all__ = [
@@ -122,6 +131,8 @@ class DemoReport:
     seed: int
     sources: tuple[SourceReport, ...]
     seconds: float = attrs.field(eq=False)
+    unchanged: bool = attrs.field(default=False, eq=False)
+    """The directory already held this corpus: nothing was written."""
 
     def source(self, name: str) -> SourceReport:
         for s in self.sources:
@@ -137,7 +148,9 @@ class DemoReport:
             tokens = "-" if s.byte_tokens is None else f"{s.byte_tokens:,}"
             rows.append((s.name, str(s.files), f"{s.documents:,}", text, tokens, f"{s.file_bytes:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = [f"demo corpus in {self.root} (seed {self.seed}), built in {self.seconds:.1f} s"]
+        done = (f"up to date, nothing written (checked in {self.seconds:.1f} s)" if self.unchanged
+                else f"built in {self.seconds:.1f} s")
+        lines = [f"demo corpus in {self.root} (seed {self.seed}), {done}"]
         for i, r in enumerate(rows):
             cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
             lines.append("  ".join(cells).rstrip())
@@ -874,10 +887,9 @@ def _raw_record(d: dict[str, Any]) -> dict[str, Any]:
     return {"id": d["id"], "source": d["source"], "text": d["text"]}
 
 
-def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
-    """Build the demo corpus under `root` (see the module docstring); returns what was written."""
+def _write_corpus(root: Path, seed: int, fingerprint: str) -> DemoReport:
+    """Write the demo corpus into the empty directory `root`; returns what was written."""
     start = time.perf_counter()
-    root = Path(root)
     writer = _Writer(root)
     rows: list[SourceReport] = []
 
@@ -902,14 +914,11 @@ def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
     math_docs = _math_train(seed)
 
     for name, docs in (("web", web_train), ("code", code_docs), ("math", math_docs)):
-        written = set()
         file_bytes = 0
         shards = _shard(docs, SHARDS[name])
         for i, shard in enumerate(shards):
             rel = f"raw/{name}/{name}-{i:03d}.jsonl.gz"
-            written.add(rel)
             file_bytes += writer.write(rel, [_raw_record(d) for d in shard])[0]
-        _remove_stale(root / "raw" / name, name, written, root)
         rows.append(SourceReport(f"raw/{name}", len(shards), len(docs), _text_bytes(docs), file_bytes))
 
     train_text = "\n".join(d["text"] for d in math_docs)
@@ -931,6 +940,9 @@ def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
         rows.append(SourceReport(f"post-training/{name}", 1, len(records), None, file_bytes))
 
     manifest = {
+        "writer": DEMO_WRITER,
+        "fingerprint": fingerprint,
+        "report": [attrs.astuple(r) for r in rows],
         "seed": seed,
         "python": platform.python_version(),
         "stdlib_files": len(py),
@@ -945,13 +957,53 @@ def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
     return DemoReport(root=root, seed=seed, sources=tuple(rows), seconds=time.perf_counter() - start)
 
 
-def _remove_stale(directory: Path, name: str, written: set[str], root: Path) -> None:
-    """Remove shards of an earlier build (`name-NNN.jsonl.gz`) that this build did not write, and
-    temporary files an interrupted build left behind; nothing else."""
-    pattern = re.compile(rf"\.?{re.escape(name)}-\d{{3}}\.jsonl\.gz(?:\.tmp-\d+)?")
-    for path in sorted(directory.iterdir()):
-        if pattern.fullmatch(path.name) and path.relative_to(root).as_posix() not in written:
-            path.unlink()
+# --------------------------------------------------------------------------------------------
+# the directory
+
+DEMO_WRITER = "olmo2spec demo-data"
+_LEGACY_KEYS = frozenset({"seed", "python", "stdlib_files", "files", "sources"})
+
+
+def _is_demo_manifest(manifest: dict[str, Any]) -> bool:
+    """Written by demo-data: marked so, or shaped like the manifests of releases before the mark."""
+    return manifest.get("writer") == DEMO_WRITER or ("writer" not in manifest and manifest.keys() >= _LEGACY_KEYS)
+
+
+def _fingerprint(seed: int) -> str:
+    """What the corpus depends on: the seed, the Python release (its library is the web and code text)
+    and the code that builds it."""
+    code = b"".join(Path(m.__file__ or "").read_bytes() for m in (sys.modules[__name__], ngrams))
+    return _sha256(f"{seed}\0{platform.python_version()}\0".encode() + code)
+
+
+def _reported_rows(manifest: dict[str, Any]) -> tuple[SourceReport, ...] | None:
+    try:
+        return tuple(SourceReport(*row) for row in manifest["report"])
+    except (KeyError, TypeError):
+        return None
+
+
+def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
+    """Build the demo corpus in `root` (see the module docstring); returns what was written.
+
+    Raises:
+        owned_dir.DirectoryError: `root` is a file, or a directory that is not empty and holds no demo corpus.
+        OSError: from the file system (a full disk, no permission); `root` then holds what it held before.
+    """
+    start = time.perf_counter()
+    root = Path(root)
+    target = root.resolve() if root.is_symlink() else root  # a link to a directory: fill the directory
+    old = owned_dir.claim(target, _is_demo_manifest, "demo corpus")
+    fingerprint = _fingerprint(seed)
+    if old is not None and owned_dir.up_to_date(target, old, fingerprint):
+        rows = _reported_rows(old)
+        if rows is not None:
+            return DemoReport(root=root, seed=seed, sources=rows, seconds=time.perf_counter() - start,
+                              unchanged=True)
+    with owned_dir.staging(target) as stage:
+        report = _write_corpus(stage, seed, fingerprint)
+        owned_dir.commit(stage, target, old)
+    return attrs.evolve(report, root=root, seconds=time.perf_counter() - start)
 
 
 if __name__ == "__main__":  # pragma: no cover
