@@ -212,11 +212,14 @@ class _Builder:
         }
         if self.composed:
             schema["required"] = [tagged.tag]
-            return schema
-        override = self.define(f"{tagged.name}Override", tagged, lambda: self.override(tagged))
-        branches.append({"if": {"not": {"required": [tagged.tag]}}, "then": override})
-        if tagged.merged_by:  # an entry without it overrides nothing, and a whole one has it
-            schema["required"] = [tagged.merged_by]
+        else:
+            override = self.define(f"{tagged.name}Override", tagged, lambda: self.override(tagged))
+            branches.append({"if": {"not": {"required": [tagged.tag]}}, "then": override})
+            if tagged.merged_by:  # an entry without it overrides nothing, and a whole one has it
+                schema["required"] = [tagged.merged_by]
+        # For completion and hover only: editors follow `anyOf` but not `if`/`then` (taplo 0.9), and an
+        # `anyOf` that ends with `true` validates nothing.
+        schema["anyOf"] = [branch["then"] for branch in branches] + [True]
         return schema
 
     def override(self, tagged: _Tagged) -> Schema:

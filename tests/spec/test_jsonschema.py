@@ -168,6 +168,17 @@ def test_file_requires_only_stage_names() -> None:
     assert recipe_schema(composed=True)["required"] == ["recipe", "model", "tokenizer", "cluster", "stages"]
 
 
+@pytest.mark.parametrize("union", ["Stage", "Schedule"])
+def test_editors_can_complete_every_key_of_a_union(union: str) -> None:
+    """taplo completes and documents keys through `$ref` and `anyOf`, not through `if`/`then`."""
+    defs = recipe_schema()["definitions"]
+    listed = defs[union]["anyOf"]
+    assert listed[-1] is True  # and so validates nothing
+    keys = {key for ref in listed[:-1] for key in defs[ref["$ref"].rsplit("/", 1)[1]]["properties"]}
+    classes = {branch["then"]["$ref"].rsplit("/", 1)[1] for branch in defs[union]["allOf"]}
+    assert keys == {key for name in classes for key in defs[name]["properties"]}
+
+
 def test_every_property_is_described() -> None:
     for schema in (recipe_schema(), recipe_schema(composed=True)):
         for node in _walk(schema):
