@@ -16,8 +16,9 @@ becomes `web-000.npy`.
   so the bytes are the same at any worker count.
 - Resumable: a finished file gets a JSON sidecar `<out>.report.json`, written atomically after
   the token file and its index. A file whose sidecar matches the raw file (path, size, mtime),
-  the settings (tokenizer, text field, filters and thresholds), the token file's size and its
-  index is skipped; any other is redone from scratch. Partial outputs are never left under
+  the settings (tokenizer, text field, filters and thresholds), and whose token file and index
+  are whole and agree with it (`tokenfile.index_problem`: sizes, ends in order, each at an eos)
+  is skipped; any other, a damaged one included, is redone from scratch. Partial outputs are never left under
   their final names: every file is written under a temporary name and renamed into place.
 
 Runs on one node: two prepare runs writing the same directory at once are not supported.
@@ -32,6 +33,7 @@ import gzip
 import importlib
 import json
 import os
+import re
 import sys
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -43,7 +45,7 @@ import numpy as np
 
 from olmo2spec.data import sources as src
 from olmo2spec.data.filters import FILTERS, FilterParams, applies
-from olmo2spec.data.tokenfile import INDEX_DTYPE, TOKEN_DTYPE, index_path, token_count, write_token_file
+from olmo2spec.data.tokenfile import TOKEN_DTYPE, index_path, index_problem, write_token_file
 from olmo2spec.plan.plan import Plan, PrepareStagePlan
 
 __all__ = [
@@ -58,6 +60,8 @@ EMPTY = "empty"
 _BATCH_DOCS = 1024
 _BATCH_CHARS = 1 << 22
 _RAW_SUFFIXES = (".jsonl", ".json", ".ndjson")
+_FIX_LINE = "; fix or remove that line"
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # what a JSON \u escape can make that UTF-8 cannot hold
 
 
 class PrepareError(Exception):
@@ -210,9 +214,20 @@ def output_name(raw: Path) -> str:
 
 
 def output_dir(pattern: str) -> Path:
-    """The directory of an (expanded) `paths` pattern: the part before its first glob character, up to a '/'."""
-    cut = min((i for i in (pattern.find(c) for c in src.GLOB_CHARS) if i >= 0), default=len(pattern))
-    return Path(os.path.dirname(pattern[:cut]) or ".")
+    """The directory of a `paths` pattern as `sources.glob_pattern` expands it: the part before its first
+    glob character, up to a '/'; an escaped `[*]`, `[?]` or `[[]` is the character itself."""
+    literal: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern[i] == "[" and pattern[i + 1:i + 2] in tuple(src.GLOB_CHARS) and pattern[i + 2:i + 3] == "]":
+            literal.append(pattern[i + 1])
+            i += 3
+            continue
+        if pattern[i] in src.GLOB_CHARS:
+            break
+        literal.append(pattern[i])
+        i += 1
+    return Path(os.path.dirname("".join(literal)) or ".")
 
 
 def report_path(out: Path) -> Path:
@@ -258,7 +273,7 @@ def plan_jobs(plan: Plan, stage: PrepareStagePlan, data_root: str | os.PathLike[
         if not raws:
             wanted = ", ".join(src.expand(p, data_root) for p in source.raw)
             raise PrepareError(f"no raw files match {wanted} for source {name}")
-        patterns = [src.expand(p, data_root, what=f"source {name}'s paths") for p in source.paths]
+        patterns = [src.glob_pattern(p, data_root, what=f"source {name}'s paths") for p in source.paths]
         directory = output_dir(patterns[0])
         for raw in raws:
             out = directory / output_name(raw)
@@ -267,8 +282,9 @@ def plan_jobs(plan: Plan, stage: PrepareStagePlan, data_root: str | os.PathLike[
                 raise PrepareError(f"{raw} (source {name}) and {other_raw} (source {other_source}) would both be "
                                    f"written to {out}: rename one")
             if not any(_matches(out, p) for p in patterns):
+                shown = ", ".join(src.expand(p, data_root) for p in source.paths)
                 raise PrepareError(f"source {name}: {raw} would be written to {out}, which its paths "
-                                   f"({', '.join(patterns)}) do not match: the training stages would not read it")
+                                   f"({shown}) do not match: the training stages would not read it")
             owners[out] = (name, raw)
             jobs.append(FileJob(source=name, category=source.category, raw=raw, out=out,
                                 text_field=stage.text_field,
@@ -293,19 +309,8 @@ def is_complete(job: FileJob) -> Counts | None:
                 or {k: report.get(k) for k in ("raw", "raw_size", "raw_mtime_ns")} != _raw_identity(job.raw)):
             return None
         counts = Counts.from_dict(report["counts"])
-        index = index_path(job.out)
-        docs = os.stat(index).st_size // INDEX_DTYPE.itemsize
-        tokens = token_count(job.out)
-        if docs != counts.docs_out or tokens != counts.tokens_out:
-            return None
-        if docs:
-            with open(index, "rb") as f:
-                f.seek((docs - 1) * INDEX_DTYPE.itemsize)
-                last = int(np.frombuffer(f.read(INDEX_DTYPE.itemsize), dtype=INDEX_DTYPE)[0])
-            if last != tokens:
-                return None
-        elif tokens:
-            return None
+        if index_problem(job.out, counts.docs_out, counts.tokens_out, job.eos_id) is not None:
+            return None  # damaged since: redone
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     return counts
@@ -335,22 +340,30 @@ def _texts(job: FileJob) -> Iterator[str]:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
+                where = f"{job.raw}:{lineno}"
                 try:
                     record = json.loads(line)
                 except (ValueError, UnicodeDecodeError) as exc:
-                    raise PrepareError(f"{job.raw}:{lineno}: not a JSON line: {exc}") from None
+                    raise PrepareError(f"{where}: not a JSON line: {exc}{_FIX_LINE}") from None
+                except RecursionError:  # json's C decoder stops at Python's recursion limit
+                    raise PrepareError(f"{where}: not a JSON line: nested too deeply to read{_FIX_LINE}") from None
                 if not isinstance(record, dict):
-                    raise PrepareError(f"{job.raw}:{lineno}: a JSON {type(record).__name__}, not an object")
+                    raise PrepareError(f"{where}: a JSON {type(record).__name__}, not an object{_FIX_LINE}")
                 if job.text_field not in record:
-                    raise PrepareError(f"{job.raw}:{lineno}: no {job.text_field!r} field (the stage's text_field); "
-                                       f"fields: {', '.join(sorted(record)) or 'none'}")
+                    raise PrepareError(f"{where}: no {job.text_field!r} field (the stage's text_field); "
+                                       f"fields: {', '.join(sorted(record)) or 'none'}{_FIX_LINE}")
                 text = record[job.text_field]
                 if not isinstance(text, str):
-                    raise PrepareError(f"{job.raw}:{lineno}: {job.text_field!r} is a JSON "
-                                       f"{type(text).__name__}, not a string")
+                    raise PrepareError(f"{where}: {job.text_field!r} is a JSON {type(text).__name__}, "
+                                       f"not a string{_FIX_LINE}")
+                if b"\\u" in line and (surrogate := _SURROGATE.search(text)):  # only a \u escape makes one
+                    raise PrepareError(f"{where}: {job.text_field!r} holds a lone surrogate "
+                                       f"(\\u{ord(surrogate.group()):04x}), which is not text (no UTF-8 for it)"
+                                       f"{_FIX_LINE}")
                 yield text
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-        raise PrepareError(f"{job.raw}:{lineno + 1}: cannot decompress: {exc}") from None
+        raise PrepareError(f"{job.raw}:{lineno + 1}: cannot decompress: {exc}; the file is damaged: "
+                           f"replace it") from None
 
 
 def _batches(texts: Iterator[str]) -> Iterator[list[str]]:

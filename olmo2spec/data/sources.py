@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import attrs
@@ -17,8 +17,9 @@ from olmo2spec.spec.diagnostics import Severity
 from olmo2spec.spec.mixes import SourceSpec
 
 __all__ = [
-    "DATA_ROOT_VAR", "DataRootError", "Problem", "data_root", "expand", "resolve_patterns", "token_files",
-    "raw_files", "source_token_count", "check_declared_counts", "GLOB_CHARS", "TOLERANCE", "ERROR_FACTOR",
+    "DATA_ROOT_VAR", "DataRootError", "Problem", "data_root", "expand", "glob_pattern", "resolve_patterns",
+    "token_files", "raw_files", "source_token_count", "check_declared_counts", "GLOB_CHARS", "TOLERANCE",
+    "ERROR_FACTOR",
 ]
 
 DATA_ROOT_VAR = "DATA_ROOT"
@@ -65,13 +66,27 @@ def expand(pattern: str, root: str | os.PathLike[str] | None = None, *, what: st
     Raises:
         DataRootError: when the pattern uses `${DATA_ROOT}` and no root is given or set.
     """
+    return _substitute(pattern, root, what, lambda path: path)
+
+
+def glob_pattern(pattern: str, root: str | os.PathLike[str] | None = None, *, what: str = "a path") -> str:
+    """`expand` for globbing: the root's own `*`, `?` and `[` stand for themselves (`glob.escape`), so a
+    directory named `runs [v2]` is found; only the recipe's part of the pattern is a glob.
+
+    Raises:
+        DataRootError: when the pattern uses `${DATA_ROOT}` and no root is given or set.
+    """
+    return _substitute(pattern, root, what, glob.escape)
+
+
+def _substitute(pattern: str, root: str | os.PathLike[str] | None, what: str, escape: Callable[[str], str]) -> str:
     if _PLACEHOLDER not in pattern:
         return pattern
     resolved = data_root(root)
     if resolved is None:
         raise DataRootError(f"{what} uses {_PLACEHOLDER} ({pattern}) but DATA_ROOT is not set: "
                             f"export DATA_ROOT=/path/to/data")
-    return pattern.replace(_PLACEHOLDER, str(resolved).rstrip("/") or "/")
+    return pattern.replace(_PLACEHOLDER, escape(str(resolved).rstrip("/") or "/"))
 
 
 def resolve_patterns(patterns: Iterable[str], root: str | os.PathLike[str] | None = None, *,
@@ -86,7 +101,7 @@ def resolve_patterns(patterns: Iterable[str], root: str | os.PathLike[str] | Non
     """
     found: set[str] = set()
     for pattern in patterns:
-        found.update(p for p in glob.glob(expand(pattern, root, what=what), recursive=True) if os.path.isfile(p))
+        found.update(p for p in glob.glob(glob_pattern(pattern, root, what=what), recursive=True) if os.path.isfile(p))
     return [Path(p) for p in sorted(found)]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["TOKEN_DTYPE", "INDEX_DTYPE", "write_token_file", "read_tokens", "token_count", "index_path",
-           "read_doc_ends"]
+           "read_doc_ends", "index_problem"]
 
 TOKEN_DTYPE = np.dtype("<u4")
 INDEX_DTYPE = np.dtype("<u8")
@@ -40,6 +40,31 @@ def read_tokens(path: Path) -> np.ndarray:
 def read_doc_ends(path: Path) -> np.ndarray:
     """End offset (exclusive, eos included) of every document in `path`."""
     return np.fromfile(index_path(path), dtype=INDEX_DTYPE)
+
+
+def index_problem(path: Path, docs: int, tokens: int, eos_id: int) -> str | None:
+    """What is wrong with a token file and its index, against the documents and tokens it should hold;
+    None when both are whole and agree: every end after the one before it, each at an eos, the last at
+    the end of the file.
+
+    Raises:
+        OSError: when either file cannot be read.
+    """
+    index = index_path(path)
+    token_bytes, index_bytes = os.stat(path).st_size, os.stat(index).st_size
+    if token_bytes % TOKEN_DTYPE.itemsize or index_bytes % INDEX_DTYPE.itemsize:
+        return "a partial entry at the end (truncated or appended to)"
+    if token_bytes // TOKEN_DTYPE.itemsize != tokens or index_bytes // INDEX_DTYPE.itemsize != docs:
+        return (f"{token_bytes // TOKEN_DTYPE.itemsize:,} tokens and {index_bytes // INDEX_DTYPE.itemsize:,} "
+                f"documents, where {tokens:,} and {docs:,} were written")
+    if not docs:
+        return None if not tokens else "tokens without documents"
+    ends = np.fromfile(index, dtype=INDEX_DTYPE).astype(np.int64)
+    if ends[0] < 1 or ends[-1] != tokens or (len(ends) > 1 and not (np.diff(ends) > 0).all()):
+        return "document ends out of order or not at the end of the file"
+    if not (read_tokens(path)[ends - 1] == eos_id).all():
+        return "a document end that is not an eos: the index does not match the token file"
+    return None
 
 
 def write_token_file(path: Path, documents: Iterable[np.ndarray | list[int]], eos_id: int) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
@@ -16,7 +17,7 @@ from conftest import ROOT
 
 import olmo2spec.data.prepare as prep
 from olmo2spec.data.prepare import PrepareError, output_dir, output_name, prepare, report_path
-from olmo2spec.data.tokenfile import read_doc_ends, read_tokens
+from olmo2spec.data.tokenfile import index_path, read_doc_ends, read_tokens
 from olmo2spec.plan.plan import Plan, PrepareStagePlan
 from olmo2spec.spec.mixes import SourceSpec
 
@@ -374,6 +375,7 @@ def test_output_names_and_directories():
     assert output_dir("/d/tok/web-*.npy") == Path("/d/tok")
     assert output_dir("/d/tok/[ab]/x.npy") == Path("/d/tok")
     assert output_dir("/d/tok/one.npy") == Path("/d/tok")
+    assert output_dir(glob.escape("/d/runs [v2] *?") + "/tok/*.npy") == Path("/d/runs [v2] *?/tok")
 
 
 # --- the runtime: python -m olmo2spec.runtime run --stage prepare ----------------------------------------------------
@@ -432,3 +434,85 @@ def test_runtime_reports_expected_problems_without_a_traceback(tmp_path, corpus)
     assert far_off.returncode == 1
     assert "error: sources.web:" in far_off.stderr and "declared 10,000" in far_off.stderr
     assert (tmp_path / "c" / "prepare" / "prepare-report.json").exists()
+
+
+# --- hostile input ----------------------------------------------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["in process", "in workers"])
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"text": "\\ud800 lone"}', r"web-001\.jsonl:3: 'text' holds a lone surrogate \(\\ud800\), which is not text"),
+    ('{"text": "ok", "meta": ' + DEEP + "}", r"web-001\.jsonl:3: not a JSON line: nested too deeply"),
+    ('{"text": ' + DEEP + "}", r"web-001\.jsonl:3: not a JSON line: nested too deeply"),
+    ('{"text": "unterminated', r"web-001\.jsonl:3: not a JSON line"),
+    ('{"text": 42}', r"web-001\.jsonl:3: 'text' is a JSON int, not a string"),
+], ids=["lone surrogate", "deep other field", "deep text", "unterminated", "not a string"])
+def test_malformed_content_names_file_line_and_fix_from_workers_too(tmp_path, base_plan, line, message, workers):
+    write_jsonl(tmp_path / "raw" / "web" / "web-000.jsonl", [{"text": "fine"}])
+    raw = tmp_path / "raw" / "web" / "web-001.jsonl"
+    raw.write_bytes(b'{"text": "ok"}\n\n' + line.encode() + b"\n")
+    plan, stage = with_sources(base_plan, {"web": base_plan.sources["web"]})
+    with pytest.raises(PrepareError, match=message) as info:
+        prepare(plan, stage, tmp_path, workers=workers)
+    assert str(info.value).endswith("fix or remove that line"), info.value
+    assert not (tmp_path / "tok" / "web" / "web-001.npy").exists()
+
+
+def test_glob_characters_in_data_root_are_literal(tmp_path, base_plan):
+    from olmo2spec.data.sources import token_files
+
+    root = tmp_path / "runs [v2] *?"
+    (root / "raw" / "web").mkdir(parents=True)
+    (tmp_path / "runs v").mkdir()  # what `[v2]` would match as a glob: must not be read
+    write_jsonl(root / "raw" / "web" / "web-000.jsonl", [{"text": "one"}, {"text": "two"}])
+    plan, stage = with_sources(base_plan, {"web": base_plan.sources["web"]})
+    report = prepare(plan, stage, root, workers=1)
+    assert report.sources["web"].counts.docs_out == 2
+    assert report.sources["web"].out_dir == str(root / "tok" / "web")
+    assert token_files("web", plan.sources["web"], root) == [root / "tok" / "web" / "web-000.npy"]
+    assert read_tokens(root / "tok" / "web" / "web-000.npy").tolist() == expected_tokens(["one", "two"])
+
+
+def _damage_index_tail(out: Path) -> None:
+    index = index_path(out)
+    index.write_bytes(index.read_bytes() + b"\x00\x01\x02")  # not a whole entry
+
+
+def _damage_index_middle(out: Path) -> None:
+    ends = read_doc_ends(out).copy()
+    ends[0] += 1  # no longer at an eos
+    ends.tofile(index_path(out))
+
+
+def _damage_index_order(out: Path) -> None:
+    ends = read_doc_ends(out).copy()
+    ends[0] = ends[-1] + 5  # past the end, then back: not increasing
+    ends.tofile(index_path(out))
+
+
+def _damage_tokens(out: Path) -> None:
+    data = bytearray(out.read_bytes())
+    data[-4:] = (7).to_bytes(4, "little")  # the last eos overwritten: the index no longer matches the file
+    out.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_damage_index_tail, _damage_index_middle, _damage_index_order, _damage_tokens])
+def test_a_damaged_output_is_redone_on_resume(corpus, monkeypatch, damage):
+    root, plan, stage = corpus
+    prepare(plan, stage, root, workers=1)
+    before = outputs(root)
+    damage(root / "tok" / "web" / "web-000.npy")
+    calls: list[str] = []
+    real = prep.prepare_file
+
+    def counting(job, load=None):
+        calls.append(job.raw.name)
+        return real(job, load)
+
+    monkeypatch.setattr(prep, "prepare_file", counting)
+    report = prepare(plan, stage, root, workers=1)
+    assert calls == ["web-000.jsonl.gz"]
+    assert report.sources["web"].skipped == 1
+    assert outputs(root) == before
