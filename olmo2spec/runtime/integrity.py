@@ -78,6 +78,9 @@ def read_marker(path: Path) -> dict[str, Any]:
     if not isinstance(marker, dict):
         state = "empty" if not text.strip() else "not the JSON object a save writes"
         raise _damaged(path, f"its {COMPLETE} marker is {state}")
+    step = marker.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:  # every save records the steps done
+        raise _damaged(path, f"its {COMPLETE} marker has no step count (\"step\": {json.dumps(step)})")
     return marker
 
 
@@ -140,8 +143,21 @@ def listed_files(path: Path, marker: dict[str, Any] | None = None, *, warn: bool
         raise _damaged(path, f"{CHECKSUMS} cannot be read ({exc.strerror})") from None
     if hashlib.sha256(data).hexdigest() != digest:
         raise _damaged(path, f"{CHECKSUMS} does not match the checksum its {COMPLETE} marker records")
-    files: dict[str, dict[str, Any]] = json.loads(data)["files"]  # as a save wrote it: the digest matched
-    return files
+    try:
+        files = json.loads(data)["files"]
+    except (ValueError, KeyError, TypeError):
+        files = None
+    if not _well_formed(files):  # its marker vouches for it, but it is not what `seal` writes
+        raise _damaged(path, f"{CHECKSUMS} is not the file list a save writes")
+    return files  # type: ignore[return-value]
+
+
+def _well_formed(files: Any) -> bool:
+    """{plain file name: {"bytes": int, "sha256": str}}, as `seal` writes it."""
+    return isinstance(files, dict) and all(
+        isinstance(name, str) and name and "/" not in name and name not in (".", "..")
+        and isinstance(entry, dict) and isinstance(entry.get("bytes"), int) and isinstance(entry.get("sha256"), str)
+        for name, entry in files.items())
 
 
 def verify(path: Path, names: Iterable[str] | None = None, *, marker: dict[str, Any] | None = None,

@@ -7,6 +7,7 @@ a torch traceback.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -201,8 +202,26 @@ def _missing_checksums(path: Path) -> str:
     return CHECKSUMS
 
 
+def _complete_without_a_step(path: Path) -> str:
+    marker = read_marker(path)
+    marker["step"] = "eight"
+    (path / COMPLETE).write_text(json.dumps(marker))
+    return COMPLETE
+
+
+def _checksums_of_another_shape(path: Path) -> str:
+    """Garbage that its marker vouches for (both rewritten): still no traceback."""
+    text = '{"files": ["__0_0.distcp"]}'
+    (path / CHECKSUMS).write_text(text)
+    marker = read_marker(path)
+    marker["checksums"] = hashlib.sha256(text.encode()).hexdigest()
+    (path / COMPLETE).write_text(json.dumps(marker))
+    return CHECKSUMS
+
+
 DAMAGE = {f.__name__.lstrip("_"): f for f in (_missing_shard, _empty_shard, _garbage_metadata, _garbage_complete,
-                                              _empty_complete, _missing_checksums)}
+                                              _empty_complete, _missing_checksums, _complete_without_a_step,
+                                              _checksums_of_another_shape)}
 
 
 @pytest.mark.parametrize("consumer", list(CONSUMERS))
