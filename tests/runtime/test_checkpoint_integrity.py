@@ -278,3 +278,41 @@ def test_non_finite_weights_are_never_souped_or_exported(setup, tmp_path):
     assert not (out / COMPLETE).exists()
     code = cli.main(["export-hf", str(poisoned), str(tmp_path / "hf"), "--bundle", str(root / "bundle")])
     assert code == cli.EXIT_SPEC_ERROR and not (tmp_path / "hf").exists()
+
+
+# --- the stages that read another run's final checkpoint ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stage_runs(setup):  # type: ignore[no-untyped-def]
+    """Steps 4 and 8 (final) of the runs the soup, eval-base and export stages read."""
+    root, plan = setup
+    for run in ("anneal-seed42", "anneal-seed42069", "anneal-seed666", "soup", "rlvr"):
+        save(root / "stage-runs" / run, plan, 4)
+        save(root / "stage-runs" / run, plan, 8, final=True)
+    return root / "stage-runs"
+
+
+@pytest.mark.parametrize("damage", ["corrupted_shard", "garbage_complete"])
+@pytest.mark.parametrize(("stage", "source"), [("soup", "anneal-seed666"), ("eval-base", "soup"), ("export", "rlvr")])
+def test_a_stage_reading_a_damaged_checkpoint_exits_with_the_message(setup, stage_runs, tmp_path, monkeypatch, capsys,
+                                                                     stage, source, damage):
+    from olmo2spec.runtime.main import main
+
+    root, _ = setup
+    tmp_path = tmp_path / "ckpt"
+    shutil.copytree(stage_runs, tmp_path)
+    path = step_dir(tmp_path / source, 8)
+    if damage == "corrupted_shard":
+        with (path / SHARD).open("r+b") as f:
+            f.seek((path / SHARD).stat().st_size // 3)
+            f.write(bytes(range(64)))
+        file = SHARD
+    else:
+        file = _garbage_complete(path)
+    monkeypatch.setenv("CHECKPOINT_ROOT", str(tmp_path))
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))
+    monkeypatch.delenv("RANK", raising=False)
+    assert main(["run", "--bundle", str(root / "bundle"), "--stage", stage]) != 0
+    assert_clear(capsys.readouterr().err, path, file)
+    assert not (tmp_path / stage / "hf").exists() and not (tmp_path / "soup" / "step-0000000").exists()
