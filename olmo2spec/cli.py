@@ -238,7 +238,12 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
     if not data:
         print("error: set DATA_ROOT to the demo corpus (olmo2spec demo-data DIR)", file=sys.stderr)
         return EXIT_SPEC_ERROR
-    rows = report.demo_rows(plan, checkpoints, Path(data), args.limit)
+    evaluate = importlib.import_module("olmo2spec.runtime.evaluate")
+    try:
+        rows = report.demo_rows(plan, checkpoints, Path(data), args.limit)
+    except evaluate.EvalError as exc:  # a damaged checkpoint, a missing eval file: the message says which
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_SPEC_ERROR
     if not rows:
         print(f"error: no finished checkpoints under {checkpoints}", file=sys.stderr)
         return EXIT_SPEC_ERROR
