@@ -294,7 +294,8 @@ def stage_runs(setup):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("damage", ["corrupted_shard", "garbage_complete"])
-@pytest.mark.parametrize(("stage", "source"), [("soup", "anneal-seed666"), ("eval-base", "soup"), ("export", "rlvr")])
+@pytest.mark.parametrize(("stage", "source"), [("soup", "anneal-seed666"), ("eval-base", "soup"), ("export", "rlvr"),
+                                               ("demo-report", "anneal-seed42")])
 def test_a_stage_reading_a_damaged_checkpoint_exits_with_the_message(setup, stage_runs, tmp_path, monkeypatch, capsys,
                                                                      stage, source, damage):
     from olmo2spec.runtime.main import main
@@ -313,6 +314,9 @@ def test_a_stage_reading_a_damaged_checkpoint_exits_with_the_message(setup, stag
     monkeypatch.setenv("CHECKPOINT_ROOT", str(tmp_path))
     monkeypatch.setenv("DATA_ROOT", str(tmp_path))
     monkeypatch.delenv("RANK", raising=False)
-    assert main(["run", "--bundle", str(root / "bundle"), "--stage", stage]) != 0
+    if stage == "demo-report":  # `olmo2spec demo-report` evaluates every model of the demo's table
+        assert cli.main(["demo-report", str(root / "bundle")]) == cli.EXIT_SPEC_ERROR
+    else:
+        assert main(["run", "--bundle", str(root / "bundle"), "--stage", stage]) != 0
     assert_clear(capsys.readouterr().err, path, file)
     assert not (tmp_path / stage / "hf").exists() and not (tmp_path / "soup" / "step-0000000").exists()
