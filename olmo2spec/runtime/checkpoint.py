@@ -173,8 +173,7 @@ class Checkpointer:
         Raises:
             CheckpointError: the same on every rank, for a damaged step (naming the file) or one DCP cannot read.
         """
-        marker = read_marker(path)  # every rank reads the same file: the same error everywhere
-        self._verify(path, marker)
+        marker = self._verified_marker(path)
         try:
             if optimizer is None:
                 model_sd = get_model_state_dict(model)
@@ -192,10 +191,13 @@ class Checkpointer:
             raise _unreadable(path, exc) from None  # checksums; DCP's CheckpointException is a BaseException
         return marker
 
-    def _verify(self, path: Path, marker: dict[str, Any]) -> None:
-        """Every file of the step, each hashed by one rank; any rank's finding is raised on all of them."""
+    def _verified_marker(self, path: Path) -> dict[str, Any]:
+        """The step's marker, once every file of the step is verified, each by one rank; any rank's finding is
+        raised on all of them (so that none goes on into DCP's collectives alone)."""
+        marker: dict[str, Any] = {}
         problem = None
         try:
+            marker = read_marker(path)
             listed = listed_files(path, marker, warn=_rank() == 0)
             if listed is not None:
                 verify(path, sorted(listed)[_rank()::_world()], marker=marker)
@@ -208,6 +210,7 @@ class Checkpointer:
         found = next((p for p in problems if p is not None), None)
         if found is not None:
             raise CheckpointError(found)
+        return marker
 
     def _retain(self) -> None:
         for partial in self.run_dir.glob("step-*"):  # saves killed midway: never loadable
