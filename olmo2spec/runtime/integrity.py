@@ -69,14 +69,15 @@ def read_marker(path: Path) -> dict[str, Any]:
         CheckpointError: when it cannot be read or is not the JSON object a save writes.
     """
     try:
-        text = (path / COMPLETE).read_text(encoding="utf-8")
-        marker = json.loads(text)
+        data = (path / COMPLETE).read_bytes()
     except OSError as exc:
         raise _damaged(path, f"{COMPLETE} cannot be read ({exc.strerror})") from None
+    try:
+        marker = json.loads(data)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
         marker = None
     if not isinstance(marker, dict):
-        state = "empty" if not text.strip() else "not the JSON object a save writes"
+        state = "empty" if not data.strip() else "not the JSON object a save writes"
         raise _damaged(path, f"its {COMPLETE} marker is {state}")
     step = marker.get("step")
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:  # every save records the steps done

@@ -192,6 +192,11 @@ def _garbage_complete(path: Path) -> str:
     return COMPLETE
 
 
+def _complete_not_utf8(path: Path) -> str:
+    (path / COMPLETE).write_bytes(b"\xff\xfe{garbage")
+    return COMPLETE
+
+
 def _empty_complete(path: Path) -> str:
     (path / COMPLETE).write_text("")
     return COMPLETE
@@ -220,8 +225,8 @@ def _checksums_of_another_shape(path: Path) -> str:
 
 
 DAMAGE = {f.__name__.lstrip("_"): f for f in (_missing_shard, _empty_shard, _garbage_metadata, _garbage_complete,
-                                              _empty_complete, _missing_checksums, _complete_without_a_step,
-                                              _checksums_of_another_shape)}
+                                              _complete_not_utf8, _empty_complete, _missing_checksums,
+                                              _complete_without_a_step, _checksums_of_another_shape)}
 
 
 @pytest.mark.parametrize("consumer", list(CONSUMERS))
