@@ -19,18 +19,20 @@ install-dev:
 demo: install-dev
     #!/usr/bin/env bash
     set -euo pipefail
-    olmo2spec check specs/*.toml
-    olmo2spec build specs/13b.toml
+    # `python -m`, never the console script: on pyenv it is not on PATH until a rehash.
+    export PYTHON="{{python}}"
+    {{python}} -m olmo2spec check specs/*.toml
+    {{python}} -m olmo2spec build specs/13b.toml
     bash generated/13b/launch/submit.sh --dry-run
-    olmo2spec build specs/tiny.toml
+    {{python}} -m olmo2spec build specs/tiny.toml
     export DATA_ROOT="$PWD/.demo/data" CHECKPOINT_ROOT="$PWD/.demo/checkpoints"
-    olmo2spec demo-data "$DATA_ROOT"
+    {{python}} -m olmo2spec demo-data "$DATA_ROOT"
     bash generated/tiny/launch/local.sh prepare pretrain microanneal anneal soup eval-base
-    olmo2spec demo-report generated/tiny
+    {{python}} -m olmo2spec demo-report generated/tiny
 
 # Rebuild the golden bundles in generated/ from specs/ (review the diff, then commit).
 golden: install
-    for spec in specs/*.toml; do olmo2spec build "$spec" || exit 1; done
+    for spec in specs/*.toml; do {{python}} -m olmo2spec build "$spec" || exit 1; done
 
 # The test suite, then lint and type checks.
 test: install-dev

@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ VISIBLE_IN_ONE_FILE = [
 # taplo reports each error once per place it marks: "error: MESSAGE", then " ┌─ FILE:LINE:COL".
 _ERROR_AT = re.compile(r"^error: (?P<message>.*)\n\s*┌─ .*:(?P<line>\d+):\d+$", re.MULTILINE)
 
-TAPLO = shutil.which("taplo")
+# PyPI taplo is a binary in this Python's scripts directory, which PATH may not list (pyenv, --user).
+TAPLO = shutil.which("taplo") or shutil.which("taplo", path=sysconfig.get_path("scripts"))
 pytestmark = pytest.mark.skipif(TAPLO is None, reason="taplo is not installed (pip install -e '.[dev]')")
 
 
