@@ -70,6 +70,8 @@ def read_marker(path: Path) -> dict[str, Any]:
     """
     try:
         data = (path / COMPLETE).read_bytes()
+    except FileNotFoundError:
+        raise _damaged(path, f"it has no {COMPLETE} marker (its save did not finish)") from None
     except OSError as exc:
         raise _damaged(path, f"{COMPLETE} cannot be read ({exc.strerror})") from None
     try:

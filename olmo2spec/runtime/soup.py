@@ -40,6 +40,7 @@ import attrs
 
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.integrity import (
+    CHECKSUMS,
     COMPLETE,
     CheckpointError,
     advice,
@@ -60,7 +61,7 @@ EXIT_BAD_INPUT = 2
 """An ingredient is missing, not final, or does not match the others (or the plan's model)."""
 
 _MODEL = "model."
-_DCP_FILES = (".metadata", ".distcp", ".tmp")  # what a soup killed midway may have left in its output
+_DCP_FILES = (".metadata", ".distcp", ".tmp", CHECKSUMS)  # what a soup killed midway may have left in its output
 
 
 class SoupError(Exception):

@@ -231,6 +231,7 @@ def test_output_directory_handling(ingredients, tmp_path):  # type: ignore[no-un
     out = tmp_path / "soup" / "step-0000000"
     out.mkdir(parents=True)  # what a soup killed while saving leaves: no COMPLETE
     (out / "__0_0.distcp").write_bytes(b"half")
+    (out / CHECKSUMS).write_text("{}")  # killed between its checksums and its marker
     soup(dirs[:2], [0.5, 0.5], out, meta={})
     assert read_marker(out)["final"] and (out / "__0_0.distcp").stat().st_size > 4
     with pytest.raises(SoupError, match="already a complete checkpoint"):
