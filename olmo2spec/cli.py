@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from olmo2spec import __version__
 from olmo2spec.spec.diagnostics import Diagnostic, Severity, SpecError
+from olmo2spec.terminal import printable
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from olmo2spec.plan.plan import Plan
 
 __all__ = ["main"]
 
 EXIT_SPEC_ERROR = 2
 EXIT_INTERNAL = 70
 EXIT_IO = 74
+EXIT_READER_GONE = 128 + 13  # as if killed by SIGPIPE, the shell's convention for `cmd | head -1`
 
 
 def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
     from rich.console import Console
 
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit 1 here; main() exits as on every other path
+            raise BrokenPipeError
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() else 160  # piped output: wide enough for the tables
-    return Console(file=stream, width=width, highlight=False, soft_wrap=False)
+    return _Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
 def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for d in diagnostics:
-        print(d.render(), file=sys.stderr)
+        print(printable(d.render(), newlines=True), file=sys.stderr)
     errors = sum(d.severity is Severity.ERROR for d in diagnostics)
     warnings = len(diagnostics) - errors
     if errors:
@@ -56,7 +69,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             continue
         _print_diagnostics(checked.warnings)
         plan = checked.plan
-        print(f"ok: {spec}: {plan.recipe.name}, {plan.model.params.total:,} parameters, {len(plan.stages)} stages, "
+        print(f"ok: {printable(spec)}: {printable(plan.recipe.name)}, {plan.model.params.total:,} parameters, "
+              f"{len(plan.stages)} stages, "
               f"{len(checked.warnings)} warning{'s' * (len(checked.warnings) != 1)}")
     return status
 
@@ -77,8 +91,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _printable(text: str) -> str:
-    """A path as text for any terminal: bytes that are not UTF-8 (held as surrogates) become `\\xNN`."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path as text for any terminal: control characters and bytes that are not UTF-8 become escapes."""
+    return printable(text)
+
+
+def _error(message: str) -> None:
+    print(f"error: {printable(message)}", file=sys.stderr)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -152,17 +170,22 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     try:
         tokenizer = load_tokenizer(args.tokenizer)
     except TokenizerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_SPEC_ERROR
     if args.decode:
         try:
             ids = [int(token) for token in args.text]
             print(tokenizer.decode(ids))
         except (ValueError, TokenizerError) as exc:
-            print(f"error: cannot decode: {exc}", file=sys.stderr)
+            _error(f"cannot decode: {exc}")
             return EXIT_SPEC_ERROR
         return 0
-    print(" ".join(str(i) for i in tokenizer.encode(" ".join(args.text), allow_special=True)))
+    try:
+        ids = tokenizer.encode(" ".join(args.text), allow_special=True)
+    except TokenizerError as exc:  # text that is not UTF-8
+        _error(f"cannot encode: {exc}")
+        return EXIT_SPEC_ERROR
+    print(" ".join(str(i) for i in ids))
     return 0
 
 
@@ -175,17 +198,29 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     try:
         report = build_demo_corpus(Path(args.dir), seed=args.seed)
     except DirectoryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_SPEC_ERROR
     print(report)
     return 0
 
 
+def _read_plan(bundle: Path) -> Plan | None:
+    """The bundle's plan.json; None, with the error printed, when there is none or it is not a plan."""
+    from olmo2spec.plan.plan import from_json
+
+    plan_file = bundle / "plan.json"
+    try:
+        return from_json(plan_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        _error(f"{plan_file} not found: is {bundle} a bundle built by `olmo2spec build`?")
+    except (ValueError, KeyError, TypeError) as exc:  # PlanVersionError, bad JSON, JSON that is not a plan
+        _error(f"{plan_file}: not a plan written by `olmo2spec build`: {exc}")
+    return None
+
+
 def cmd_export_hf(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
-
-    from olmo2spec.plan.plan import from_json
 
     try:  # by name: the runtime (torch) is neither imported by the compiler path nor type-checked with it
         export = importlib.import_module("olmo2spec.runtime.export_hf")
@@ -196,7 +231,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     try:
         step = export.resolve_checkpoint(checkpoint)
     except export.ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_SPEC_ERROR
     bundle: Path | None = Path(args.bundle) if args.bundle else export.find_bundle(checkpoint)
     if bundle is None and os.environ.get("OLMO2SPEC_BUNDLE"):  # set in a bundle's stage jobs
@@ -205,20 +240,13 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
         print(f"error: no plan.json in the directories above {_printable(str(checkpoint))}: "
               "pass the bundle the checkpoint was trained with: --bundle DIR", file=sys.stderr)
         return EXIT_SPEC_ERROR
-    plan_file = bundle / "plan.json"
-    try:
-        plan = from_json(plan_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        print(f"error: {_printable(str(plan_file))} not found: is {_printable(str(bundle))} a bundle built by "
-              "`olmo2spec build`?", file=sys.stderr)
-        return EXIT_SPEC_ERROR
-    except ValueError as exc:  # PlanVersionError, or JSON that is not a plan
-        print(f"error: {_printable(str(plan_file))}: {exc}", file=sys.stderr)
+    plan = _read_plan(bundle)
+    if plan is None:
         return EXIT_SPEC_ERROR
     try:
         out = export.export_hf(step, plan, Path(args.output), args.dtype)
     except export.ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_SPEC_ERROR
     print(f"exported {_printable(str(step))} as Hugging Face Olmo2ForCausalLM ({args.dtype}) to {_printable(str(out))}")
     return 0
@@ -228,11 +256,11 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
 
-    from olmo2spec.plan.plan import from_json
-
     report = importlib.import_module("olmo2spec.runtime.demo_report")  # torch: never on the compiler path
     bundle = Path(args.bundle)
-    plan = from_json((bundle / "plan.json").read_text(encoding="utf-8"))
+    plan = _read_plan(bundle)
+    if plan is None:
+        return EXIT_SPEC_ERROR
     checkpoints = Path(os.environ.get("CHECKPOINT_ROOT") or bundle / "checkpoints")
     data = os.environ.get("DATA_ROOT")
     if not data:
@@ -242,18 +270,38 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
     try:
         rows = report.demo_rows(plan, checkpoints, Path(data), args.limit)
     except evaluate.EvalError as exc:  # a damaged checkpoint, a missing eval file: the message says which
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_SPEC_ERROR
     if not rows:
-        print(f"error: no finished checkpoints under {checkpoints}", file=sys.stderr)
+        _error(f"no finished checkpoints under {checkpoints}")
         return EXIT_SPEC_ERROR
-    print(report.render_table(rows))
+    print(printable(report.render_table(rows), newlines=True))  # labels hold the recipe's mix descriptions
     for line in report.verdicts(rows):
         print(line)
     kinds = report.render_kinds(rows)
     if kinds:
-        print(f"\n{kinds}")
+        print(f"\n{printable(kinds, newlines=True)}")
     return 0
+
+
+def _whole_number(minimum: int):  # type: ignore[no-untyped-def]
+    """An argparse type: an int of at least `minimum` (argparse names the option in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {minimum} (got {printable(text)!r})")
+        return value
+    return parse
+
+
+def _path(text: str) -> str:
+    """An argparse type: a path, not empty (an empty one would mean the current directory)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path: give a file or directory")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -262,12 +310,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("check", help="check recipes: every error and warning, nothing written")
-    p.add_argument("spec", nargs="+", help="recipe files")
+    p.add_argument("spec", nargs="+", type=_path, help="recipe files")
     _add_spec_options(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("explain", help="print the resolved plan as tables (or --json)")
-    p.add_argument("spec", help="recipe file")
+    p.add_argument("spec", type=_path, help="recipe file")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     _add_spec_options(p)
     p.set_defaults(func=cmd_explain)
@@ -279,8 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("diff", help="what differs between two recipes' plans, as a table")
-    p.add_argument("a", help="first recipe")
-    p.add_argument("b", help="second recipe")
+    p.add_argument("a", type=_path, help="first recipe")
+    p.add_argument("b", type=_path, help="second recipe")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
     p.add_argument("--exit-code", action="store_true", help="exit 1 when the plans differ")
     p.add_argument("--set-a", action="append", default=[], metavar="KEY=VALUE", help="override in A only")
@@ -296,21 +344,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_tokenize)
 
     p = sub.add_parser("demo-data", help="build the offline demo corpus (raw JSONL and eval splits) in DIR")
-    p.add_argument("dir", help="output directory (becomes DATA_ROOT)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic math")
+    p.add_argument("dir", type=_path, help="output directory (becomes DATA_ROOT)")
+    p.add_argument("--seed", type=_whole_number(0), default=0, help="seed of the synthetic math")
     p.set_defaults(func=cmd_demo_data)
 
     p = sub.add_parser("export-hf", help="export a checkpoint as a Hugging Face Olmo2ForCausalLM directory")
-    p.add_argument("checkpoint", metavar="CKPT", help="a step directory, or a run directory (its newest complete step)")
-    p.add_argument("output", metavar="OUT", help="export directory (an earlier export there is replaced)")
-    p.add_argument("--bundle", metavar="DIR",
+    p.add_argument("checkpoint", metavar="CKPT", type=_path,
+                   help="a step directory, or a run directory (its newest complete step)")
+    p.add_argument("output", metavar="OUT", type=_path, help="export directory (an earlier export there is replaced)")
+    p.add_argument("--bundle", metavar="DIR", type=_path,
                    help="bundle whose plan.json describes the model (default: found above CKPT)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
     p.set_defaults(func=cmd_export_hf)
 
     p = sub.add_parser("demo-report", help="the demo's table: pretrained, ingredients and soup, loss and math")
-    p.add_argument("bundle", help="the tiny recipe's bundle (checkpoints under $CHECKPOINT_ROOT)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N math items of each split")
+    p.add_argument("bundle", type=_path, help="the tiny recipe's bundle (checkpoints under $CHECKPOINT_ROOT)")
+    p.add_argument("--limit", type=_whole_number(1), default=None,
+                   help="evaluate only the first N math items of each split")
     p.set_defaults(func=cmd_demo_report)
 
     p = sub.add_parser("schema", help="JSON Schema (draft 7) of recipe files as written, for editors")
@@ -321,10 +371,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stand_in_for_closed_streams() -> None:
+    """stdout or stderr closed by the caller (`>&-`): /dev/null in their place, so output is dropped quietly
+    and no file opened later takes their descriptors (a child process would write into it)."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        try:
+            os.fstat(fd)
+        except OSError:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+        setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (lives as long as sys)
+
+
+def _reader_gone() -> int:
+    """The reader of stdout left (`| head -1`): drop what is still buffered, quietly (Python's docs, "Note on
+    SIGPIPE"), and exit as SIGPIPE would have."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, AttributeError, ValueError):  # not a real file (captured in tests)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    return EXIT_READER_GONE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _stand_in_for_closed_streams()
     args = build_parser().parse_args(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, not at exit, where a closed pipe would print "Exception ignored"
+        return status
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics)
         return EXIT_SPEC_ERROR
@@ -332,15 +410,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0
+        return _reader_gone()
     except OSError as exc:  # the machine's, not olmo2spec's: a full disk, no permission, an existing file
-        print(f"error: {exc}", file=sys.stderr)
+        _error(str(exc))
         return EXIT_IO
     except Exception as exc:  # a bug in olmo2spec, not in the recipe
         if os.environ.get("OLMO2SPEC_DEBUG"):
             traceback.print_exc()
-        print(f"internal error: {type(exc).__name__}: {exc}\n  this is a bug in olmo2spec {__version__}; "
-              "rerun with OLMO2SPEC_DEBUG=1 for a traceback and report it", file=sys.stderr)
+        print(f"internal error: {type(exc).__name__}: {printable(str(exc))}\n"
+              f"  this is a bug in olmo2spec {__version__}; rerun with OLMO2SPEC_DEBUG=1 for a traceback and report it",
+              file=sys.stderr)
         return EXIT_INTERNAL
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from olmo2spec.plan.plan import Plan, to_dict
+from olmo2spec.terminal import printable
 
 __all__ = ["diff_plans", "render_diff", "ABSENT"]
 
@@ -47,12 +48,12 @@ def render_diff(rows: list[Row], name_a: str, name_b: str, console: Console) -> 
         console.print("no differences")
         return
     title = f"{name_a} -> {name_b}: {len(rows)} difference{'s' * (len(rows) != 1)}"
-    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan")
+    table = Table(title=Text(printable(title)), title_justify="left", title_style="bold", header_style="bold cyan")
     table.add_column("field")
     table.add_column("A", justify="right")
     table.add_column("B", justify="right")
     for row in rows:
-        table.add_row(*(Text(cell) for cell in row))  # Text: values like ["a"] are not rich markup
+        table.add_row(*(Text(printable(cell)) for cell in row))  # Text: values like ["a"] are not rich markup
     console.print(table)
 
 

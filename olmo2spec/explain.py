@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -9,15 +11,21 @@ from rich.text import Text
 from olmo2spec.plan.mixes import MixPlan, MixRow
 from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, StagePlan, TrainStagePlan
 from olmo2spec.spec.quantity import format_tokens
+from olmo2spec.terminal import printable
 
 __all__ = ["render_plan", "mix_table"]
 
 
 def _table(title: str, *columns: str, right_from: int = 1) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold cyan")
+    table = Table(title=Text(printable(title)), title_justify="left", title_style="bold", header_style="bold cyan")
     for i, column in enumerate(columns):
         table.add_column(column, justify="right" if i >= right_from else "left")
     return table
+
+
+def _row(table: Table, *cells: str, **options: Any) -> None:
+    """Cells as Text: shown as written, never read as rich markup, control characters escaped (`printable`)."""
+    table.add_row(*(Text(printable(cell)) for cell in cells), **options)
 
 
 def _si(n: float) -> str:
@@ -40,7 +48,7 @@ def model_table(plan: Plan) -> Table:
         ("FLOPs / token", f"{_si(m.flops_per_token)} (6 x non-embedding + attention at {m.max_seq_len})"),
     ]
     for row in rows:
-        t.add_row(*row)
+        _row(t, *row)
     t.columns[1].justify = "left"
     return t
 
@@ -71,7 +79,7 @@ def stages_table(plan: Plan) -> Table:
                "layout", "GiB/GPU", "GPU-h", right_from=3)
     for stage in plan.stages:
         cost = getattr(stage, "cost", None)
-        t.add_row(stage.name, stage.kind, ", ".join(stage.depends_on), *_shape(stage),
+        _row(t, stage.name, stage.kind, ", ".join(stage.depends_on), *_shape(stage),
                   _hours(cost.gpu_hours) if cost else "")
     t.columns[6].justify = "left"
     return t
@@ -85,9 +93,9 @@ def schedules_table(plan: Plan) -> Table:
     t = _table("Learning rates", "stage", "batch", "tokens/step", "schedule", right_from=1)
     for stage in plan.stages:
         if isinstance(stage, TrainStagePlan):
-            t.add_row(stage.name, f"{stage.batch_size} x {stage.seq_len}", f"{stage.tokens_per_step:,}", _lr(stage))
+            _row(t, stage.name, f"{stage.batch_size} x {stage.seq_len}", f"{stage.tokens_per_step:,}", _lr(stage))
         elif isinstance(stage, PostTrainStagePlan):
-            t.add_row(stage.name, f"{stage.batch_size} ex", "", _lr(stage))
+            _row(t, stage.name, f"{stage.batch_size} ex", "", _lr(stage))
     t.columns[3].justify = "left"
     return t
 
@@ -96,9 +104,9 @@ def mix_table(mix: MixPlan) -> Table:
     t = _table(f"Mix {mix.name}: {format_tokens(mix.tokens)} tokens", "source", "source tokens", "source %",
                "mix %", "tokens", "repeats")
     for i, row in enumerate(mix.rows):
-        t.add_row(*_mix_cells(row), end_section=bool(mix.groups) and i == len(mix.rows) - 1)
+        _row(t, *_mix_cells(row), end_section=bool(mix.groups) and i == len(mix.rows) - 1)
     for row in mix.groups:  # subtotals, below a rule
-        t.add_row(*_mix_cells(row), style="italic")
+        _row(t, *_mix_cells(row), style="italic")
     return t
 
 
@@ -115,7 +123,7 @@ def memory_table(plan: Plan) -> Table:
         if isinstance(stage, (TrainStagePlan, PostTrainStagePlan)):
             m = stage.memory
             both = f"{m.activations_no_ac_gib:.1f} / {m.activations_full_ac_gib:.1f}"
-            t.add_row(stage.name, *(f"{v:.1f}" for v in (m.params_gib, m.grads_gib, m.optimizer_gib,
+            _row(t, stage.name, *(f"{v:.1f}" for v in (m.params_gib, m.grads_gib, m.optimizer_gib,
                       m.transient_gib, m.activations_gib)), both,
                       *(f"{v:.1f}" for v in (m.logits_gib, m.reserved_gib, m.total_gib)))
     return t
@@ -136,15 +144,15 @@ def estimates_table(plan: Plan) -> Table:
         ("water", f"{e.water_kl:,.0f} kL ({c.wue:g} L/kWh)"),
     ]
     for row in rows:
-        t.add_row(*row)
+        _row(t, *row)
     t.columns[1].justify = "left"
     return t
 
 
 def render_plan(plan: Plan, console: Console) -> None:
-    title = Text(f"{plan.recipe.name}", style="bold")
+    title = Text(printable(plan.recipe.name), style="bold")
     if plan.recipe.description:
-        title.append(f": {plan.recipe.description}", style="")
+        title.append(f": {printable(plan.recipe.description)}", style="")
     mixes = [mix_table(m) for m in plan.mixes.values()]
     console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), *mixes,
                         memory_table(plan), estimates_table(plan)))

@@ -97,7 +97,9 @@ class Tokenizer(abc.ABC):
     `encode(text)` treats special-token text as ordinary text; `encode(text, allow_special=True)`
     turns it into the special ids. `encode_batch` encodes ordinary text on several threads.
     `decode` raises `TokenizerError` for an id outside `range(vocab_size)` and replaces invalid
-    UTF-8 (an id sequence cut inside a character) with U+FFFD.
+    UTF-8 (an id sequence cut inside a character) with U+FFFD. `encode` raises `TokenizerError` for
+    a lone surrogate, which no UTF-8 holds (undecodable input bytes, or a JSON `\\ud800`): tiktoken
+    would encode it as U+FFFD, the byte tokenizer could not encode it at all.
     """
 
     name: str
@@ -117,6 +119,16 @@ class Tokenizer(abc.ABC):
     @abc.abstractmethod
     def decode(self, ids: list[int]) -> str:
         """The text of `ids`."""
+
+    @staticmethod
+    def _check_text(text: str) -> None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            code = ord(text[exc.start])
+            what = (f"is not UTF-8 (byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF  # surrogateescape
+                    else f"holds a lone surrogate (\\u{code:04x}")
+            raise TokenizerError(f"the text {what} at character {exc.start}): pass UTF-8 text") from None
 
     def _check_ids(self, ids: list[int]) -> None:
         if len(ids) == 0:
@@ -209,6 +221,7 @@ class Dolma2Tokenizer(Tokenizer):
         return self._enc
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        self._check_text(text)
         if allow_special:
             return self._enc.encode(text, allowed_special="all", disallowed_special=())
         return self._enc.encode_ordinary(text)
@@ -237,6 +250,7 @@ class ByteTokenizer(Tokenizer):
         self._special_text = {i: t.encode("utf-8") for t, i in self.special_tokens.items()}
 
     def encode(self, text: str, allow_special: bool = False) -> list[int]:
+        self._check_text(text)
         if not allow_special:
             return list(text.encode("utf-8"))
         ids: list[int] = []
