@@ -105,14 +105,32 @@ def cmd_build(args: argparse.Namespace) -> int:
     from olmo2spec.compiler import check
     from olmo2spec.emit.bundle import build_bundle
 
+    if args.output == "":  # not the default: an empty name is a mistake (an unset variable)
+        print("error: build -o needs the bundle's directory (got ''); leave -o out for generated/<spec>/",
+              file=sys.stderr)
+        return EXIT_SPEC_ERROR
+    if args.output == "-":
+        print("error: build -o - : a bundle is a directory, not a stream; give a directory (./- for one named -)",
+              file=sys.stderr)
+        return EXIT_SPEC_ERROR
     checked = check(args.spec, args.overrides, strict=args.strict)
     _print_diagnostics(checked.warnings)
     spec = Path(args.spec)
-    out = Path(args.output) if args.output else Path("generated") / spec.stem
-    files = build_bundle(checked, out, spec.name)
-    size = sum(len(data) for data in files.values())
-    print(f"built {_printable(str(out))}/: {len(files)} files, {size / 1024:.0f} KiB, {checked.plan.recipe.name}, "
-          f"{len(checked.plan.stages)} stages")
+    out = Path(args.output) if args.output is not None else Path("generated") / spec.stem
+    built = build_bundle(checked, out, spec.name)
+    for rel, kept in built.carried.edited:
+        print(f"warning: {_printable(rel)} was edited since the last build: your version is kept as "
+              f"{_printable(kept)}", file=sys.stderr)
+    for rel, kept in built.carried.kept:
+        print(f"warning: {_printable(rel)} is not the build's, and the new build writes there: moved to "
+              f"{_printable(kept)}", file=sys.stderr)
+    size = sum(len(data) for data in built.files.values())
+    print(f"built {_printable(str(out))}/: {len(built.files)} files, {size / 1024:.0f} KiB, "
+          f"{checked.plan.recipe.name}, {len(checked.plan.stages)} stages")
+    if built.carried.moved:
+        moved = built.carried.moved
+        print(f"  kept from the old bundle: {', '.join(map(_printable, moved[:6]))}"
+              f"{f' and {len(moved) - 6} more' if len(moved) > 6 else ''}")
     print(f"  next: bash {_printable(shlex.quote(f'{out}/launch/submit.sh'))} --dry-run")  # safe to paste
     return 0
 

@@ -13,15 +13,17 @@ import json
 import os
 from pathlib import Path
 
+import attrs
+
 from olmo2spec import __version__
 from olmo2spec.compiler import Checked
 from olmo2spec.emit.render import render
 from olmo2spec.emit.view import build_view
-from olmo2spec.emit.write import write_tree
+from olmo2spec.emit.write import Carried, write_tree
 from olmo2spec.plan.mixes import MixPlan
 from olmo2spec.plan.plan import PLAN_VERSION, to_json
 
-__all__ = ["render_bundle", "build_bundle", "check_replaceable", "EXECUTABLE_SUFFIXES"]
+__all__ = ["Built", "render_bundle", "build_bundle", "check_replaceable", "EXECUTABLE_SUFFIXES"]
 
 EXECUTABLE_SUFFIXES = (".sh", ".sbatch", ".py")
 
@@ -105,14 +107,25 @@ def check_replaceable(out_dir: Path) -> None:
                           "choose another output directory, or remove it")
 
 
-def build_bundle(checked: Checked, out_dir: Path, spec_name: str) -> dict[str, bytes]:
+@attrs.frozen
+class Built:
+    files: dict[str, bytes]
+    """The generated files, by relative path."""
+    carried: Carried
+    """What the old bundle held besides its generated files, now in the new one."""
+
+
+def build_bundle(checked: Checked, out_dir: Path, spec_name: str) -> Built:
     """Render and write the bundle to `out_dir`, replacing what was there only once all is written.
+
+    Run outputs and the user's files in an old bundle are carried into the new one (emit/carry.py).
 
     Raises:
         FileExistsError: when `out_dir` holds something other than a bundle; nothing is written then.
+
+    .. versionchanged:: returns `Built` (the files and what was carried over), not the files alone.
     """
     check_replaceable(out_dir)
     files = render_bundle(checked, spec_name)
     executable = frozenset(name for name in files if name.endswith(EXECUTABLE_SUFFIXES))
-    write_tree(files, out_dir, executable)
-    return files
+    return Built(files=files, carried=write_tree(files, out_dir, executable))

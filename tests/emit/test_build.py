@@ -194,15 +194,12 @@ def test_killed_build_leaves_the_old_bundle_and_the_next_build_cleans_up(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
-def test_build_replaces_an_existing_bundle_fully(tmp_path: Path):
+def test_build_replaces_the_generated_files_of_an_existing_bundle(tmp_path: Path):
+    """Generated files are replaced or removed; what else is there is kept (tests/emit/test_rebuild.py)."""
     out = tmp_path / "tiny"
-    build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml")
-    (out / "stale.txt").write_text("from an older build\n")
-    (out / "launch" / "slurm" / "99-gone.sbatch").write_text("#!/bin/bash\n")
-    (out / "old-dir").mkdir()
-    files = build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml")
+    build_bundle(check(SPECS / "13b.toml"), out, "13b.toml")
+    files = build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml").files
     assert _tree(out) == files
-    assert not (out / "old-dir").exists()
     assert _hidden(tmp_path) == []
 
 
@@ -223,7 +220,7 @@ def test_build_through_a_symlinked_bundle_directory(tmp_path: Path):
     build_bundle(check(SPECS / "tiny.toml"), real, "tiny.toml")
     link = tmp_path / "tiny"
     link.symlink_to(real, target_is_directory=True)
-    files = build_bundle(check(SPECS / "tiny.toml", [PEAK]), link, "tiny.toml")
+    files = build_bundle(check(SPECS / "tiny.toml", [PEAK]), link, "tiny.toml").files
     assert link.is_symlink()
     assert _tree(real) == files
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scratch", "tiny"]
@@ -282,7 +279,7 @@ def test_build_refuses_to_replace_what_is_not_a_bundle(tmp_path: Path, kind: str
 def test_build_into_an_empty_directory(tmp_path: Path):
     out = tmp_path / "empty"
     out.mkdir()
-    files = build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml")
+    files = build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml").files
     assert _tree(out) == files
 
 
@@ -297,4 +294,16 @@ def test_build_of_a_broken_spec_exits_2_and_writes_nothing(tmp_path: Path):
     assert "built" not in result.stdout
     result = _cli("build", str(BROKEN), cwd=tmp_path)  # default output: generated/<stem>
     assert result.returncode == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("output", "message"), [
+    ("", "error: build -o needs the bundle's directory (got ''); leave -o out for generated/<spec>/"),
+    ("-", "error: build -o - : a bundle is a directory, not a stream; give a directory (./- for one named -)"),
+])
+def test_build_refuses_an_output_that_names_no_directory(tmp_path: Path, output: str, message: str):
+    result = _cli("build", str(SPECS / "tiny.toml"), "-o", output, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == message + "\n"
+    assert result.stdout == ""
     assert list(tmp_path.iterdir()) == []
