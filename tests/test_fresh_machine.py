@@ -4,6 +4,7 @@ call one; `python3 -m just` finds rust-just's binary for this Python."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -78,3 +79,23 @@ def test_python_m_just_runs_the_justfile_without_console_scripts_on_path():
     result = _without_console_scripts(["python3", "-m", "just", "--evaluate", "python"])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == sys.executable
+
+
+_DASH_M = re.compile(r"(?:\{\{python\}\}|\$PYTHON\"?)\s+-m\s+(?P<module>[A-Za-z_][\w.]*)")
+
+
+def _runnable(module: str) -> bool:
+    """What `python -m MODULE` can run: a module, or a package with a __main__."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.submodule_search_locations is None:
+        return spec is not None
+    return importlib.util.find_spec(module + ".__main__") is not None
+
+
+def test_every_python_m_the_justfile_and_launchers_run_exists():
+    texts = [(ROOT / "justfile").read_text(encoding="utf-8")]
+    texts += [t.read_text(encoding="utf-8") for t in (ROOT / "olmo2spec" / "emit" / "templates").glob("*.sh.j2")]
+    texts += [(ROOT / "olmo2spec" / "emit" / "templates" / "stage.sbatch.j2").read_text(encoding="utf-8")]
+    modules = {m.group("module") for text in texts for m in _DASH_M.finditer(text)} - {"pip"}
+    assert "olmo2spec" in modules
+    assert sorted(m for m in modules if not _runnable(m)) == []
