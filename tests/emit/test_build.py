@@ -194,6 +194,28 @@ def test_killed_build_leaves_the_old_bundle_and_the_next_build_cleans_up(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
 
 
+def test_concurrent_builds_of_one_target_both_succeed(tmp_path: Path):
+    """The second waits for the first (flock on the parent directory), then rebuilds; neither fails."""
+    out = tmp_path / "tiny"
+    build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml")
+    slow = subprocess.Popen([sys.executable, "-c", KILLABLE, str(SPECS / "tiny.toml"), "-o", str(out), "--set", PEAK],
+                            cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not any(p.name.startswith(f".tiny{BUILDING}") for p in tmp_path.iterdir()):
+            assert slow.poll() is None and time.monotonic() < deadline, slow.communicate()
+            time.sleep(0.02)
+        fast = _cli("build", str(SPECS / "tiny.toml"), "-o", str(out), cwd=tmp_path)
+        _, slow_err = slow.communicate(timeout=120)
+    finally:
+        slow.kill()
+    assert slow.returncode == 0, slow_err
+    assert fast.returncode == 0, fast.stderr
+    assert f"waiting for another build in {tmp_path} to finish" in fast.stderr
+    assert _tree(out) == render_bundle(check(SPECS / "tiny.toml"), "tiny.toml")  # the later build's
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
 def test_build_replaces_the_generated_files_of_an_existing_bundle(tmp_path: Path):
     """Generated files are replaced or removed; what else is there is kept (tests/emit/test_rebuild.py)."""
     out = tmp_path / "tiny"
