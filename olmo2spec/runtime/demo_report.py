@@ -6,6 +6,7 @@ held-out loss per source and math accuracy with the development and held-out spl
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,31 @@ def demo_rows(plan: Plan, checkpoint_root: Path, data_root: Path, limit: int | N
         if path is None:
             continue
         cache = checkpoint_root / run / "demo-results.json"
-        cached = json.loads(cache.read_text()) if cache.exists() else None
+        cached = _read_cache(cache)
         if cached is None or cached.get("checkpoint") != str(path) or cached.get("limit") != limit:
             cached = {**evaluate_checkpoint(plan, path, data_root, limit), "limit": limit, "checkpoint": str(path)}
-            cache.write_text(json.dumps(cached, indent=2, sort_keys=True) + "\n")
+            _write_atomic(cache, json.dumps(cached, indent=2, sort_keys=True) + "\n")
         rows.append({"label": label, "run": run, **cached})
     return rows
+
+
+def _read_cache(cache: Path) -> dict[str, Any] | None:
+    """The cached results; None when there are none or they are damaged (then they are computed again)."""
+    try:
+        cached = json.loads(cache.read_bytes())
+    except (OSError, ValueError):  # missing, not JSON, not UTF-8
+        return None
+    return cached if isinstance(cached, dict) else None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Under a temporary name, then renamed: a kill leaves the old cache or none, never half of one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _pct(row: dict[str, Any], task: str) -> float:

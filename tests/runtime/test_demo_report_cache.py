@@ -1,0 +1,39 @@
+"""demo-report's per-run cache (demo-results.json): a damaged one is recomputed, never a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+
+import olmo2spec.runtime.evaluate as evaluate
+from olmo2spec.runtime.checkpoint import COMPLETE, step_dir
+from olmo2spec.runtime.demo_report import demo_rows
+
+RESULT = {"demo-heldout-loss": {"web": 1.0}, "demo-math-dev": {"accuracy": 0.5}, "demo-math-heldout": {"accuracy": 0.5}}
+
+
+@pytest.mark.parametrize("cache", [b"{not json", b"", b"[1, 2]", b"\xff\xfe"], ids=["bad JSON", "empty", "a list",
+                                                                                   "not UTF-8"])
+def test_a_damaged_cache_is_recomputed(plans, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cache: bytes):
+    plan = plans["tiny"]
+    run = plan.stage("pretrain").runs[0].name
+    step = step_dir(tmp_path / run, 8)
+    step.mkdir(parents=True)
+    (step / COMPLETE).write_text("{}")
+    (tmp_path / run / "demo-results.json").write_bytes(cache)
+    calls = []
+
+    def fake(plan, path, data_root, limit):  # type: ignore[no-untyped-def]
+        calls.append(path)
+        return RESULT
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fake)
+    rows = demo_rows(plan, tmp_path, tmp_path, limit=None)
+    assert calls == [step]
+    assert rows[0]["label"] == "pretrained" and rows[0]["demo-math-dev"] == {"accuracy": 0.5}
+    assert json.loads((tmp_path / run / "demo-results.json").read_text())["checkpoint"] == str(step)
+    assert [p.name for p in (tmp_path / run).iterdir() if p.name.startswith(".")] == []  # no temporary left
