@@ -193,7 +193,7 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if args.decode:
         try:
             ids = [int(token) for token in args.text]
-            print(tokenizer.decode(ids))
+            print(printable(tokenizer.decode(ids), newlines=True))  # ids can spell ESC sequences
         except (ValueError, TokenizerError) as exc:
             _error(f"cannot decode: {exc}")
             return EXIT_SPEC_ERROR
@@ -218,7 +218,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     except DirectoryError as exc:
         _error(str(exc))
         return EXIT_SPEC_ERROR
-    print(report)
+    print(printable(str(report), newlines=True))
     return 0
 
 

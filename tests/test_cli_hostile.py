@@ -93,6 +93,7 @@ def test_control_characters_are_shown_escaped_on_every_printing_path(tmp_path: P
         "check ok": _run(["check", str(odd)]),
         "check error": _run(["check", str(missing)]),
         "demo-data error": _run(["demo-data", str(spec)]),
+        "tokenize --decode": _run(["tokenize", "--tokenizer", "bytes", "--decode", "27", "91", "50", "74", "10", "65"]),
     }
     for name, result in runs.items():
         out, err = result.stdout.decode(), result.stderr.decode()
@@ -101,6 +102,7 @@ def test_control_characters_are_shown_escaped_on_every_printing_path(tmp_path: P
     shown = r"red \x1b[31mX\x07 \r over \x9b2J \u202eevil \x00 [bold]markup[/bold] [/oops]"
     assert shown in runs["explain"].stdout.decode()
     assert runs["diff"].returncode == 0 and r"odd\x1b[2J[/b].toml" in runs["diff"].stdout.decode()
+    assert runs["tokenize --decode"].stdout == b"\\x1b[2J\nA\n"  # ids spell an ESC sequence; newlines stay
     assert runs["check error"].returncode == 2 and r"gone\x1b]0;title\x07.toml" in runs["check error"].stderr.decode()
 
 
