@@ -115,6 +115,9 @@ def test_a_rebuild_of_its_own_directory_touches_only_its_files(corpus: Path):
     manifest = json.loads((corpus / "MANIFEST.json").read_bytes())
     manifest["files"].append({"path": "raw/web/web-099.jsonl.gz", "sha256": "0" * 64})
     (corpus / "MANIFEST.json").write_text(json.dumps(manifest))
+    killed = corpus.parent / ".data.staging-999999999"  # a build killed midway (no such process): removed
+    killed.mkdir()
+    (killed / "MANIFEST.json").write_text("{}")
     before = _tree(corpus)
 
     demo.build_demo_corpus(corpus, seed=1)
