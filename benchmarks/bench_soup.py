@@ -47,6 +47,7 @@ def child(mode: str, out: Path, paths: list[Path]) -> None:
     import torch.distributed.checkpoint as dcp
 
     from olmo2spec.runtime.checkpoint import load_model_weights
+    from olmo2spec.runtime.integrity import checksums_of, rank_files, seal
     from olmo2spec.runtime.soup import soup
 
     after_imports = _peak_mib()
@@ -60,6 +61,7 @@ def child(mode: str, out: Path, paths: list[Path]) -> None:
             avg = {k: sum(w * m[k] for m, w in zip(models, weights, strict=True)) for k in models[0]}
             out.mkdir(parents=True)
             dcp.save({"model": avg}, checkpoint_id=str(out), no_dist=True)
+            seal(out, checksums_of(out, rank_files(out, 0)), {"step": 0, "final": True})  # complete, as ours is
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_mib": _peak_mib(), "after_imports_mib": after_imports}), flush=True)
 
