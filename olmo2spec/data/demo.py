@@ -992,7 +992,7 @@ def build_demo_corpus(root: Path, seed: int = 0) -> DemoReport:
     """
     start = time.perf_counter()
     root = Path(root)
-    target = root.resolve() if root.is_symlink() else root  # a link to a directory: fill the directory
+    target = root.resolve() if root.is_symlink() else Path(os.path.abspath(root))  # `.` has a name, a parent
     old = owned_dir.claim(target, _is_demo_manifest, "demo corpus")
     fingerprint = _fingerprint(seed)
     if old is not None and owned_dir.up_to_date(target, old, fingerprint):

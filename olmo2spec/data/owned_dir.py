@@ -3,8 +3,9 @@
 A directory is ours when its MANIFEST.json is one the command wrote (the caller says how to tell).
 Anything else that is not empty is refused, so no file of the user's is overwritten or deleted.
 New contents are built in a staging directory beside the target and moved in only when complete:
-a full disk or a kill while building leaves the old contents, or no directory at all. An empty or
-absent target is replaced by one rename. In a directory of ours only the files the old and new
+a full disk or a kill while building leaves the old contents, or no directory at all. An absent
+target is made by one rename; an empty one keeps its inode (a shell may be in it) and gets the
+staged entries moved in, the manifest last. In a directory of ours only the files the old and new
 manifests list are touched, others (prepare's token files, say) are kept, and a file whose bytes
 are unchanged is not rewritten, so its mtime, which prepare's resume checks, stays as it was.
 """
@@ -147,9 +148,15 @@ def commit(stage: Path, root: Path, old: Manifest | None) -> None:
         DirectoryError: a listed file would land outside `root` through a symlinked directory.
     """
     if old is None:
-        if root.is_dir():
-            root.rmdir()  # empty, as claim found it; fails (and keeps what is there) if it no longer is
-        os.rename(stage, root)
+        if not root.is_dir():
+            os.rename(stage, root)
+            return
+        entries = sorted(p.name for p in stage.iterdir() if p.name != MANIFEST)
+        for name in [*entries, MANIFEST]:  # the manifest last: until it is there, the directory is not ours
+            if (root / name).exists():
+                raise DirectoryError(f"{root / name} appeared while the corpus was being built: "
+                                     f"not replacing it; rerun into a new or empty directory")
+            os.rename(stage / name, root / name)
         return
     new = _read_manifest(stage)
     files = listed_files(new) if new is not None else None

@@ -154,3 +154,24 @@ def test_a_full_disk_leaves_the_old_corpus_or_nothing(corpus: Path, existing: bo
     else:
         assert not corpus.exists()
     assert sorted(p.name for p in corpus.parent.iterdir()) == (["data"] if existing else [])
+
+
+def test_an_empty_directory_is_filled_in_place(built: Path, tmp_path: Path):
+    """`cd data && olmo2spec demo-data .`: the directory itself stays (a shell is in it), the corpus lands in it."""
+    data = tmp_path / "data"
+    data.mkdir()
+    inode = data.stat().st_ino
+    assert main_in(data, ["demo-data", "."]) == 0
+    assert data.stat().st_ino == inode
+    assert {rel: content for rel, (content, _) in _tree(data).items()} == \
+        {rel: content for rel, (content, _) in _tree(built).items()}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
+
+
+def main_in(directory: Path, args: list[str]) -> int:
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        return main(args)
+    finally:
+        os.chdir(cwd)
