@@ -12,7 +12,7 @@ import attrs
 
 from olmo2spec.plan.memory import MemoryEstimate
 
-__all__ = ["Layout", "choose_layout", "NoFit"]
+__all__ = ["Layout", "choose_layout", "NoFit", "MAX_GPUS", "MAX_PER_RANK_BATCH"]
 
 
 @attrs.frozen(kw_only=True)
@@ -33,8 +33,16 @@ class NoFit(Exception):
         self.micro_batch = micro_batch
 
 
+MAX_GPUS = 2**20
+"""Largest world size planned for; with MAX_PER_RANK_BATCH it bounds the layout search (the resolver
+refuses more before searching)."""
+MAX_PER_RANK_BATCH = 2**24
+
+
 def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """Divisors of n, ascending; trial division up to sqrt(n)."""
+    small = [d for d in range(1, int(n**0.5) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)})
 
 
 def shard_candidates(gpus: int, gpus_per_node: int) -> list[int]:

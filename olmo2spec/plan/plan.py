@@ -269,8 +269,13 @@ def to_dict(plan: Plan) -> dict[str, Any]:
 
 
 def to_json(plan: Plan) -> str:
-    """Deterministic JSON: sorted keys, fixed float repr, trailing newline."""
-    return json.dumps(to_dict(plan), indent=2, sort_keys=True, ensure_ascii=True) + "\n"
+    """Deterministic JSON: sorted keys, fixed float repr, trailing newline.
+
+    Raises:
+        ValueError: when a float in the plan is NaN or infinite (the resolver refuses such plans).
+    """
+    # allow_nan=False: NaN and Infinity are not JSON; a plan holding them is a bug, never a file
+    return json.dumps(to_dict(plan), indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
 
 
 def from_json(text: str) -> Plan:

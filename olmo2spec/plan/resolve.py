@@ -8,6 +8,7 @@ as the spec's own rules, pointing at the field to change.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -18,7 +19,7 @@ from olmo2spec.plan.environment import training_env
 from olmo2spec.plan.evals import SUITES
 from olmo2spec.plan.memory import MemoryEstimate, estimate_memory
 from olmo2spec.plan.mixes import MixPlan, mix_from_mix_pct, mix_from_source_pct
-from olmo2spec.plan.parallel import NoFit, choose_layout
+from olmo2spec.plan.parallel import MAX_GPUS, MAX_PER_RANK_BATCH, NoFit, choose_layout
 from olmo2spec.plan.plan import (
     PLAN_VERSION,
     ClusterPlan,
@@ -35,6 +36,7 @@ from olmo2spec.plan.plan import (
     SoupStagePlan,
     StagePlan,
     TrainStagePlan,
+    to_dict,
 )
 from olmo2spec.plan.schedule import LrSchedule, build_schedule
 from olmo2spec.spec.diagnostics import Path, Reporter
@@ -130,6 +132,16 @@ class _Resolver:
         c = self.recipe.cluster
         nodes = stage.nodes or c.nodes
         gpus = nodes * c.gpus_per_node
+        if gpus > MAX_GPUS:
+            self.report.error("E013", path + ("nodes",) if stage.nodes else ("cluster", "nodes"),
+                              f"{nodes:,} nodes x {c.gpus_per_node:,} is {gpus:,} GPUs, more than the "
+                              f"{MAX_GPUS:,} this compiler plans for", "use the cluster's real size")
+            return None
+        if batch // gpus > MAX_PER_RANK_BATCH:
+            self.report.error("E030", path + ("batch_size",), f"batch_size {batch:,} puts {batch // gpus:,} "
+                              f"sequences on each of {gpus:,} ranks, more than {MAX_PER_RANK_BATCH:,}",
+                              "OLMo 2 trains on 1,024 to 2,048 sequences per step; use a realistic batch")
+            return None
         if batch % gpus and not isinstance(stage, RlvrStage):  # RLVR rollouts split unevenly, see below
             self.report.error("E030", path + ("batch_size",),
                               f"batch_size {batch} is not divisible by the {gpus} data-parallel ranks "
@@ -329,6 +341,32 @@ class _Resolver:
             hyperparameters=hyper, parallel=parallel, memory=memory,
             cost=self.cost(tokens, seq, parallel.gpus, multiplier))
 
+    def soup_weights(self, stage: SoupStage, path: Path, runs: int, names: list[str]) -> list[float] | None:
+        """The weights normalised to sum to 1; None (reported) when they cannot be."""
+        weights = stage.weights or [1.0] * runs
+        path = path + ("weights",)
+        if len(weights) != runs:
+            self.report.error("E036", path, f"{len(weights)} weights for {runs} ingredient runs ({', '.join(names)})",
+                              "give one weight per run, or none")
+            return None
+        if not runs:
+            return None
+        largest = max(weights)
+        if largest <= 0:
+            self.report.error("E036", path, "weights sum to 0",
+                              "give at least one ingredient run a positive weight, or give no weights")
+            return None
+        # scaled by the largest first: [1e308] * 3 sums to inf, which would make every weight 0
+        scaled = [w / largest for w in weights]
+        total = sum(scaled)
+        normalised = [w / total for w in scaled]
+        lost = [i for i, (w, n) in enumerate(zip(weights, normalised, strict=True)) if w > 0 and n == 0]
+        if lost:
+            self.report.error("E036", path, f"weight {weights[lost[0]]:g} of {names[lost[0]]} is 0 next to the "
+                              f"largest, {largest:g}", "give weights of comparable size; 0 leaves a run out")
+            return None
+        return normalised
+
     def parent_lr(self, stage: StageSpec) -> float | None:
         parent = self.parent_train(stage)
         return parent.lr.lr_at_stop if parent else None
@@ -349,18 +387,10 @@ class _Resolver:
                                     text_field=stage.text_field, filters=stage.filters)
         if isinstance(stage, SoupStage):
             ingredients = [run for name in stage.ingredients for run in self.runs_of(name)]
-            weights = stage.weights or [1.0] * len(ingredients)
-            if len(weights) != len(ingredients):
-                self.report.error("E036", path + ("weights",), f"{len(weights)} weights for {len(ingredients)} "
-                                  f"ingredient runs ({', '.join(ingredients)})", "give one weight per run, or none")
+            weights = self.soup_weights(stage, path, len(ingredients), ingredients)
+            if not ingredients or weights is None:
                 return None
-            if ingredients and sum(weights) <= 0:
-                self.report.error("E036", path + ("weights",), f"weights sum to {sum(weights):g}",
-                                  "give at least one ingredient run a positive weight, or give no weights")
-            if not ingredients or sum(weights) <= 0:
-                return None
-            return SoupStagePlan(**common, ingredients=ingredients,
-                                 weights=[w / sum(weights) for w in weights])
+            return SoupStagePlan(**common, ingredients=ingredients, weights=weights)
         if isinstance(stage, EvalStage):
             dev, heldout = SUITES[stage.suite]
             return EvalStagePlan(**common, targets=self.runs_of(stage.from_ or ""), suite=stage.suite,
@@ -396,11 +426,30 @@ class _Resolver:
                               gpu_peak_tflops=self.gpu.peak_tflops,
                               total_gpus=r.cluster.nodes * r.cluster.gpus_per_node)
         stages = list(self.done.values())
-        return Plan(version=PLAN_VERSION, olmo2spec_version=__version__, recipe=r.recipe, model=model,
+        plan = Plan(version=PLAN_VERSION, olmo2spec_version=__version__, recipe=r.recipe, model=model,
                     tokenizer=r.tokenizer, optimizer=r.optimizer, data=r.data, checkpoint=r.checkpoint,
                     runtime=r.runtime,
                     cluster=cluster, sources=dict(r.sources), mixes=self.mixes, stages=stages,
                     estimates=_estimates(stages, self.counts))
+        for field, value in _non_finite(to_dict(plan), "plan"):
+            # every input is finite, so a derived figure overflowed: extreme cluster figures (mfu 1e-300)
+            self.report.error("E013", ("cluster",), f"{field} comes out as {value} from these figures",
+                              "use realistic values for mfu, gpu_power_kw, pue, carbon_intensity and wue",
+                              at_key=True)
+            return None
+        return plan
+
+
+def _non_finite(value: Any, path: str) -> Iterator[tuple[str, float]]:
+    """Every NaN or infinite float in a plan's JSON tree, with its dotted path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _non_finite(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _non_finite(item, f"{path}[{index}]")
 
 
 def _estimates(stages: list[StagePlan], counts: ParamCounts) -> Estimates:

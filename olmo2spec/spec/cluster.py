@@ -14,8 +14,8 @@ from olmo2spec.spec.fields import (
     non_negative,
     one_of,
     positive,
+    share_of_one,
     shown,
-    unit_interval,
 )
 from olmo2spec.spec.hardware import GPUS
 
@@ -99,7 +99,7 @@ class ClusterSpec:
     nodes: int = doc("Nodes for training stages (a stage may ask for fewer).", validator=positive)
     gpus_per_node: int = doc("Accelerators (or CPU processes) per node.", default=8, validator=positive)
     mfu: float = doc("Model FLOPs utilisation assumed by the GPU-hour estimate.", default=0.4,
-                     validator=unit_interval)
+                     validator=share_of_one)
     gpu_power_kw: float = doc(
         "Average power per GPU under load, its share of the host included. 1.13 kW reproduces the "
         "7B figure of Table 19 (131 MWh) at 45% MFU.", default=1.13, validator=positive)

@@ -9,6 +9,7 @@ switched off), so that every failure is reported, bad types and bad values toget
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Callable, Collection
 from typing import Any
@@ -17,11 +18,16 @@ import attrs
 
 __all__ = [
     "doc", "SpecValueError", "positive", "non_negative", "in_range", "one_of", "safe_name",
-    "unit_interval", "each", "SAFE_NAME", "shown",
+    "unit_interval", "each", "SAFE_NAME", "shown", "seed_range", "share_of_one", "MAX_SEED", "finite",
 ]
 
 SAFE_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+"""Also a JSON Schema pattern (ECMA-262), hence `$`; Python checks it with `fullmatch`, since its `$`
+also matches before a trailing newline ("pretrain\\n" would pass `match`)."""
 _SAFE_NAME = re.compile(SAFE_NAME)
+MAX_SEED = 2**63 - 1
+"""The largest seed accepted: torch.manual_seed refuses 2**64 and more at run time; below 2**63 a seed
+also fits a signed 64-bit integer, what TOML itself promises."""
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
@@ -51,6 +57,17 @@ def doc(text: str, *, default: Any = attrs.NOTHING, validator: Validator | list[
     return attrs.field(default=default, validator=validator, metadata=metadata)
 
 
+def finite(value: float) -> float:
+    """`value` unchanged; NaN and infinities are refused (they reach plan.json as invalid JSON).
+
+    Raises:
+        SpecValueError: for NaN, inf or -inf.
+    """
+    if not math.isfinite(value):
+        raise SpecValueError(f"must be a finite number (got {value!r})", "write a number such as 3e-4")
+    return value
+
+
 def positive(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not value > 0:
         raise SpecValueError(f"must be greater than 0 (got {value!r})")
@@ -64,6 +81,19 @@ def non_negative(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
 def unit_interval(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and not 0 <= value <= 1:
         raise SpecValueError(f"must be between 0 and 1 (got {value!r})")
+
+
+def share_of_one(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    """A fraction that a figure is divided by (MFU): 0 excluded."""
+    if value is not None and not 0 < value <= 1:
+        raise SpecValueError(f"must be greater than 0 and at most 1 (got {value!r})",
+                             "e.g. 0.4 for 40%")
+
+
+def seed_range(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and not 0 <= value <= MAX_SEED:
+        raise SpecValueError(f"a seed must be between 0 and 2**63-1 (got {shown(value)})",
+                             "torch.manual_seed and the data loader take seeds below 2**63; e.g. 42")
 
 
 def in_range(low: float, high: float) -> Validator:
@@ -85,7 +115,7 @@ def one_of(choices: Collection[Any]) -> Validator:
 
 def safe_name(_inst: Any, attr: attrs.Attribute[Any], value: Any) -> None:
     """Names reach file names and job names in the bundle, so they stay in a safe set."""
-    if value is not None and not _SAFE_NAME.match(value):
+    if value is not None and not _SAFE_NAME.fullmatch(value):
         raise SpecValueError(
             f"{shown(value)} is not a valid name",
             "use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",

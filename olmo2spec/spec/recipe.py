@@ -5,7 +5,7 @@ from __future__ import annotations
 import attrs
 
 from olmo2spec.spec.cluster import ClusterSpec
-from olmo2spec.spec.fields import doc, non_negative, safe_name
+from olmo2spec.spec.fields import doc, safe_name, seed_range
 from olmo2spec.spec.mixes import MixSpec, SourceSpec
 from olmo2spec.spec.model import ModelSpec, TokenizerSpec
 from olmo2spec.spec.stages import Stage
@@ -21,7 +21,7 @@ class RecipeInfo:
     name: str = doc("Recipe name; the bundle and job names derive from it.", validator=safe_name)
     description: str = doc("Free text for people; never used in scripts.", default="")
     seed: int = doc("Seed of initialisation, and of data order where a stage gives none.",
-                    validator=non_negative)
+                    validator=seed_range)
 
 
 @attrs.frozen(kw_only=True)

@@ -43,18 +43,25 @@ def _did_you_mean(name: str, known: Iterable[str], what: str) -> str:
     return f"declared {what}: {', '.join(known)}" if known else f"no {what} are declared"
 
 
-def _nearest_head_count(d_model: int, n_heads: int) -> int:
-    """The head count nearest n_heads (the larger on a tie) that splits d_model into even head_dims."""
-    fits = [h for h in range(1, d_model + 1) if d_model % h == 0 and (d_model // h) % 2 == 0] or [1]
-    return min(fits, key=lambda h: (abs(h - n_heads), -h))
+def _nearest_head_count(d_model: int, n_heads: int) -> int | None:
+    """The head count nearest n_heads (the larger on a tie) that splits d_model into even head_dims.
+
+    The search walks out from n_heads a bounded distance: d_model may be any 64-bit integer.
+    """
+    for distance in range(4096):
+        for h in (n_heads + distance, n_heads - distance):
+            if 0 < h <= d_model and d_model % h == 0 and (d_model // h) % 2 == 0:
+                return h
+    return None
 
 
 def check_model(recipe: Recipe, report: Reporter) -> None:
     m, tok = recipe.model, recipe.tokenizer
     if m.d_model % m.n_heads:
+        nearest = _nearest_head_count(m.d_model, m.n_heads)
         report.error("E020", ("model", "n_heads"), f"n_heads {m.n_heads} does not divide d_model {m.d_model}",
-                     f"pick n_heads so that d_model / n_heads is a whole head_dim, e.g. "
-                     f"{_nearest_head_count(m.d_model, m.n_heads)}")
+                     "pick n_heads so that d_model / n_heads is a whole head_dim"
+                     + (f", e.g. {nearest}" if nearest else " (and even)"))
         return
     head_dim = m.d_model // m.n_heads
     if m.n_heads % m.n_kv_heads:
@@ -79,7 +86,7 @@ def check_names(recipe: Recipe, report: Reporter) -> None:
     """Source and mix names become file names in the bundle (mixes/<mix>.csv): the safe set only."""
     for table in ("sources", "mixes"):
         for name in getattr(recipe, table):
-            if not _SAFE_NAME.match(name):
+            if not _SAFE_NAME.fullmatch(name):
                 report.error("E013", (table, name), f"{shown(name)} is not a valid name",
                              "use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
                              at_key=True)

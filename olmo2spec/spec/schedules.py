@@ -9,10 +9,16 @@ from typing import Literal
 
 import attrs
 
-from olmo2spec.spec.fields import doc, non_negative, positive, unit_interval
+from olmo2spec.spec.fields import SpecValueError, doc, non_negative, positive, unit_interval
 from olmo2spec.spec.types import Inherit, Tokens
 
 __all__ = ["CosineSchedule", "LinearSchedule", "WsdSchedule", "ConstantSchedule", "Schedule", "SCHEDULES"]
+
+
+def _positive_or_inherit(_inst: object, _attr: object, value: float | str) -> None:
+    if value != "inherit" and not (isinstance(value, float) and value > 0):
+        raise SpecValueError(f"a learning rate must be greater than 0 (got {value!r})",
+                             "e.g. start = 1e-5, or \"inherit\" to start where the `from` stage stopped")
 
 
 @attrs.frozen(kw_only=True)
@@ -33,7 +39,7 @@ class LinearSchedule:
 
     schedule: Literal["linear"] = doc("Schedule kind.")
     start: Inherit = doc("Learning rate after warmup, or \"inherit\" to start where the `from` stage "
-                         "stopped (mid-training, section 2.3).")
+                         "stopped (mid-training, section 2.3).", validator=_positive_or_inherit)
     end: float = doc("Learning rate at the last step.", default=0.0, validator=non_negative)
     warmup_steps: int = doc("Steps of linear warmup from 0.", default=0, validator=non_negative)
     warmup_ratio: float = doc("Warmup as a share of the stage's steps (post-training).", default=0.0,

@@ -20,6 +20,7 @@ from olmo2spec.spec.fields import (
     one_of,
     positive,
     safe_name,
+    seed_range,
     shown,
     unit_interval,
 )
@@ -125,7 +126,7 @@ class PretrainStage(TrainStage):
                                 default=None, validator=positive)
     steps: int | None = doc("Optimizer steps; give this or `tokens`.", default=None, validator=positive)
     data_seed: int | None = doc("Seed of the data order (default: recipe.seed).", default=None,
-                                validator=non_negative)
+                                validator=seed_range)
 
 
 @attrs.frozen(kw_only=True)
@@ -139,7 +140,7 @@ class AnnealStage(TrainStage):
     steps: int | None = doc("Optimizer steps per ingredient; give this or `tokens`.", default=None,
                             validator=positive)
     seeds: list[int] = doc("Data-order seeds, one ingredient run each (7B: 42, 42069, 666).",
-                           validator=each(non_negative))
+                           validator=each(seed_range))
     restore_optimizer: bool = doc("Load the predecessor's optimizer state (OLMo 2: yes).", default=True)
 
 
@@ -155,7 +156,7 @@ class MicroannealStage(TrainStage):
                                  default=0.5, validator=unit_interval)
     max_repeats: float = doc("Most times a candidate's tokens may be seen (the paper tried 1, 2 and 4); "
                              "a budget needing more is an error.", default=1.0, validator=positive)
-    seed: int | None = doc("Data-order seed (default: recipe.seed).", default=None, validator=non_negative)
+    seed: int | None = doc("Data-order seed (default: recipe.seed).", default=None, validator=seed_range)
 
 
 @attrs.frozen(kw_only=True)
@@ -177,7 +178,7 @@ class PostTrainStage(ParallelStage):
     batch_size: int = doc("Effective batch size in examples.", validator=positive)
     max_seq_len: int = doc("Longest sequence in tokens.", validator=positive)
     lr: Schedule = doc("Learning-rate schedule.")
-    seed: int | None = doc("Seed (default: recipe.seed).", default=None, validator=non_negative)
+    seed: int | None = doc("Seed (default: recipe.seed).", default=None, validator=seed_range)
 
 
 @attrs.frozen(kw_only=True)

@@ -9,7 +9,6 @@ is a mistake to report, not a string to coerce.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Callable, Iterator
 from typing import Any, get_args, get_origin
 
@@ -25,7 +24,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from olmo2spec.spec.compose import Composed
 from olmo2spec.spec.diagnostics import Diagnostic, Path, Severity, dotted
-from olmo2spec.spec.fields import SpecValueError
+from olmo2spec.spec.fields import SpecValueError, finite
 from olmo2spec.spec.quantity import parse_tokens
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import SCHEDULES, Schedule
@@ -74,18 +73,27 @@ def toml_keys(cls: type) -> list[str]:
 
 
 # -- strict primitive hooks -----------------------------------------------------------------
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _int64(value: int) -> int:
+    """TOML integers are 64-bit; tomllib reads longer ones, which later overflow floats (10**400)."""
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise SpecValueError(f"{_show(value)} does not fit in a 64-bit integer",
+                             "TOML integers lie between -2**63 and 2**63-1")
+    return value
+
+
 def _int(value: Any, _t: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):  # 4096.0 too: TOML has real integers
         raise _TypeMismatch("an integer", value, "4096")
-    return value
+    return _int64(value)
 
 
 def _float(value: Any, _t: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _TypeMismatch("a number", value, "3e-4")
-    if not math.isfinite(value):
-        raise SpecValueError(f"must be a finite number (got {value!r})")
-    return float(value)
+    return finite(float(_int64(value) if isinstance(value, int) else value))
 
 
 def _str(value: Any, _t: Any) -> str:
@@ -102,9 +110,10 @@ def _bool(value: Any, _t: Any) -> bool:
 
 def _tokens(value: Any, _t: Any) -> int:
     try:
-        return parse_tokens(value)
+        count = parse_tokens(value)
     except ValueError as exc:
         raise SpecValueError(str(exc), "write token counts like \"50B\", \"3.895T\" or 5e12", "E012") from None
+    return _int64(count)
 
 
 def _share(value: Any, _t: Any) -> Share:
@@ -119,7 +128,7 @@ def _auto_int(value: Any, _t: Any) -> int | str:
         return "auto"
     if isinstance(value, bool) or not isinstance(value, int):
         raise _TypeMismatch("an integer or \"auto\"", value, "2 or \"auto\"")
-    return value
+    return _int64(value)
 
 
 def _inherit(value: Any, _t: Any) -> float | str:
@@ -127,7 +136,7 @@ def _inherit(value: Any, _t: Any) -> float | str:
         return "inherit"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _TypeMismatch("a number or \"inherit\"", value, "3e-4 or \"inherit\"")
-    return float(value)
+    return _float(value, float)
 
 
 _TABLE_HINT = "write a [table] section, or an inline table { key = value, ... }"

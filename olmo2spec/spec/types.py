@@ -5,6 +5,7 @@ Each has a cattrs structure hook in `structure.py` and a JSON Schema in `jsonsch
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal, NewType
 
@@ -43,9 +44,14 @@ def parse_share(value: object) -> Share:
         ValueError: for anything else.
     """
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not (math.isfinite(value) and value >= 0):  # nan, inf and -1 would take no or negative tokens
+            raise ValueError(f"a source % must be a finite number, 0 or more (got {value!r})")
         return Share(float(value), repeats_declared=False)
-    if isinstance(value, str) and _REPEAT.match(value):
-        return Share(float(value.strip()[:-1]) * 100, repeats_declared=True)
+    if isinstance(value, str) and _REPEAT.fullmatch(value):
+        repeats = float(value.strip()[:-1])
+        if not math.isfinite(repeats * 100):  # 400 nines read as inf
+            raise ValueError(f"repeats must be a finite number (got {value!r})")
+        return Share(repeats * 100, repeats_declared=True)
     raise ValueError(
         f"expected a source % such as 3.23, or repeats such as \"2x\" (got {value!r})"
     )

@@ -398,6 +398,61 @@ CASES: dict[str, Case] = {
         "  hint: ingredients with the same seed see the same data order; use distinct seeds",
         "6 errors, 0 warnings",
     )),
+    # -- Numbers: finite, in range, fitting 64 bits; derived figures that would overflow -------------------------
+    "lr-not-finite": Case(lines=(
+        "tests/data/broken/lr-not-finite.toml:5:37: error[E013]: stages.sft.lr.start: must be a finite number "
+        "(got nan)",
+        "  hint: write a number such as 3e-4",
+        "tests/data/broken/lr-not-finite.toml:9:37: error[E013]: stages.dpo.lr.start: must be a finite number "
+        "(got inf)",
+        "  hint: write a number such as 3e-4",
+        "2 errors, 0 warnings",
+    )),
+    "lr-not-positive": Case(lines=(
+        "tests/data/broken/lr-not-positive.toml:5:37: error[E013]: stages.sft.lr.start: a learning rate must be "
+        "greater than 0 (got 0.0)",
+        "  hint: e.g. start = 1e-5, or \"inherit\" to start where the `from` stage stopped",
+        "tests/data/broken/lr-not-positive.toml:9:37: error[E013]: stages.rlvr.lr.start: a learning rate must "
+        "be greater than 0 (got -5e-05)",
+        "  hint: e.g. start = 1e-5, or \"inherit\" to start where the `from` stage stopped",
+        "2 errors, 0 warnings",
+    )),
+    "mfu-zero": Case(lines=(
+        "tests/data/broken/mfu-zero.toml:4:7: error[E013]: cluster.mfu: must be greater than 0 and at most 1 "
+        "(got 0.0)",
+        "  hint: e.g. 0.4 for 40%",
+        "1 error, 0 warnings",
+    )),
+    "mfu-tiny": Case(lines=(
+        "tests/data/broken/mfu-tiny.toml:2:1: error[E013]: cluster: plan.stages[1].cost.gpu_hours comes out as "
+        "inf from these figures",
+        "  hint: use realistic values for mfu, gpu_power_kw, pue, carbon_intensity and wue",
+        "1 error, 0 warnings",
+    )),
+    "seed-too-large": Case(lines=(
+        "tests/data/broken/seed-too-large.toml:4:8: error[E013]: recipe.seed: 18446744073709551616 does not fit "
+        "in a 64-bit integer",
+        "  hint: TOML integers lie between -2**63 and 2**63-1",
+        "tests/data/broken/seed-too-large.toml:8:14: error[E013]: stages.anneal.seeds[1]: 9223372036854775808 "
+        "does not fit in a 64-bit integer",
+        "  hint: TOML integers lie between -2**63 and 2**63-1",
+        "2 errors, 0 warnings",
+    )),
+    "soup-weights-underflow": Case(lines=(
+        "tests/data/broken/soup-weights-underflow.toml:5:11: error[E036]: stages.soup.weights: weight "
+        "9.99989e-321 of anneal-seed42069 is 0 next to the largest, 1e+300",
+        "  hint: give weights of comparable size; 0 leaves a run out",
+        "1 error, 0 warnings",
+    )),
+    "share-not-finite": Case(lines=(
+        "tests/data/broken/share-not-finite.toml:4:44: error[E012]: mixes.demo-pretrain.source_pct.demo-code: a "
+        "source % must be a finite number, 0 or more (got nan)",
+        "  hint: e.g. dclm = 3.23 or stackexchange = \"2x\"",
+        "tests/data/broken/share-not-finite.toml:4:61: error[E012]: mixes.demo-pretrain.source_pct.demo-math: a "
+        "source % must be a finite number, 0 or more (got inf)",
+        "  hint: e.g. dclm = 3.23 or stackexchange = \"2x\"",
+        "2 errors, 0 warnings",
+    )),
     # -- --set: typed, checked and located like the file ---------------------------------------------------------
     "set-heads": Case(spec=TINY, args=("--set", "model.n_heads=3"), lines=(
         "--set:1:1: error[E020]: model.n_heads: n_heads 3 does not divide d_model 128",
