@@ -298,15 +298,12 @@ def test_submit_from_a_stage_until_another(env: Env, bundles: dict[str, Path], t
     assert same.stdout == result.stdout
 
 
-@pytest.mark.parametrize("args", [["--from", "nope"], ["--from", ""], ["--bogus"], ["--from"], ["--only", "nope"],
+@pytest.mark.parametrize("args", [["--from", "nope"], ["--bogus"], ["--from"], ["--only", "nope"],
                                   ["--only"], ["--from", "sft", "--only", "sft"], ["--until", "nope"], ["--until"],
                                   ["--until", "sft", "--only", "sft"], ["--from", "dpo", "--until", "sft"],
                                   ["--from", "sft", "--until", "nope"]])
 def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str]):
     result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
-    if args == ["--from", ""]:  # an empty --from is no --from
-        assert result.returncode == 0, result.stderr
-        return
     assert result.returncode == 2
     assert result.stdout == ""
     if args[-1] == "nope":
@@ -318,6 +315,21 @@ def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_pa
         assert "--until sft comes before --from dpo: nothing to submit" in result.stderr
     if "--only" in args and len(args) > 2:
         assert "give --only alone" in result.stderr
+    assert env.calls() == []
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--from="], "--from"), (["--from", ""], "--from"), (["--until="], "--until"), (["--until", ""], "--until"),
+    (["--only="], "--only"), (["--only", ""], "--only"), (["--from", "sft", "--until="], "--until"),
+    (["--from=", "--from", "sft"], "--from"),
+])
+def test_submit_refuses_an_empty_stage(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str],
+                                       option: str):
+    """An empty value (an unset variable, say) is an error, never "every stage"."""
+    result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"{option} needs a stage (got an empty name)\nusage: launch/submit.sh ")
     assert env.calls() == []
 
 
@@ -478,7 +490,11 @@ def test_local_checkpoint_root_from_the_environment(env: Env, bundles: dict[str,
     (["--nproc", "x"], "--nproc must be a positive integer"),
     (["--nproc=-1"], "--nproc must be a positive integer"),
     (["--nproc"], "--nproc needs a number"),
+    (["--nproc="], "--nproc must be a positive integer (got '')"),
+    (["--nproc", ""], "--nproc must be a positive integer (got '')"),
     (["--bogus"], "unknown option: --bogus"),
+    ([""], "empty stage name: give a stage, or none for all\nusage: launch/local.sh"),
+    (["prepare", ""], "empty stage name: give a stage, or none for all\nusage: launch/local.sh"),
 ])
 def test_local_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str],
                                      message: str):
@@ -557,6 +573,27 @@ def test_sbatch_dry_run(env: Env, bundles: dict[str, Path], tmp_path: Path, stem
     if stem == "13b" and stage["kind"] in TRAINING_KINDS:
         assert "--nproc-per-node=8 " in train and ":29500 " in train
     assert env.calls() == []
+
+
+@pytest.mark.parametrize("task", ["3", "-1", "abc", "1+1", "01", " 1", "99999999999999999999", "RUNS[1]"])
+def test_sbatch_refuses_an_array_task_id_that_names_no_run(env: Env, bundles: dict[str, Path], tmp_path: Path,
+                                                          task: str):
+    """The anneal's 3 ingredients are tasks 0..2; anything else is an error, not some run or a traceback."""
+    script = bundles["tiny"] / "launch" / "slurm" / "04-anneal.sbatch"
+    result = _run(["bash", str(script), "--dry-run"], env.vars(SLURM_ARRAY_TASK_ID=task), tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    quoted = subprocess.run(["bash", "-c", 'printf %q "$1"', "_", task], capture_output=True, text=True).stdout
+    assert result.stderr == (f"SLURM_ARRAY_TASK_ID={quoted} names no run of anneal: it must be 0..2 "
+                             "(runs: anneal-seed42 anneal-seed42069 anneal-seed666)\n")
+    assert env.calls() == []
+
+
+def test_sbatch_of_one_run_refuses_another_task_id(env: Env, bundles: dict[str, Path], tmp_path: Path):
+    script = bundles["tiny"] / "launch" / "slurm" / "05-soup.sbatch"
+    result = _run(["bash", str(script), "--dry-run"], env.vars(SLURM_ARRAY_TASK_ID="1"), tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == "SLURM_ARRAY_TASK_ID=1 names no run of soup: it must be 0..0 (runs: soup)\n"
 
 
 def test_sbatch_outside_slurm_without_dry_run_refuses(env: Env, bundles: dict[str, Path], tmp_path: Path):

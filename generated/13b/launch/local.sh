@@ -13,6 +13,7 @@ BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 TARGETS=()
 NPROC=""
+nproc_given=0  # lower case: no [cluster.env] name
 DRY_RUN=0
 
 usage() { sed -n '5,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
@@ -20,10 +21,11 @@ usage() { sed -n '5,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
-    --nproc) [ $# -ge 2 ] || { echo "--nproc needs a number" >&2; exit 2; }; NPROC="$2"; shift ;;
-    --nproc=*) NPROC="${1#*=}" ;;
+    --nproc) [ $# -ge 2 ] || { echo "--nproc needs a number" >&2; exit 2; }; NPROC="$2"; nproc_given=1; shift ;;
+    --nproc=*) NPROC="${1#*=}"; nproc_given=1 ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
+    '') echo "empty stage name: give a stage, or none for all" >&2; usage >&2; exit 2 ;;  # an unset variable
     *) TARGETS+=("$1") ;;
   esac
   shift
@@ -36,7 +38,7 @@ else
   DEVICE=cpu
   GPUS=0
 fi
-if [ -z "$NPROC" ]; then
+if [ "$nproc_given" = 0 ]; then  # an empty --nproc= is an error below, not the default
   if [ "$DEVICE" = cuda ]; then NPROC="$GPUS"; else NPROC=8; fi
 fi
 case "$NPROC" in ''|*[!0-9]*|0) echo "--nproc must be a positive integer (got '$NPROC')" >&2; exit 2 ;; esac
@@ -134,7 +136,7 @@ stage_10() {
   run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-base.py --run-name eval-base
 }
 
-[ -n "${TARGETS[*]:-}" ] || TARGETS=(all)
+[ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
     all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;

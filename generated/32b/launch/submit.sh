@@ -29,16 +29,18 @@ UNTIL=""
 TARGET=""  # --only STAGE
 
 usage() { sed -n '6,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# need OPTION VALUE: an empty value (an unset variable, say) is an error, never "every stage"
+need() { [ -n "$2" ] || { echo "$1 needs a stage (got an empty name)" >&2; usage >&2; exit 2; }; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
-    --from) [ $# -ge 2 ] || { echo "--from needs a stage" >&2; exit 2; }; FROM="$2"; shift ;;
-    --from=*) FROM="${1#*=}" ;;
-    --until) [ $# -ge 2 ] || { echo "--until needs a stage" >&2; exit 2; }; UNTIL="$2"; shift ;;
-    --until=*) UNTIL="${1#*=}" ;;
-    --only) [ $# -ge 2 ] || { echo "--only needs a stage" >&2; exit 2; }; TARGET="$2"; shift ;;
-    --only=*) TARGET="${1#*=}" ;;
+    --from) [ $# -ge 2 ] || { echo "--from needs a stage" >&2; exit 2; }; FROM="$2"; shift; need --from "$FROM" ;;
+    --from=*) FROM="${1#*=}"; need --from "$FROM" ;;
+    --until) [ $# -ge 2 ] || { echo "--until needs a stage" >&2; exit 2; }; UNTIL="$2"; shift; need --until "$UNTIL" ;;
+    --until=*) UNTIL="${1#*=}"; need --until "$UNTIL" ;;
+    --only) [ $# -ge 2 ] || { echo "--only needs a stage" >&2; exit 2; }; TARGET="$2"; shift; need --only "$TARGET" ;;
+    --only=*) TARGET="${1#*=}"; need --only "$TARGET" ;;
     -h|--help) usage; exit 0 ;;
     *) echo "unknown argument: $1" >&2; usage >&2; exit 2 ;;
   esac
