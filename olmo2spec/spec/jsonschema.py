@@ -1,9 +1,10 @@
 """JSON Schema (draft 7) of recipe files, generated from the spec's attrs classes.
 
 Editors use it for completion, hover docs and red squiggles (`olmo2spec schema`). Nothing here
-is written per field: keys, types, defaults, descriptions and simple bounds all come from the
-attrs classes, so the schema cannot drift from the checker. It is looser than the checker
-(cross-field rules and custom validators stay in Python), never stricter.
+is written per field (but which tables are keyed by names, a rule of the checker): keys, types,
+defaults, descriptions and simple bounds all come from the attrs classes, so the schema cannot
+drift from the checker. It is looser than the checker (cross-field rules and custom validators
+stay in Python), never stricter.
 
 Two schemas. The file schema describes one file as people write it: an editor sees that file,
 not the recipe composed from it, so anything `extends` or `include` may supply is optional and a
@@ -26,7 +27,19 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import attrs
 
-from olmo2spec.spec.fields import SAFE_NAME, each, in_range, non_negative, one_of, positive, safe_name, unit_interval
+from olmo2spec.spec.fields import (
+    MAX_SEED,
+    SAFE_NAME,
+    each,
+    in_range,
+    non_negative,
+    one_of,
+    positive,
+    safe_name,
+    seed_range,
+    share_of_one,
+    unit_interval,
+)
 from olmo2spec.spec.quantity import QUANTITY_PATTERN
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import SCHEDULES, Schedule
@@ -45,7 +58,8 @@ _PRIMITIVES: dict[Any, str] = {int: "integer", float: "number", str: "string", b
 _SPECIAL: tuple[tuple[Any, Callable[[], Schema]], ...] = (
     (Tokens, lambda: {"anyOf": [{"type": "integer", "minimum": 0}, {"type": "number"},
                                 {"type": "string", "pattern": QUANTITY_PATTERN}]}),
-    (Share, lambda: {"anyOf": [{"type": "number"}, {"type": "string", "pattern": SHARE_REPEAT_PATTERN}]}),
+    (Share, lambda: {"anyOf": [{"type": "number", "minimum": 0},
+                               {"type": "string", "pattern": SHARE_REPEAT_PATTERN}]}),
     (AutoInt, lambda: {"anyOf": [{"type": "integer"}, {"const": "auto"}]}),
     (Inherit, lambda: {"anyOf": [{"type": "number"}, {"const": "inherit"}]}),
 )
@@ -85,6 +99,8 @@ _BOUNDS: tuple[tuple[Any, Schema], ...] = (
     (positive, {"exclusiveMinimum": 0}),
     (non_negative, {"minimum": 0}),
     (unit_interval, {"minimum": 0, "maximum": 1}),
+    (share_of_one, {"exclusiveMinimum": 0, "maximum": 1}),
+    (seed_range, {"minimum": 0, "maximum": MAX_SEED}),
     (safe_name, {"pattern": SAFE_NAME}),
 )
 

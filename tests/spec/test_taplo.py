@@ -106,6 +106,11 @@ MISTAKES = {
     "a stage without a name": '[[stages]]\nkind = "eval"\nsuite = "demo"\n',
     "a source name": '[sources."Demo Web"]\ntokens = 1000\n',
     "a mix name": '[mixes."mix/1"]\nsource_pct = { demo-web = 100 }\n',
+    "a name ending in a newline": '[recipe]\nname = "tiny\\n"\n',
+    "a negative seed": '[recipe]\nseed = -1\n',
+    "a negative seed in a list": '[[stages]]\nname = "anneal"\nseeds = [42, -7]\n',
+    "an mfu of 0": '[cluster]\nmfu = 0.0\n',
+    "a negative source %": '[mixes.demo-pretrain]\nsource_pct = { demo-web = -5, demo-code = 100, demo-math = 100 }\n',
 }
 
 
