@@ -114,7 +114,7 @@ class _Resolver:
             if mix.source_pct:
                 pct = {s: share.percent for s, share in mix.source_pct.items()}
                 self.mixes[name] = mix_from_source_pct(name, mix.description, pct, self.sizes, self.groups)
-            elif mix.mix_pct and mix.tokens is not None:
+            elif mix.mix_pct and mix.tokens and sum(mix.mix_pct.values()) > 0:
                 plan = mix_from_mix_pct(name, mix.description, mix.mix_pct, mix.tokens, self.sizes, self.groups)
                 for row in plan.rows:
                     if row.source_pct > 100 + 1e-9 and row.source not in mix.allow_repeats:
@@ -125,6 +125,10 @@ class _Resolver:
                             f"({row.source_pct:.1f}%, {row.repeats:.2f}x)",
                             f"declare the repeats with allow_repeats = [\"{row.source}\"], or lower the share")
                 self.mixes[name] = plan
+            if name in self.mixes and self.mixes[name].tokens == 0:
+                # every share rounds to no tokens, or its sources are empty: a stage would read nothing
+                self.report.error("E054", ("mixes", name), "the mix holds 0 tokens",
+                                  "give its sources a size (tokens) and the mix larger shares", at_key=True)
 
     # -- layout ----------------------------------------------------------------------------
     def layout(self, stage: TrainStage | PostTrainStage, path: Path, batch: int, seq_len: int,

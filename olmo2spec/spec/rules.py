@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.fields import SAFE_NAME, shown
+from olmo2spec.spec.mixes import MixSpec
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.stages import (
     AnnealStage,
@@ -27,7 +28,7 @@ from olmo2spec.spec.stages import (
 
 _SAFE_NAME = re.compile(SAFE_NAME)
 
-__all__ = ["check_rules", "stage_order", "parents", "CHECKPOINT_KINDS", "TRAIN_KINDS"]
+__all__ = ["check_rules", "stage_order", "parents", "CHECKPOINT_KINDS", "TRAIN_KINDS", "MIX_PCT_TOLERANCE"]
 
 CHECKPOINT_KINDS = ("pretrain", "anneal", "microanneal", "soup", "sft", "dpo", "rlvr")
 """Stages that leave a model checkpoint behind."""
@@ -101,6 +102,7 @@ def check_mixes(recipe: Recipe, report: Reporter) -> None:
         if mix.mix_pct and mix.tokens is None:
             report.error("E053", path + ("mix_pct",), "a mix given by mix % needs a token budget",
                          "add tokens = \"50B\" to the mix", at_key=True)
+        check_mix_totals(name, mix, report)
         for column in ("source_pct", "mix_pct", "allow_repeats"):
             entries = getattr(mix, column)
             for source in entries:
@@ -112,6 +114,25 @@ def check_mixes(recipe: Recipe, report: Reporter) -> None:
                 report.error("E051", path + ("source_pct", source),
                              f"source % {share.percent:g} uses {source!r} {share.percent / 100:g} times",
                              f"repeats must be declared: write {source} = \"{share.percent / 100:g}x\"")
+
+
+MIX_PCT_TOLERANCE = 0.01
+"""How far from 100 printed mix % may sum (Table 13 prints three significant digits)."""
+
+
+def check_mix_totals(name: str, mix: MixSpec, report: Reporter) -> None:
+    """A mix % column sums to 100 (never rescaled behind the user's back), and no mix is empty."""
+    path: Path = ("mixes", name)
+    total = sum(mix.mix_pct.values())
+    if mix.mix_pct and abs(total - 100) > MIX_PCT_TOLERANCE:
+        report.error("E054", path + ("mix_pct",), f"mix % values sum to {total:g}, not 100",
+                     "make the shares add up to 100 (within 0.01); they are the mix's composition", at_key=True)
+    if mix.source_pct and all(share.percent == 0 for share in mix.source_pct.values()):
+        report.error("E054", path + ("source_pct",), "every source % is 0: the mix is empty",
+                     "give at least one source a positive share", at_key=True)
+    if mix.mix_pct and mix.tokens == 0:
+        report.error("E054", path + ("tokens",), "the token budget is 0: the mix is empty",
+                     "give the budget the mix % divide, e.g. tokens = \"50B\"")
 
 
 def _check_ref(name: str | None, path: Path, stage_index: dict[str, int], here: int, kinds: tuple[str, ...],

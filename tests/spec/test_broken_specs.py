@@ -338,6 +338,36 @@ CASES: dict[str, Case] = {
         "  hint: give source % per source like Table 13, or mix % with a `tokens` budget",
         "1 error, 0 warnings",
     )),
+    "mix-pct-sum": Case(lines=(
+        "tests/data/broken/mix-pct-sum.toml:4:1: error[E054]: mixes.demo-anneal.mix_pct: mix % values sum to "
+        "90, not 100",
+        "  hint: make the shares add up to 100 (within 0.01); they are the mix's composition",
+        "1 error, 0 warnings",
+    )),
+    "mix-pct-zero": Case(lines=(
+        "tests/data/broken/mix-pct-zero.toml:4:1: error[E054]: mixes.demo-anneal.mix_pct: mix % values sum to "
+        "0, not 100",
+        "  hint: make the shares add up to 100 (within 0.01); they are the mix's composition",
+        "1 error, 0 warnings",
+    )),
+    "mix-empty": Case(lines=(
+        "tests/data/broken/mix-empty.toml:4:1: error[E054]: mixes.demo-pretrain.source_pct: every source % is "
+        "0: the mix is empty",
+        "  hint: give at least one source a positive share",
+        "1 error, 0 warnings",
+    )),
+    "mix-zero-budget": Case(lines=(
+        "tests/data/broken/mix-zero-budget.toml:4:10: error[E054]: mixes.demo-anneal.tokens: the token budget "
+        "is 0: the mix is empty",
+        "  hint: give the budget the mix % divide, e.g. tokens = \"50B\"",
+        "1 error, 0 warnings",
+    )),
+    "mix-rounds-to-zero": Case(lines=(
+        "tests/data/broken/mix-rounds-to-zero.toml:3:1: error[E054]: mixes.demo-pretrain: the mix holds 0 "
+        "tokens",
+        "  hint: give its sources a size (tokens) and the mix larger shares",
+        "1 error, 0 warnings",
+    )),
     # -- Memory (E060) -------------------------------------------------------------------------------------------
     "memory-7b-one-gpu": Case(lines=(
         "tests/data/broken/memory-7b-one-gpu.toml:6:1: error[E060]: stages.pretrain: does not fit in 79.1 GiB per "
