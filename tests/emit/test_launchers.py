@@ -646,6 +646,25 @@ def test_olmes_one_stage_with_a_model(env: Env, bundles: dict[str, Path], tmp_pa
     assert env.calls() == []
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    ([""], "empty stage name: give an eval stage, or none for all"),
+    (["--model="], "--model needs a directory (got an empty name)"),
+    (["--model", ""], "--model needs a directory (got an empty name)"),
+    (["--gpus="], "--gpus must be a positive integer (got '')"),
+    (["--gpus", "0"], "--gpus must be a positive integer (got '0')"),
+    (["--gpus", "two"], "--gpus must be a positive integer (got 'two')"),
+    (["eval-base", "eval-instruct"], "give one eval stage, or none for all (got eval-base and eval-instruct)"),
+])
+def test_olmes_refuses_empty_and_bad_arguments(env: Env, bundles: dict[str, Path], tmp_path: Path, args: list[str],
+                                               message: str):
+    """Nothing empty falls back to a default (all stages, the stage's own model), nothing is silently dropped."""
+    result = _run(["bash", str(bundles["13b"] / "eval" / "olmes.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"{message}\nusage: eval/olmes.sh ")
+    assert env.calls() == []
+
+
 def test_olmes_of_a_recipe_without_olmes_stages(env: Env, bundles: dict[str, Path], tmp_path: Path):
     result = _run(["bash", str(bundles["tiny"] / "eval" / "olmes.sh"), "--dry-run"], env.vars(), tmp_path)
     assert result.returncode == 0

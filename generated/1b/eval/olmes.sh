@@ -14,26 +14,32 @@ set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHECKPOINT_ROOT="${CHECKPOINT_ROOT:-$BUNDLE_DIR/checkpoints}"
-TARGET=all
+TARGET=""
 MODEL=""
 GPUS=1
 DRY_RUN=0
 
 usage() { sed -n '7,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# refuse MESSAGE: an empty or bad argument (an unset variable, say) never falls back to a default
+refuse() { echo "$1" >&2; usage >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
-    --model) [ $# -ge 2 ] || { echo "--model needs a directory" >&2; exit 2; }; MODEL="$2"; shift ;;
-    --model=*) MODEL="${1#*=}" ;;
+    --model) [ $# -ge 2 ] || { echo "--model needs a directory" >&2; exit 2; }; MODEL="$2"; shift
+      [ -n "$MODEL" ] || refuse "--model needs a directory (got an empty name)" ;;
+    --model=*) MODEL="${1#*=}"; [ -n "$MODEL" ] || refuse "--model needs a directory (got an empty name)" ;;
     --gpus) [ $# -ge 2 ] || { echo "--gpus needs a number" >&2; exit 2; }; GPUS="$2"; shift ;;
     --gpus=*) GPUS="${1#*=}" ;;
     -h|--help) usage; exit 0 ;;
     -*) echo "unknown option: $1" >&2; usage >&2; exit 2 ;;
-    *) TARGET="$1" ;;
+    '') refuse "empty stage name: give an eval stage, or none for all" ;;
+    *) [ -z "$TARGET" ] || refuse "give one eval stage, or none for all (got $TARGET and $1)"; TARGET="$1" ;;
   esac
   shift
 done
+[ -n "$TARGET" ] || TARGET=all
+case "$GPUS" in ''|*[!0-9]*|0*) refuse "--gpus must be a positive integer (got '$GPUS')" ;; esac
 
 run() {
   if [ "$DRY_RUN" = 1 ]; then
