@@ -23,8 +23,17 @@ EXECUTABLE = (".sh", ".sbatch", ".py")
 MAX_DIFF_LINES = 80
 
 
+RUN_OUTPUTS = ("checkpoints/", "logs/", "eval/results/", "kept-by-rebuild/")
+"""Where runs of a golden bundle write (as the README's Training section runs generated/tiny): not the build's."""
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in sorted(root.rglob("*"))
+            if p.is_file() and not p.relative_to(root).as_posix().startswith(RUN_OUTPUTS)]
+
+
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in _files(root)}
 
 
 def _diff(golden_name: str, old: bytes, new: bytes) -> str:
@@ -72,7 +81,7 @@ def test_golden_file_modes(spec: Path):
     """Scripts executable, the rest not (git records only the executable bit, so that is all we check)."""
     golden_dir = GENERATED / spec.stem
     wrong = []
-    for path in sorted(p for p in golden_dir.rglob("*") if p.is_file()):
+    for path in _files(golden_dir):
         want = path.name.endswith(EXECUTABLE)
         if os.access(path, os.X_OK) != want:
             wrong.append(f"{path.relative_to(ROOT)} should {'' if want else 'not '}be executable")
