@@ -41,20 +41,20 @@ _RESERVED_PREFIXES = ("OLMO2SPEC_", "BASH_", "JOB_")
 
 
 def _slurm_word(_inst: Any, _attr: Any, value: str) -> None:
-    if not _SLURM_WORD.match(value):
+    if not _SLURM_WORD.fullmatch(value):
         raise SpecValueError(f"{shown(value)} is not a valid SLURM name",
                              "use letters, digits and _ . , : @ % + - only")
 
 
 def _time_limit(_inst: Any, _attr: Any, value: str) -> None:
-    if not _TIME_LIMIT.match(value):
+    if not _TIME_LIMIT.fullmatch(value):
         raise SpecValueError(f"{shown(value)} is not a SLURM time limit",
                              "write HH:MM:SS or D-HH:MM:SS, e.g. \"2-00:00:00\"")
 
 
 def _sbatch_options(_inst: Any, _attr: Any, value: list[str]) -> None:
     for option in value:
-        if not _SBATCH_OPTION.match(option):
+        if not _SBATCH_OPTION.fullmatch(option):
             raise SpecValueError(f"{shown(option)} is not an sbatch option this bundle can pass safely",
                                  "write --name or --name=value, the value without spaces or quotes, "
                                  "e.g. \"--constraint=h100\"")
@@ -62,7 +62,7 @@ def _sbatch_options(_inst: Any, _attr: Any, value: list[str]) -> None:
 
 def _env_names(_inst: Any, _attr: Any, value: dict[str, str]) -> None:
     for name, text in value.items():
-        if not _ENV_NAME.match(name):
+        if not _ENV_NAME.fullmatch(name):
             raise SpecValueError(f"{shown(name)} is not an environment variable name",
                                  "use A-Z, 0-9 and _, e.g. NCCL_IB_HCA")
         if name in RESERVED_ENV or name.startswith(_RESERVED_PREFIXES):

@@ -179,7 +179,7 @@ class _Composer:
         return self.compose_tree(tree, path, [*stack, path])
 
     def toml_error(self, shown: str, message: str) -> None:
-        m = _TOML_ERROR_AT.match(message)
+        m = _TOML_ERROR_AT.fullmatch(message)
         at = Location(shown, int(m["line"]), int(m["col"])) if m else Location(shown, 1, 1)
         text = m["msg"] if m else message
         self.error("E001", "", f"invalid TOML: {text}",

@@ -75,7 +75,7 @@ def dotted(path: Path, stage_names: dict[int, str] | None = None) -> str:
     escaped (an error stays on one line); keys over 60 characters are cut to `...`.
     """
     def key_text(key: str) -> str:
-        if not _BARE_KEY.match(key):
+        if not _BARE_KEY.fullmatch(key):
             key = '"' + "".join(_KEY_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c)
                                 for c in key) + '"'
         if len(key) <= 60:

@@ -9,6 +9,7 @@ enclosing table (see `Positions.find`).
 from __future__ import annotations
 
 import re
+import tomllib
 
 import attrs
 
@@ -116,6 +117,8 @@ class _Scanner:
         while self.text[j] != q:
             j += 2 if (q == '"' and self.text[j] == "\\") else 1
         s = self.text[self.i + 1 : j]
+        if q == '"' and "\\" in s:  # escapes: the key "a\n" is the two characters a and newline
+            s = tomllib.loads(f"k = {self.text[self.i : j + 1]}")["k"]
         self.i = j + 1
         return s
 
@@ -213,5 +216,5 @@ def scan_positions(text: str) -> Positions:
     scanner = _Scanner(text)
     try:
         return scanner.scan()
-    except (ValueError, IndexError):
+    except (ValueError, IndexError):  # tomllib.TOMLDecodeError is a ValueError
         return scanner.out

@@ -26,7 +26,7 @@ def parse_tokens(value: object) -> int:
         if not math.isfinite(value) or value != int(value):
             raise ValueError(f"a token count must be a whole number (got {value!r})")
         number = int(value)
-    elif isinstance(value, str) and _QUANTITY.match(value):
+    elif isinstance(value, str) and _QUANTITY.fullmatch(value):
         text = value.strip().replace("_", "")
         suffix = text[-1].upper() if text[-1].isalpha() else ""
         digits = text[:-1] if suffix else text

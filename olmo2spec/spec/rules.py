@@ -196,7 +196,21 @@ def _from_kinds(stage: StageSpec) -> tuple[str, ...]:
     return CHECKPOINT_KINDS
 
 
-def check_stages(recipe: Recipe, report: Reporter) -> None:
+RESERVED_STAGE_NAMES = {"all": "launch/local.sh reads it as every stage"}
+"""Words the bundle's launchers give a meaning of their own (options start with '-', which no name can)."""
+
+
+def run_names(stage: StageSpec) -> list[str]:
+    """Checkpoint directories (and job names) a stage's runs use; the resolver names them the same way."""
+    if isinstance(stage, AnnealStage):
+        return [f"{stage.name}-seed{seed}" for seed in stage.seeds]
+    if isinstance(stage, MicroannealStage):
+        return [f"{stage.name}-{j}" for j in range(len(stage.candidates))]
+    return [stage.name]
+
+
+def check_stage_names(recipe: Recipe, report: Reporter) -> dict[str, int]:
+    """Stage names are unique, no launcher keyword, and no two runs share a checkpoint directory."""
     stage_index: dict[str, int] = {}
     for i, stage in enumerate(recipe.stages):
         if stage.name in stage_index:
@@ -204,6 +218,27 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
                          "give every stage its own name")
         else:
             stage_index[stage.name] = i
+        if stage.name in RESERVED_STAGE_NAMES:
+            report.error("E042", ("stages", i, "name"), f"stage name {stage.name!r} is reserved: "
+                         f"{RESERVED_STAGE_NAMES[stage.name]}", f"rename it, e.g. {stage.name}-1")
+    owner: dict[str, str] = {}
+    for i, stage in enumerate(recipe.stages):
+        for run in run_names(stage):
+            if owner.setdefault(run, stage.name) != stage.name:
+                report.error("E042", ("stages", i, "name"), f"stage {stage.name!r} names a run {run!r}, as "
+                             f"stage {owner[run]!r} does: their checkpoints would share a directory",
+                             "rename one of the stages")
+        if isinstance(stage, MicroannealStage):
+            for run in run_names(stage):  # each candidate's mix is named like its run
+                if run in recipe.mixes:
+                    report.error("E042", ("mixes", run), f"mix {run!r} has the name of a mix that "
+                                 f"microanneal {stage.name!r} makes for a candidate", "rename the mix",
+                                 at_key=True)
+    return stage_index
+
+
+def check_stages(recipe: Recipe, report: Reporter) -> None:
+    stage_index = check_stage_names(recipe, report)
     for i, stage in enumerate(recipe.stages):
         path: Path = ("stages", i)
         _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`")
@@ -217,6 +252,9 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
             for j, name in enumerate(stage.ingredients):
                 _check_ref(name, path + ("ingredients", j), stage_index, i, CHECKPOINT_KINDS, recipe, report,
                            "ingredient")
+                if name in stage.ingredients[:j]:
+                    report.error("E042", path + ("ingredients", j), f"ingredient {name!r} is listed twice",
+                                 "list each stage once; to count a run more, give weights")
         if isinstance(stage, TrainStage):
             check_train_stage(stage, path, recipe, report)
         if isinstance(stage, PrepareStage):

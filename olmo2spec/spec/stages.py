@@ -43,7 +43,7 @@ _DATASET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 def _dataset_name(_inst: object, _attr: object, value: str) -> None:
     """A dataset is a directory under ${DATA_ROOT}/post-training/: one path component, no `..`."""
-    if not _DATASET_NAME.match(value):
+    if not _DATASET_NAME.fullmatch(value):
         raise SpecValueError(f"{shown(value)} is not a dataset name",
                              "name a directory under ${DATA_ROOT}/post-training/: up to 128 letters, digits and "
                              "_ . -, starting with a letter or digit, e.g. \"tulu-3-sft-olmo-2-mixture\"")
@@ -51,7 +51,7 @@ def _dataset_name(_inst: object, _attr: object, value: str) -> None:
 
 def _task_name(_inst: object, _attr: object, value: str) -> None:
     """Tasks become arguments of `olmes --task`: a leading '-' would be read as an option."""
-    if not _TASK_NAME.match(value):
+    if not _TASK_NAME.fullmatch(value):
         raise SpecValueError(f"{shown(value)} is not a task name",
                              "OLMES task names look like \"gsm8k::olmes\": up to 128 letters, digits and "
                              "_ . : = + -, starting with a letter or digit")

@@ -301,6 +301,61 @@ CASES: dict[str, Case] = {
         "  hint: give a number, or set `from` to a pretraining or anneal stage",
         "1 error, 0 warnings",
     )),
+    # -- Names that reach scripts and file names: the whole string checked, no keyword, no shared directory ------
+    "name-trailing-newline": Case(lines=(
+        "tests/data/broken/name-trailing-newline.toml:4:13: error[E013]: cluster.slurm.partition: 'gpu\\n' is "
+        "not a valid SLURM name",
+        "  hint: use letters, digits and _ . , : @ % + - only",
+        "tests/data/broken/name-trailing-newline.toml:5:14: error[E013]: cluster.slurm.time_limit: "
+        "'01:00:00\\n' is not a SLURM time limit",
+        "  hint: write HH:MM:SS or D-HH:MM:SS, e.g. \"2-00:00:00\"",
+        "tests/data/broken/name-trailing-newline.toml:6:9: error[E013]: cluster.slurm.extra: "
+        "'--constraint=h100\\n' is not an sbatch option this bundle can pass safely",
+        "  hint: write --name or --name=value, the value without spaces or quotes, e.g. \"--constraint=h100\"",
+        "tests/data/broken/name-trailing-newline.toml:10:11: error[E013]: stages.sft.dataset: 'demo-chat\\n' is "
+        "not a dataset name",
+        "  hint: name a directory under ${DATA_ROOT}/post-training/: up to 128 letters, digits and _ . -, "
+        "starting with a letter or digit, e.g. \"tulu-3-sft-olmo-2-mixture\"",
+        "tests/data/broken/name-trailing-newline.toml:13:8: error[E013]: stages.\"eval-extra\\n\".name: "
+        "'eval-extra\\n' is not a valid name",
+        "  hint: use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "tests/data/broken/name-trailing-newline.toml:17:9: error[E013]: stages.\"eval-extra\\n\".tasks: "
+        "'gsm8k\\n' is not a task name",
+        "  hint: OLMES task names look like \"gsm8k::olmes\": up to 128 letters, digits and _ . : = + -, starting "
+        "with a letter or digit",
+        "6 errors, 0 warnings",
+    )),
+    "source-name-newline": Case(lines=(
+        "tests/data/broken/source-name-newline.toml:3:1: error[E013]: sources.\"extra\\n\": 'extra\\n' is not a "
+        "valid name",
+        "  hint: use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "tests/data/broken/source-name-newline.toml:6:1: error[E013]: mixes.\"extra-mix\\n\": 'extra-mix\\n' is "
+        "not a valid name",
+        "  hint: use 1-64 characters from a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+        "2 errors, 0 warnings",
+    )),
+    "stage-name-reserved": Case(lines=(
+        "tests/data/broken/stage-name-reserved.toml:4:8: error[E042]: stages.all.name: stage name 'all' is "
+        "reserved: launch/local.sh reads it as every stage",
+        "  hint: rename it, e.g. all-1",
+        "1 error, 0 warnings",
+    )),
+    "soup-ingredient-twice": Case(lines=(
+        "tests/data/broken/soup-ingredient-twice.toml:5:26: error[E042]: stages.soup.ingredients[1]: ingredient "
+        "'anneal' is listed twice",
+        "  hint: list each stage once; to count a run more, give weights",
+        "1 error, 0 warnings",
+    )),
+    "run-name-collision": Case(lines=(
+        "tests/data/broken/run-name-collision.toml:5:8: error[E042]: stages.anneal-seed42.name: stage "
+        "'anneal-seed42' names a run 'anneal-seed42', as stage 'anneal' does: their checkpoints would share a "
+        "directory",
+        "  hint: rename one of the stages",
+        "tests/data/broken/run-name-collision.toml:11:1: error[E042]: mixes.microanneal-1: mix 'microanneal-1' "
+        "has the name of a mix that microanneal 'microanneal' makes for a candidate",
+        "  hint: rename the mix",
+        "2 errors, 0 warnings",
+    )),
     # -- Mixes (E050-E053) ---------------------------------------------------------------------------------------
     "unknown-source-in-mix": Case(lines=(
         "tests/data/broken/unknown-source-in-mix.toml:4:16: error[E050]: mixes.demo-pretrain.source_pct.demo-wbe: "
