@@ -72,7 +72,7 @@ def claim(root: Path, is_ours: Callable[[Manifest], bool], what: str) -> Manifes
         return None
     manifest = _read_manifest(root)
     if manifest is None or not is_ours(manifest) or listed_files(manifest) is None:
-        raise DirectoryError(f"{root} is not empty and holds no {what} (no {MANIFEST} written by it): "
+        raise DirectoryError(f"{root} is not empty and holds no {what} (no {MANIFEST} of one): "
                              f"not writing there, so that nothing in it is overwritten or deleted; "
                              f"pass a new or empty directory")
     return manifest
