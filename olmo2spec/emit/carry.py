@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path, PurePosixPath
 
 import attrs
@@ -63,7 +64,8 @@ def generated(tree: Path) -> dict[str, str] | None:
 
 
 def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as f:  # streamed: an edited file may be anything, of any size
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _free(new: Path, rel: str) -> bool:
@@ -100,16 +102,14 @@ def _move(old: Path, new: Path, rel: str, dest: str, journal: Journal) -> None:
 
 
 def _copy_edit(old: Path, new: Path, rel: str, journal: Journal) -> None:
-    data = (old / rel).read_bytes()
-    if (new / rel).is_file() and (new / rel).read_bytes() == data:
+    if _same_file(old / rel, new / rel):
         return  # the new build writes what the user wrote: nothing to keep
     dest = _kept_name(new, rel)
     target = new / dest
     if not target.parent.is_dir():
         os.makedirs(target.parent, mode=0o755)
     journal.copies.append(target)
-    target.write_bytes(data)
-    os.chmod(target, (old / rel).stat().st_mode & 0o7777)
+    shutil.copy2(old / rel, target)  # with its mode and mtime
     journal.carried.edited.append((rel, dest))
 
 
@@ -148,7 +148,10 @@ def _carry_dir(old: Path, new: Path, rel_dir: str, listed: dict[str, str], under
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    return b.is_file() and not b.is_symlink() and a.read_bytes() == b.read_bytes()
+    """`b` is a regular file with `a`'s bytes."""
+    if not b.is_file() or b.is_symlink() or a.stat().st_size != b.stat().st_size:
+        return False
+    return _sha256(a) == _sha256(b)
 
 
 def undo(journal: Journal) -> None:

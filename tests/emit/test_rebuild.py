@@ -9,6 +9,7 @@ for every N: no `finally` runs, as with SIGKILL.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import pytest
 from conftest import SPECS
 
 from olmo2spec.cli import main as cli_main
-from olmo2spec.compiler import check
+from olmo2spec.compiler import Checked, check
 from olmo2spec.emit import carry, write
 from olmo2spec.emit.bundle import build_bundle, render_bundle
 
@@ -93,6 +94,17 @@ def test_rebuild_keeps_runs_user_files_and_edits(tmp_path: Path, capsys: pytest.
     assert "warning" not in capsys.readouterr().err
 
 
+def test_rebuild_keeps_them_without_renameat2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Where the system cannot exchange two directories (macOS), the two-rename swap keeps them too."""
+    monkeypatch.setattr(write, "_exchange", lambda a, b: False)
+    out = tmp_path / "tiny"
+    build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml")
+    kept = _populate(out)
+    build_bundle(check(SPECS / "tiny.toml", [PEAK]), out, "tiny.toml")
+    _assert_rebuilt(out, kept, render_bundle(check(SPECS / "tiny.toml", [PEAK]), "tiny.toml"))
+    assert _beside(out) == []
+
+
 def test_rebuild_drops_only_generated_files(tmp_path: Path):
     """Files the old build generated and the new one does not (13b's stages) go; nothing else."""
     out = tmp_path / "bundle"
@@ -135,11 +147,16 @@ def test_a_hand_edited_manifest_cannot_reach_outside(tmp_path: Path):
 # --- failures and kills ------------------------------------------------------------------------
 
 
+@functools.cache
+def _checked(*overrides: str) -> Checked:
+    return check(SPECS / "tiny.toml", list(overrides))
+
+
 def _rebuild_setup(tmp_path: Path) -> tuple[Path, dict[str, bytes], dict[str, bytes]]:
     out = tmp_path / "tiny"
-    build_bundle(check(SPECS / "tiny.toml"), out, "tiny.toml")
+    build_bundle(_checked(), out, "tiny.toml")
     kept = _populate(out)
-    return out, kept, render_bundle(check(SPECS / "tiny.toml", [PEAK]), "tiny.toml")
+    return out, kept, render_bundle(_checked(PEAK), "tiny.toml")
 
 
 def test_a_failed_move_puts_everything_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -170,7 +187,7 @@ def _steps(tmp_path: Path) -> int:
     out, _, _ = _rebuild_setup(tmp_path / "count")
     counter = _StepCounter(crash_at=None)
     with counter.installed():
-        build_bundle(check(SPECS / "tiny.toml", [PEAK]), out, "tiny.toml")
+        build_bundle(_checked(PEAK), out, "tiny.toml")
     return counter.count
 
 
@@ -222,8 +239,8 @@ class _StepCounter:
 def test_a_kill_at_any_step_loses_nothing(tmp_path: Path):
     steps = _steps(tmp_path)
     assert steps > 40
-    checked = check(SPECS / "tiny.toml", [PEAK])
-    old_generated = render_bundle(check(SPECS / "tiny.toml"), "tiny.toml")
+    checked = _checked(PEAK)
+    old_generated = render_bundle(_checked(), "tiny.toml")
     for n in range(steps + 1):
         out, kept, new_generated = _rebuild_setup(tmp_path / str(n))
         pid = os.fork()
