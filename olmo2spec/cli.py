@@ -390,19 +390,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stand_in_for_closed_streams() -> None:
-    """stdout or stderr closed by the caller (`>&-`): /dev/null in their place, so output is dropped quietly
-    and no file opened later takes their descriptors (a child process would write into it)."""
-    for fd, name in ((1, "stdout"), (2, "stderr")):
+    """stdin, stdout or stderr closed by the caller (`>&-`): /dev/null in their place, so output is dropped
+    quietly and no file opened later takes their descriptors (a child process would write into it)."""
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
         if getattr(sys, name) is not None:
             continue
         try:
             os.fstat(fd)
         except OSError:
-            devnull = os.open(os.devnull, os.O_WRONLY)
+            devnull = os.open(os.devnull, os.O_RDONLY if mode == "r" else os.O_WRONLY)
             if devnull != fd:
                 os.dup2(devnull, fd)
                 os.close(devnull)
-        setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115 (lives as long as sys)
+        setattr(sys, name, open(fd, mode, encoding="utf-8", closefd=False))  # noqa: SIM115 (lives as long as sys)
 
 
 def _reader_gone() -> int:

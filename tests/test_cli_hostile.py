@@ -60,8 +60,8 @@ def test_a_closed_pipe_exits_quietly(args: list[str]):
 
 @pytest.mark.parametrize("args", PRINTING.values(), ids=PRINTING.keys())
 def test_a_closed_stdout_exits_quietly(args: list[str]):
-    """`olmo2spec explain X >&-`: nothing to print to; the command still runs, quietly."""
-    result = subprocess.run(["bash", "-c", '"$@" >&-', "bash", *CLI, *args], cwd=ROOT, env=ENV,
+    """`olmo2spec explain X >&- <&-`: nothing to print to; the command still runs, quietly."""
+    result = subprocess.run(["bash", "-c", '"$@" >&- <&-', "bash", *CLI, *args], cwd=ROOT, env=ENV,
                             capture_output=True, timeout=120)
     assert result.stderr == b""
     assert result.returncode == 0
