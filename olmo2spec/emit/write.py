@@ -4,7 +4,8 @@ Order of steps, so that a kill at any instant leaves a complete bundle (old or n
 output where the next build finds it: write the generated files into a hidden directory beside
 the target; move in what the old bundle holds that is not generated (carry.py); swap; then clear
 the old tree, which by then holds only generated files (listed files unlinked, empty directories
-removed: never a recursive delete). A later build carries whatever a killed one left beside.
+removed: never a recursive delete; what a running job wrote into it meanwhile moves in too).
+A later build carries whatever a killed one left beside.
 A failed build puts back what it moved. On Linux the swap is `renameat2(RENAME_EXCHANGE)`, atomic
 even when the old bundle exists; elsewhere two renames with the old bundle restored if the second
 fails. Builds in one directory take turns (flock), so two at once both succeed.
@@ -149,5 +150,21 @@ def write_tree(files: Mapping[str, bytes], target: Path, executable: frozenset[s
         for duplicate in journal.duplicates:
             os.unlink(duplicate)
         for tree in (*([old] if old else []), *leftovers):
-            clear(tree)  # only generated files are left in them; what is not stays for the next build
+            _sweep(tree, target, journal)
     return journal.carried
+
+
+def _sweep(tree: Path, target: Path, journal: Journal) -> None:
+    """Clear a swapped-out or leftover tree; what a running job wrote into it meanwhile moves on in.
+
+    A job writing under the bundle's path during the build (a checkpoint directory made between
+    the move and the swap) lands in the old tree. Failing that move, it stays for the next build.
+    """
+    if clear(tree):
+        return
+    late = Journal(carried=journal.carried)
+    try:
+        carry(tree, target, late, live=False)
+    except OSError:
+        return
+    clear(tree)

@@ -266,6 +266,23 @@ def test_a_kill_at_any_step_loses_nothing(tmp_path: Path):
         assert _beside(out) == [], n
 
 
+def test_what_a_running_job_writes_during_the_rebuild_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A checkpoint made under the bundle's path between the moves and the swap lands in the old tree."""
+    out, kept, new_generated = _rebuild_setup(tmp_path)
+    real_swap = write._swap_in
+
+    def job_writes_then_swap(built: Path, target: Path) -> Path | None:
+        late = target / "checkpoints" / "pretrain" / "step-000012"  # `checkpoints/` has moved already
+        late.mkdir(parents=True)
+        (late / "COMPLETE").write_bytes(b"{}\n")
+        return real_swap(built, target)
+
+    monkeypatch.setattr(write, "_swap_in", job_writes_then_swap)
+    build_bundle(_checked(PEAK), out, "tiny.toml")
+    _assert_rebuilt(out, {**kept, "checkpoints/pretrain/step-000012/COMPLETE": b"{}\n"}, new_generated)
+    assert _beside(out) == []
+
+
 def test_a_leftover_is_never_deleted_with_run_outputs_in_it(tmp_path: Path):
     """A hidden build directory beside the bundle holding a checkpoint (how a kill leaves it): carried."""
     out = tmp_path / "tiny"
