@@ -22,11 +22,18 @@ from pathlib import Path, PurePosixPath
 
 import attrs
 
-__all__ = ["MANIFEST", "KEPT", "Carried", "Journal", "generated", "carry", "undo", "clear"]
+__all__ = ["MANIFEST", "KEPT", "CarryError", "Carried", "Journal", "generated", "carry", "undo", "clear"]
 
 MANIFEST = "MANIFEST.json"
 KEPT = "kept-by-rebuild"
 """Where a file of the user's goes when the new build writes one of the same name."""
+
+
+class CarryError(OSError):
+    """Something of the user's could not be moved into the new bundle; everything was put back."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @attrs.define
@@ -93,7 +100,12 @@ def _move(old: Path, new: Path, rel: str, dest: str, journal: Journal) -> None:
     target = new / dest
     if not target.parent.is_dir():
         os.makedirs(target.parent, mode=0o755)
-    os.rename(old / rel, target)
+    try:
+        os.rename(old / rel, target)
+    except OSError as exc:
+        raise CarryError(exc.errno, f"cannot move {rel} into the rebuilt bundle ({exc.strerror}); the old bundle is "
+                         f"unchanged: make {rel} movable (not a mount point, its directory writable) or move it "
+                         "out of the bundle, then rebuild") from exc
     journal.moves.append((old / rel, target))
     if dest == rel:
         journal.carried.moved.append(rel)

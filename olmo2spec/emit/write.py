@@ -143,8 +143,12 @@ def write_tree(files: Mapping[str, bytes], target: Path, executable: frozenset[s
             for leftover in leftovers:
                 carry(leftover, built, journal, live=False)
             old = _swap_in(built, target)
-        except BaseException:
-            undo(journal)  # if this fails too, what it could not put back stays in `built` for the next build
+        except BaseException as exc:
+            try:
+                undo(journal)
+            except OSError as undo_failed:  # what could not be put back stays in `built` for the next build
+                raise OSError(f"{exc}; putting the bundle's files back failed too ({undo_failed}): they are in "
+                              f"{built}, and the next build moves them in") from exc
             clear(built)
             raise
         for duplicate in journal.duplicates:

@@ -9,6 +9,7 @@ for every N: no `finally` runs, as with SIGKILL.
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -173,12 +174,34 @@ def test_a_failed_move_puts_everything_back(tmp_path: Path, monkeypatch: pytest.
         real_rename(src, dst)  # type: ignore[arg-type]
 
     monkeypatch.setattr(carry.os, "rename", rename_then_fail)
-    with pytest.raises(PermissionError, match="simulated"):
+    with pytest.raises(carry.CarryError, match=r"cannot move launch/slurm/99-mine\.sbatch .*simulated"):
         build_bundle(check(SPECS / "tiny.toml", [PEAK]), out, "tiny.toml")
     monkeypatch.undo()
     assert calls == 4 + 3  # the failed fourth move, then the first three undone
     assert _tree(out) == before
     assert os.readlink(out / "latest") == "checkpoints/pretrain/step-000004"
+    assert _beside(out) == []
+
+
+def test_an_immovable_directory_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]):
+    """`logs/` on another file system (a mount point): exit 74 naming it and the fix, the bundle as it was."""
+    out, _, _ = _rebuild_setup(tmp_path)
+    before = _tree(out)
+    real_rename = os.rename
+
+    def no_cross_device(src: object, dst: object) -> None:
+        if Path(str(src)).name == "logs":
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(carry.os, "rename", no_cross_device)
+    assert cli_main(["build", str(SPECS / "tiny.toml"), "-o", str(out), "--set", PEAK]) == 74
+    monkeypatch.undo()
+    assert capsys.readouterr().err == (
+        "error: cannot move logs into the rebuilt bundle (Invalid cross-device link); the old bundle is unchanged: "
+        "make logs movable (not a mount point, its directory writable) or move it out of the bundle, then rebuild\n")
+    assert _tree(out) == before
     assert _beside(out) == []
 
 
