@@ -35,11 +35,14 @@ from olmo2spec.runtime.integrity import (
     COMPLETE,
     CheckpointError,
     advice,
+    check_sizes,
     checksums_of,
+    data_files,
     listed_files,
     model_files,
     rank_files,
     read_marker,
+    read_metadata,
     seal,
     verify,
 )
@@ -201,6 +204,8 @@ class Checkpointer:
             listed = listed_files(path, marker, warn=_rank() == 0)
             if listed is not None:
                 verify(path, sorted(listed)[_rank()::_world()], marker=marker)
+            else:  # a step from before checksums: a readable .metadata and data files of the sizes it says
+                check_sizes(path, data_files(read_metadata(path), model_only=False))
         except CheckpointError as exc:
             problem = str(exc)
         problems = [problem]

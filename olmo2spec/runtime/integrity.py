@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CHECKSUMS", "COMPLETE", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
-           "seal", "listed_files", "verify", "model_files"]
+           "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files"]
 
 COMPLETE = "COMPLETE"
 CHECKSUMS = "CHECKSUMS.json"
@@ -189,22 +189,59 @@ def verify(path: Path, names: Iterable[str] | None = None, *, marker: dict[str, 
                                  "save (a disk, copy or transfer error)")
 
 
+def read_metadata(path: Path) -> Any:
+    """A step's DCP metadata.
+
+    Raises:
+        CheckpointError: a missing, truncated or foreign `.metadata` (unpickling raises anything).
+    """
+    import torch.distributed.checkpoint as dcp
+
+    try:
+        return dcp.FileSystemReader(str(path)).read_metadata()
+    except Exception as exc:
+        raise _damaged(path, f".metadata cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def data_files(metadata: Any, *, model_only: bool) -> dict[str, int]:
+    """The data files a load reads, each with the bytes it must hold at least (the end of its last entry)."""
+    need: dict[str, int] = {}
+    for index, info in metadata.storage_data.items():
+        if not model_only or index.fqn.startswith("model."):
+            need[info.relative_path] = max(need.get(info.relative_path, 0), info.offset + info.length)
+    return need
+
+
+def check_sizes(path: Path, need: dict[str, int]) -> None:
+    """For a step without checksums: every data file there and as long as its `.metadata` says (no hashing).
+
+    Raises:
+        CheckpointError: naming the first file that is missing or too short.
+    """
+    for name, size in sorted(need.items()):
+        try:
+            got = (path / name).stat().st_size
+        except FileNotFoundError:
+            raise _damaged(path, f"{name} is missing") from None
+        if got < size:
+            raise _damaged(path, f"{name} has {got:,} bytes, its .metadata needs {size:,} "
+                                 f"({'empty' if got == 0 else 'truncated'})")
+
+
 def model_files(path: Path, *, warn: bool = True) -> list[str]:
     """The files a load of a step's model weights reads (`.metadata` and the data files with `model.` entries),
-    verified.
+    verified (a step from before checksums: their sizes checked).
 
     Raises:
         CheckpointError: a damaged or unreadable `.metadata`, or a damaged data file.
     """
-    import torch.distributed.checkpoint as dcp
-
     marker = read_marker(path)
-    verify(path, [".metadata"], marker=marker, warn=warn)
-    try:
-        metadata = dcp.FileSystemReader(str(path)).read_metadata()
-    except Exception as exc:  # a step from before checksums: a missing, truncated or foreign .metadata
-        raise _damaged(path, f".metadata cannot be read ({type(exc).__name__}: {exc})") from None
-    names = sorted({info.relative_path for index, info in metadata.storage_data.items()
-                    if index.fqn.startswith("model.")})
-    verify(path, names, marker=marker, warn=False)
-    return [".metadata", *names]
+    listed = listed_files(path, marker, warn=warn)
+    if listed is not None:
+        verify(path, [".metadata"], marker=marker)
+    need = data_files(read_metadata(path), model_only=True)
+    if listed is None:
+        check_sizes(path, need)
+    else:
+        verify(path, sorted(need), marker=marker)
+    return [".metadata", *sorted(need)]

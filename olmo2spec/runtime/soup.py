@@ -48,6 +48,7 @@ from olmo2spec.runtime.integrity import (
     model_files,
     rank_files,
     read_marker,
+    read_metadata,
     seal,
     verify,
 )
@@ -126,20 +127,15 @@ def model_metadata(path: Path) -> dict[str, Any]:
     Raises:
         SoupError: when `path` is not a DCP checkpoint or holds no model weights.
     """
-    import torch.distributed.checkpoint as dcp
-
     if not (path / ".metadata").is_file() and not (path / COMPLETE).is_file():
         raise SoupError(f"{path} is not a checkpoint (no .metadata): "
                         f"{'it does not exist' if not path.exists() else 'a save that never finished?'}")
     try:
         if (path / COMPLETE).is_file():
             verify(path, [".metadata"])
+        metadata = read_metadata(path).state_dict_metadata
     except CheckpointError as exc:
         raise SoupError(str(exc)) from None
-    try:
-        metadata = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
-    except Exception as exc:  # a truncated or foreign .metadata: unpickling raises anything
-        raise SoupError(f"{path}/.metadata cannot be read ({type(exc).__name__}: {exc}); {advice(path)}") from None
     model = {k.removeprefix(_MODEL): v for k, v in metadata.items() if k.startswith(_MODEL)}
     if not model:
         raise SoupError(f"checkpoint {path} holds no model weights (no `model.` entries)")

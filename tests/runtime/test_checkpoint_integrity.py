@@ -240,16 +240,34 @@ def test_a_missing_empty_or_garbage_file_gives_a_clear_error(run, setup, consume
     assert_clear(message, path, file)
 
 
-def test_a_checkpoint_from_before_checksums_loads_with_a_warning(run, setup, capsys):
-    """Steps written before checksums existed stay usable (their runs are not stranded), with a warning."""
-    _, plan = setup
-    path = step_dir(run, 8)
+def unseal(path: Path) -> None:
+    """Make a step look saved before checksums existed: no CHECKSUMS.json, none recorded in COMPLETE."""
     (path / CHECKSUMS).unlink()
     marker = read_marker(path)
     del marker["checksums"]
     (path / COMPLETE).write_text(json.dumps(marker))
+
+
+def test_a_checkpoint_from_before_checksums_loads_with_a_warning(run, setup, capsys):
+    """Steps written before checksums existed stay usable (their runs are not stranded), with a warning."""
+    _, plan = setup
+    path = step_dir(run, 8)
+    unseal(path)
     assert set(load_model_weights(path)) == set(make_model(plan, 0).state_dict())
     assert f"{path} has no {CHECKSUMS}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("consumer", list(CONSUMERS))
+@pytest.mark.parametrize("damage", ["missing_shard", "empty_shard", "garbage_metadata"])
+def test_a_step_from_before_checksums_with_a_missing_empty_or_garbage_file_gives_a_clear_error(
+        run, setup, consumers, consumer, damage, tmp_path, capsys):  # type: ignore[no-untyped-def]
+    """Without checksums the sizes in `.metadata` still name a missing, empty or truncated file."""
+    _, plan = setup
+    path = step_dir(run, 8)
+    unseal(path)
+    file = DAMAGE[damage](path)
+    message = consumers[consumer](path, plan, tmp_path, capsys)
+    assert_clear(message, path, file)
 
 
 def test_a_run_whose_latest_step_is_damaged_stops_and_says_which_step_to_resume_from(bundle, uninterrupted,
