@@ -25,6 +25,7 @@ from typing import Any
 __all__ = ["MANIFEST", "DirectoryError", "claim", "commit", "listed_files", "staging", "up_to_date"]
 
 MANIFEST = "MANIFEST.json"
+_MANIFEST_MAX_BYTES = 16 << 20
 
 Manifest = dict[str, Any]
 
@@ -34,8 +35,11 @@ class DirectoryError(Exception):
 
 
 def _read_manifest(directory: Path) -> Manifest | None:
-    try:
-        data = json.loads((directory / MANIFEST).read_bytes())
+    path = directory / MANIFEST
+    try:  # a regular file of sane size only: a FIFO or a device would block or never end
+        if not path.is_file() or path.stat().st_size > _MANIFEST_MAX_BYTES:
+            return None
+        data = json.loads(path.read_bytes())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -89,7 +93,7 @@ def up_to_date(root: Path, manifest: Manifest, fingerprint: str) -> bool:
     if manifest.get("fingerprint") != fingerprint or files is None:
         return False
     try:
-        return all(_sha256(root / rel) == entry.get("sha256")
+        return all((root / rel).is_file() and _sha256(root / rel) == entry.get("sha256")
                    for rel, entry in zip(files, manifest["files"], strict=True))
     except OSError:
         return False

@@ -7,11 +7,14 @@ import errno
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT
 
 import olmo2spec.data.demo as demo
 from olmo2spec.cli import main
@@ -175,3 +178,18 @@ def main_in(directory: Path, args: list[str]) -> int:
         return main(args)
     finally:
         os.chdir(cwd)
+
+
+@pytest.mark.parametrize("where", ["MANIFEST.json", "raw/web/web-000.jsonl.gz"])
+def test_a_fifo_in_place_of_a_file_is_never_read(corpus: Path, where: str):
+    """Reading a FIFO blocks until someone writes to it: the manifest and the files it lists are read
+    only when they are regular files."""
+    (corpus / where).unlink()
+    os.mkfifo(corpus / where)
+    result = subprocess.run([sys.executable, "-m", "olmo2spec.cli", "demo-data", str(corpus)], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if where == "MANIFEST.json":  # then the directory is not ours: refused, nothing touched
+        assert result.returncode == 2 and "holds no demo corpus" in result.stderr, result.stderr
+    else:  # ours, but not up to date: rebuilt, the FIFO replaced by the file
+        assert result.returncode == 0, result.stderr
+        assert (corpus / where).is_file()
