@@ -1,6 +1,6 @@
 """Hostile strings in every string-valued field of a recipe: rejected with a clear error, or emitted harmlessly.
 
-No value from a spec reaches a shell unquoted. Each case extends specs/tiny.toml (by absolute path) with a
+No value from a spec reaches a shell unquoted. Each case extends specs/tiny.toml (by relative path) with a
 TOML snippet or `--set` overrides that put quotes, `$(...)`, backticks, `${HOME}`, `;`, `&&`, `|`, `>`,
 newlines, CR, tabs, `../` paths, 5,000-character values, non-ASCII, `#`, `*` globs or a leading `-` into one
 field, or names the spec file itself that way. Exactly one of:
@@ -438,7 +438,7 @@ def test_hostile(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     name = case.spec_name or f"{case.id}.toml"
     spec = specs / os.fsdecode(name)
     try:
-        spec.write_text(f"extends = {q(str(TINY))}\n{case.toml}", encoding="utf-8")
+        spec.write_text(f"extends = {q(os.path.relpath(TINY, specs))}\n{case.toml}", encoding="utf-8")
     except (OSError, UnicodeEncodeError):  # a file system that refuses the name: nothing to test
         pytest.skip(f"this file system cannot name a file {name!r}")
     out = tmp / case.out_name if case.out_name is not None else work / "generated" / spec.stem
