@@ -75,7 +75,8 @@ UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 def _hostile_spec(directory: Path) -> Path:
     spec = directory / "hostile.toml"
-    spec.write_text(f'extends = "{SPECS / "tiny.toml"}"\n\n[recipe]\nname = "tiny"\ndescription = "{HOSTILE}"\n\n'
+    tiny = os.path.relpath(SPECS / "tiny.toml", directory)  # recipes name files relatively
+    spec.write_text(f'extends = "{tiny}"\n\n[recipe]\nname = "tiny"\ndescription = "{HOSTILE}"\n\n'
                     f'[mixes.hostile]\ndescription = "{HOSTILE}"\nsource_pct = {{ demo-web = 100 }}\n')
     return spec
 

@@ -303,6 +303,9 @@ def _raw_identity(raw: Path) -> dict[str, Any]:
 
 def is_complete(job: FileJob) -> Counts | None:
     """The counts of an earlier run when `job.out` is complete and up to date, else None."""
+    outputs = (report_path(job.out), job.out, index_path(job.out))
+    if not all(path.is_file() for path in outputs):  # a FIFO or a device in their place would block a read
+        return None
     try:
         report = json.loads(report_path(job.out).read_text(encoding="utf-8"))
         if (report.get("version") != REPORT_VERSION or report.get("settings") != job.settings()

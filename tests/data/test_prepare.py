@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import attrs
@@ -86,8 +88,8 @@ WORDY_CODE = "x = x + x + x\ny = 1\n"  # x is 4 of 6 words: dropped in code, kep
 
 def write_spec(directory: Path, web_tokens: int = 100, code_tokens: int = 100) -> Path:
     spec = directory / "spec.toml"
-    spec.write_text(SPEC.format(base=ROOT / "specs" / "base" / "olmo2.toml", web_tokens=web_tokens,
-                                code_tokens=code_tokens))
+    base = os.path.relpath(ROOT / "specs" / "base" / "olmo2.toml", directory)  # recipes name files relatively
+    spec.write_text(SPEC.format(base=base, web_tokens=web_tokens, code_tokens=code_tokens))
     return spec
 
 
@@ -498,12 +500,37 @@ def _damage_tokens(out: Path) -> None:
     out.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("damage", [_damage_index_tail, _damage_index_middle, _damage_index_order, _damage_tokens])
+def _unblock_later(fifo: Path, blocked: list[Path]) -> threading.Timer:
+    """A read blocked on `fifo` gets end of file in 20 s, noted in `blocked`: the test fails instead of hanging."""
+    def unblock() -> None:
+        with contextlib.suppress(OSError):  # ENXIO when no one is reading: nothing to do
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            blocked.append(fifo)
+    timer = threading.Timer(20, unblock)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def _fifo_report(out: Path) -> None:
+    report_path(out).unlink()
+    os.mkfifo(report_path(out))  # reading it would block forever
+
+
+def _fifo_index(out: Path) -> None:
+    index_path(out).unlink()
+    os.mkfifo(index_path(out))
+
+
+@pytest.mark.parametrize("damage", [_damage_index_tail, _damage_index_middle, _damage_index_order, _damage_tokens,
+                                    _fifo_report, _fifo_index])
 def test_a_damaged_output_is_redone_on_resume(corpus, monkeypatch, damage):
     root, plan, stage = corpus
     prepare(plan, stage, root, workers=1)
     before = outputs(root)
     damage(root / "tok" / "web" / "web-000.npy")
+    blocked: list[Path] = []
+    timers = [_unblock_later(p, blocked) for p in (root / "tok" / "web").iterdir() if p.is_fifo()]
     calls: list[str] = []
     real = prep.prepare_file
 
@@ -513,6 +540,9 @@ def test_a_damaged_output_is_redone_on_resume(corpus, monkeypatch, damage):
 
     monkeypatch.setattr(prep, "prepare_file", counting)
     report = prepare(plan, stage, root, workers=1)
+    for timer in timers:
+        timer.cancel()
+    assert blocked == []
     assert calls == ["web-000.jsonl.gz"]
     assert report.sources["web"].skipped == 1
     assert outputs(root) == before
