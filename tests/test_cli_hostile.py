@@ -73,8 +73,8 @@ HOSTILE = r"red \u001b[31mX\u0007 \r over \u009b2J \u202eevil \u0000 [bold]marku
 UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
-def _hostile_spec(directory: Path) -> Path:
-    spec = directory / "hostile.toml"
+def _hostile_spec(directory: Path, name: str = "hostile.toml") -> Path:
+    spec = directory / name
     tiny = os.path.relpath(SPECS / "tiny.toml", directory)  # recipes name files relatively
     spec.write_text(f'extends = "{tiny}"\n\n[recipe]\nname = "tiny"\ndescription = "{HOSTILE}"\n\n'
                     f'[mixes.hostile]\ndescription = "{HOSTILE}"\nsource_pct = {{ demo-web = 100 }}\n')
@@ -85,8 +85,7 @@ def test_control_characters_are_shown_escaped_on_every_printing_path(tmp_path: P
     spec = _hostile_spec(tmp_path)
     odd_dir = tmp_path / "odd\x1b[2J["
     odd_dir.mkdir()
-    odd = odd_dir / "b].toml"  # a path with a control character and what rich would take for a closing tag
-    odd.write_bytes(spec.read_bytes())
+    odd = _hostile_spec(odd_dir, "b].toml")  # a path with a control character and what rich takes for a closing tag
     missing = tmp_path / "gone\x1b]0;title\x07.toml"
     runs = {
         "explain": _run(["explain", str(spec)]),
