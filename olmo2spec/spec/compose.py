@@ -18,7 +18,9 @@ from typing import Any
 
 import attrs
 
-from olmo2spec.spec.diagnostics import Diagnostic, Location, Path, Severity, SpecError
+from olmo2spec.spec.diagnostics import Diagnostic, Location, Path, Severity, SpecError, dotted
+from olmo2spec.spec.files import RecipeFileError, check_reference, read_recipe_text
+from olmo2spec.spec.nesting import MAX_CHAIN, MAX_NESTING, bracket_overflow, too_deep
 from olmo2spec.spec.positions import Positions, scan_positions
 
 __all__ = ["Origin", "Composed", "compose", "parse_override", "display_path"]
@@ -156,27 +158,51 @@ class _Composer:
             self.error("E003", "", f"recipe files extend or include each other in a cycle: {chain}",
                        "remove one of the `extends`/`include` entries in the cycle", at)
             return None
+        if len(stack) >= MAX_CHAIN:
+            ends = [display_path(p) for p in stack[:2]] + ["..."] + [display_path(p) for p in [stack[-1], path]]
+            self.error("E004", "", f"`extends`/`include` chain of more than {MAX_CHAIN} files: "
+                       f"{' -> '.join(ends)}", "flatten the chain: a fragment can include several files", at)
+            return None
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_recipe_text(path, shown)
         except FileNotFoundError:
             self.error("E002", "", f"file not found: {shown}",
                        "paths in `extends` and `include` are relative to the file naming them", at)
             return None
-        except (OSError, UnicodeDecodeError) as exc:
-            self.error("E002", "", f"cannot read {shown}: {exc}", "", at)
+        except RecipeFileError as exc:
+            self.error("E002", "", str(exc), exc.hint, at)
             return None
         self.files.append(shown)
         self.paths.append(path)
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            self.toml_error(shown, str(exc))
+        raw = self.parse(text, shown)
+        if raw is None:
             return None
         positions = scan_positions(text)
         tree = _wrap(raw, (), lambda p: _origin(shown, positions, p))
         start = Location(shown, 1, 1)
         tree.origin = Origin(start, start)  # where a missing top-level table is reported
         return self.compose_tree(tree, path, [*stack, path])
+
+    def parse(self, text: str, shown: str) -> dict[str, Any] | None:
+        """tomllib's tree, or None (reported) for invalid TOML or nesting past MAX_NESTING."""
+        offset = bracket_overflow(text)
+        if offset is not None:  # before tomllib, which recurses on every bracket
+            line = text.count("\n", 0, offset) + 1
+            at = Location(shown, line, offset - (text.rfind("\n", 0, offset) + 1) + 1)
+            self.error("E004", "", f"arrays and tables nest more than {MAX_NESTING} deep",
+                       "recipes nest a few levels; flatten the value", at)
+            return None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            self.toml_error(shown, str(exc))
+            return None
+        deep = too_deep(raw)
+        if deep is not None:  # dotted keys and table headers nest without brackets
+            self.error("E004", dotted(deep[:3]) + "...", f"keys nest more than {MAX_NESTING} deep",
+                       "recipes nest a few levels; shorten the dotted key", Location(shown, 1, 1))
+            return None
+        return raw
 
     def toml_error(self, shown: str, message: str) -> None:
         m = _TOML_ERROR_AT.fullmatch(message)
@@ -190,7 +216,13 @@ class _Composer:
         include = tree.pop("include", None)
         result = _LDict()
         for ref in self.references(extends, include):
-            part = self.read(path.parent / ref.value, stack, ref.origin.value if ref.origin else None)
+            at = ref.origin.value if ref.origin else None
+            try:
+                check_reference(ref.value)
+            except RecipeFileError as exc:
+                self.error("E002", "", str(exc), exc.hint, at)
+                continue
+            part = self.read(path.parent / ref.value, stack, at)
             if part is not None:
                 result = _merge(result, part, ())
         merged: _LDict = _merge(result, tree, ())
@@ -238,6 +270,8 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"expected KEY=VALUE, got {text!r}")
+    if key.count(".") >= MAX_NESTING or bracket_overflow(value) is not None:
+        raise ValueError(f"nests more than {MAX_NESTING} deep")
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:

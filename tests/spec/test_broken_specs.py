@@ -63,6 +63,21 @@ CASES: dict[str, Case] = {
         "  hint: remove one of the `extends`/`include` entries in the cycle",
         "1 error, 0 warnings",
     )),
+    "extends-absolute": Case(lines=(
+        "tests/data/broken/extends-absolute.toml:1:11: error[E002]: '/etc/passwd' is an absolute path",
+        "  hint: recipes name files relative to themselves, e.g. \"base/olmo2.toml\" or \"../specs/tiny.toml\"",
+        "1 error, 0 warnings",
+    )),
+    "include-not-toml": Case(lines=(
+        "tests/data/broken/include-not-toml.toml:2:12: error[E002]: '../../../README.md' is not a .toml file",
+        "  hint: recipes extend and include .toml files only",
+        "1 error, 0 warnings",
+    )),
+    "deep-nesting": Case(lines=(
+        "tests/data/broken/deep-nesting.toml:4:75: error[E004]: arrays and tables nest more than 64 deep",
+        "  hint: recipes nest a few levels; flatten the value",
+        "1 error, 0 warnings",
+    )),
     # -- Keys: unknown (with did-you-mean) and missing -----------------------------------------------------------
     "unknown-key-top": Case(lines=(
         "tests/data/broken/unknown-key-top.toml:1:1: error[E011]: model: required key is missing",
