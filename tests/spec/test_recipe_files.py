@@ -78,7 +78,7 @@ DEEP = 10_000
     "a = " + "{ b = " * DEEP + "1" + " }" * DEEP,
     ".".join(["a"] * DEEP) + " = 1",
     "[" + ".".join(["a"] * DEEP) + "]\nb = 1",
-])
+], ids=["arrays", "inline-tables", "dotted-key", "table-header"])
 def test_deep_nesting_is_an_error_not_a_recursion_error(tmp_path: Path, text: str) -> None:
     recipe = tmp_path / "deep.toml"
     recipe.write_text(text + "\n")
@@ -94,7 +94,7 @@ def test_a_long_extends_chain_is_an_error_not_a_recursion_error(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("override", ["model.dropout=" + "[" * DEEP + "]" * DEEP,
-                                      ".".join(["model"] * DEEP) + "=1"])
+                                      ".".join(["model"] * DEEP) + "=1"], ids=["value", "key"])
 def test_deep_overrides_are_an_error(override: str) -> None:
     [error, *_] = _errors(TINY, (override,))
     assert error.startswith("--set:1:1: error[E070]: bad --set: nests more than 64 deep")
