@@ -243,7 +243,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     try:  # by name: the runtime (torch) is neither imported by the compiler path nor type-checked with it
         export = importlib.import_module("olmo2spec.runtime.export_hf")
     except ImportError as exc:
-        print(f"error: export-hf needs the runtime's packages (torch, safetensors): {exc}", file=sys.stderr)
+        _error(f"export-hf needs the runtime's packages (torch, safetensors): {exc}")
         return EXIT_SPEC_ERROR
     checkpoint = Path(args.checkpoint)
     try:
@@ -274,7 +274,11 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
     import importlib
     from pathlib import Path
 
-    report = importlib.import_module("olmo2spec.runtime.demo_report")  # torch: never on the compiler path
+    try:  # torch: never on the compiler path
+        report = importlib.import_module("olmo2spec.runtime.demo_report")
+    except ImportError as exc:  # not a bug: an install to do
+        _error(f"demo-report needs the runtime's packages (torch): {exc}")
+        return EXIT_SPEC_ERROR
     bundle = Path(args.bundle)
     plan = _read_plan(bundle)
     if plan is None:

@@ -156,3 +156,16 @@ def test_demo_report_names_a_bundle_without_a_plan(tmp_path: Path, capsys: pytes
     assert main(["demo-report", str(tmp_path / "bundle")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {tmp_path}/bundle/plan.json: ") and "internal error" not in err, err
+
+
+def test_demo_report_without_torch_says_what_to_install(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        monkeypatch: pytest.MonkeyPatch):
+    """A machine without the runtime's packages: not a bug in olmo2spec, an install to do."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` raises ImportError
+    for name in [m for m in sys.modules if m.startswith("olmo2spec.runtime")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))
+    assert main(["demo-report", str(ROOT / "generated" / "tiny")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: demo-report needs the runtime's packages (torch): "), err
+    assert "internal error" not in err
