@@ -54,7 +54,9 @@ class ClusterPlan(ClusterSpec):
     """Dense BF16 peak per accelerator, the MFU denominator."""
     total_gpus: int
     """nodes x gpus_per_node."""
-    # `env` (inherited) is complete here: the plan's defaults overlaid with the recipe's.
+    env: dict[str, str] = attrs.field(factory=dict)
+    """Complete here: the plan's defaults overlaid with the recipe's. The defaults are the bundle's own
+    (PYTHONUNBUFFERED, say), so the allow-list of `[cluster.env]` checks the recipe, not this."""
 
 
 @attrs.frozen(kw_only=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import attrs
 
+from olmo2spec.spec.environment import env_name_problem, env_value_problem
 from olmo2spec.spec.fields import (
     SpecValueError,
     doc,
@@ -69,8 +70,14 @@ def _env_names(_inst: Any, _attr: Any, value: dict[str, str]) -> None:
             raise SpecValueError(f"{name} is set by the bundle's scripts or read by the shell: a recipe cannot "
                                  "set it", "pick another name; PATH, PYTHON and the like belong to whoever runs "
                                  "the bundle")
-        if "\n" in text or "\0" in text:
-            raise SpecValueError(f"the value of {name} contains a newline or NUL", "write it on one line")
+        problem = env_name_problem(name)
+        if problem:
+            raise SpecValueError(problem, "a recipe may set NCCL_*, TORCH_NCCL_*, FI_*, UCX_* (none naming a file, "
+                                 "library or plugin), PYTORCH_CUDA_ALLOC_CONF, OMP_NUM_THREADS and a few more: see "
+                                 "\"What a recipe may do\" in the README")
+        problem = env_value_problem(name, text)
+        if problem:
+            raise SpecValueError(problem, "write it on one line of printable characters")
 
 
 @attrs.frozen(kw_only=True)

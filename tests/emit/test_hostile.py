@@ -207,22 +207,26 @@ CASES: list[Case] = [
       for i, name in enumerate([SUBST, "A B", "a", "1X", "A-B", "A;B", "ÄX", "X\nY", "", "DRY_RUN", "PYTHON",
                                 "BUNDLE_DIR", "PATH", "BASH_ENV", "IFS", "OLMO2SPEC_DEVICE", "SLURM_JOB_ID"])),
     rejected("env-name-set", "cluster.env", "E013", "cluster.env", sets=('cluster.env.DRY_RUN="0"',)),
+    # values: one printable line (control characters refused); names: from the allow-list (NCCL_* and a few more)
     *(rejected(f"env-value-{i}", "cluster.env", "E013", "cluster.env", toml)
-      for i, toml in enumerate([env_table({"X": "a\nb"}), env_table({"X": "a\x00b"}),
-                                '[cluster.env]\nX = """\nline one\n$(touch PWNED)"""\n',
-                                "[cluster.env]\nX = '''\n`touch PWNED`\n'''\n"])),
-    *(Case(f"env-value-{name.lower()}", "cluster.env", env_table({name: value}), env={name: value})
+      for i, toml in enumerate([env_table({"NCCL_X": "a\nb"}), env_table({"NCCL_X": "a\x00b"}),
+                                '[cluster.env]\nNCCL_X = """\nline one\n$(touch PWNED)"""\n',
+                                "[cluster.env]\nNCCL_X = '''\n`touch PWNED`\n'''\n",
+                                env_table({"NCCL_X": CR}), env_table({"NCCL_X": TAB}), env_table({"NCCL_X": ESC})])),
+    *(Case(f"env-value-{name.lower()}", "cluster.env", env_table({f"NCCL_{name}": value}),
+           env={f"NCCL_{name}": value})
       for name, value in [("SUBST", SUBST), ("TICKS", TICKS), ("QUOTES", QUOTES), ("HOME_VAR", HOME_VAR),
                           ("SEMI", SEMI), ("AND", AND), ("PIPE", PIPE), ("REDIR", REDIR), ("GLOB", GLOB),
-                          ("HASH", HASH), ("DASH", DASH), ("UNICODE", UNICODE), ("CR", CR), ("TAB", TAB),
-                          ("ESC", ESC), ("BACKSLASH", BACKSLASH), ("PRINTF", PRINTF), ("UP", UP), ("LONG", LONG),
-                          ("EMPTY", ""), ("SPACES", "  "), ("NCCL_DEBUG", SUBST + " " + QUOTES)]),
+                          ("HASH", HASH), ("DASH", DASH), ("UNICODE", UNICODE),
+                          ("BACKSLASH", BACKSLASH), ("PRINTF", PRINTF), ("UP", UP), ("LONG", LONG.replace("\t", " ")),
+                          ("EMPTY", ""), ("SPACES", "  "), ("DEBUG", SUBST + " " + QUOTES)]),
     Case("env-values-all", "cluster.env",
-         env_table(all_env := {"V1": SUBST, "V2": TICKS, "V3": "'", "V4": '"', "V5": "\\", "V6": "$", "V7": "!x"}),
+         env_table(all_env := {"NCCL_V1": SUBST, "NCCL_V2": TICKS, "NCCL_V3": "'", "NCCL_V4": '"',
+                               "NCCL_V5": "\\", "NCCL_V6": "$", "NCCL_V7": "!x"}),
          env=all_env),
-    Case("env-value-set", "cluster.env", sets=(f"cluster.env.SET_BARE={AND} {SUBST}",
-                                                f"cluster.env.SET_QUOTED={q(QUOTES + CR + TICKS)}"),
-         env={"SET_BARE": f"{AND} {SUBST}", "SET_QUOTED": QUOTES + CR + TICKS}),
+    Case("env-value-set", "cluster.env", sets=(f"cluster.env.NCCL_SET_BARE={AND} {SUBST}",
+                                                f"cluster.env.NCCL_SET_QUOTED={q(QUOTES + TICKS)}"),
+         env={"NCCL_SET_BARE": f"{AND} {SUBST}", "NCCL_SET_QUOTED": QUOTES + TICKS}),
     # -- [cluster.slurm]: every value lands on an #SBATCH line, so only plain words pass -------------------
     *(rejected(f"slurm-{option}-{i}", f"cluster.slurm.{option}", "E013", f"cluster.slurm.{option}",
                f"[cluster.slurm]\n{option} = {q(value)}\n")

@@ -498,6 +498,21 @@ CASES: dict[str, Case] = {
         "  hint: ingredients with the same seed see the same data order; use distinct seeds",
         "6 errors, 0 warnings",
     )),
+    # -- [cluster.env]: an allow-list; nothing that makes a process run or load code ----------------------------
+    "env-runs-code": Case(lines=(
+        "tests/data/broken/env-runs-code.toml:3:1: error[E013]: cluster.env: PYTHONWARNINGS is not among the "
+        "variables a recipe may set (communication and threading only: some variables make a process run code)",
+        "  hint: a recipe may set NCCL_*, TORCH_NCCL_*, FI_*, UCX_* (none naming a file, library or plugin), "
+        "PYTORCH_CUDA_ALLOC_CONF, OMP_NUM_THREADS and a few more: see \"What a recipe may do\" in the README",
+        "1 error, 0 warnings",
+    )),
+    "env-loads-plugin": Case(lines=(
+        "tests/data/broken/env-loads-plugin.toml:3:1: error[E013]: cluster.env: NCCL_NET_PLUGIN is not among "
+        "the variables a recipe may set: its PLUGIN makes the process read, load or write a file",
+        "  hint: a recipe may set NCCL_*, TORCH_NCCL_*, FI_*, UCX_* (none naming a file, library or plugin), "
+        "PYTORCH_CUDA_ALLOC_CONF, OMP_NUM_THREADS and a few more: see \"What a recipe may do\" in the README",
+        "1 error, 0 warnings",
+    )),
     # -- Numbers: finite, in range, fitting 64 bits; derived figures that would overflow -------------------------
     "lr-not-finite": Case(lines=(
         "tests/data/broken/lr-not-finite.toml:5:37: error[E013]: stages.sft.lr.start: must be a finite number "
