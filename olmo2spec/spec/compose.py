@@ -20,7 +20,7 @@ import attrs
 
 from olmo2spec.spec.diagnostics import Diagnostic, Location, Path, Severity, SpecError, dotted
 from olmo2spec.spec.files import RecipeFileError, check_reference, read_recipe_text
-from olmo2spec.spec.nesting import MAX_CHAIN, MAX_NESTING, bracket_overflow, too_deep
+from olmo2spec.spec.nesting import MAX_CHAIN, MAX_FILES, MAX_NESTING, bracket_overflow, too_deep
 from olmo2spec.spec.positions import Positions, scan_positions
 
 __all__ = ["Origin", "Composed", "compose", "parse_override", "display_path"]
@@ -146,6 +146,7 @@ class _Composer:
         self.diagnostics: list[Diagnostic] = []
         self.files: list[str] = []
         self.paths: list[FsPath] = []
+        self.too_many = False
 
     def error(self, code: str, field: str, message: str, hint: str, at: Location | None) -> None:
         self.diagnostics.append(Diagnostic(code, Severity.ERROR, field, message, hint, at))
@@ -162,6 +163,12 @@ class _Composer:
             ends = [display_path(p) for p in stack[:2]] + ["..."] + [display_path(p) for p in [stack[-1], path]]
             self.error("E004", "", f"`extends`/`include` chain of more than {MAX_CHAIN} files: "
                        f"{' -> '.join(ends)}", "flatten the chain: a fragment can include several files", at)
+            return None
+        if len(self.files) >= MAX_FILES:
+            if not self.too_many:  # once: every further reference would repeat it
+                self.too_many = True
+                self.error("E004", "", f"more than {MAX_FILES} recipe files to read (a file included more than "
+                           "once is read each time)", "include each fragment once", at)
             return None
         try:
             text = read_recipe_text(path, shown)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["MAX_NESTING", "MAX_CHAIN", "bracket_overflow", "too_deep"]
+__all__ = ["MAX_NESTING", "MAX_CHAIN", "MAX_FILES", "bracket_overflow", "too_deep"]
 
 MAX_NESTING = 64
 """Deepest nesting of tables and arrays in a composed recipe."""
 MAX_CHAIN = 32
 """Most files in one chain of `extends`/`include`."""
+MAX_FILES = 256
+"""Most file reads for one recipe: a file included twice by each of 25 chained files is read 2**25 times."""
 
 
 def bracket_overflow(text: str, limit: int = MAX_NESTING) -> int | None:

@@ -103,3 +103,12 @@ def test_deep_overrides_are_an_error(override: str) -> None:
 def test_the_shipped_recipes_and_test_fragments_keep_within_the_policy() -> None:
     for spec in sorted((ROOT / "specs").glob("*.toml")):
         check(spec)
+
+
+def test_files_included_many_times_over_are_bounded(tmp_path: Path) -> None:
+    """Each of 25 files includes the next one twice: 2**25 reads without a bound on files read."""
+    for i in range(25):
+        (tmp_path / f"d{i}.toml").write_text(f'include = ["d{i + 1}.toml", "d{i + 1}.toml"]\n')
+    (tmp_path / "d25.toml").write_text("x = 1\n")
+    errors = _errors(tmp_path / "d0.toml")
+    assert len(errors) == 1 and "error[E004]: more than 256 recipe files to read" in errors[0]
