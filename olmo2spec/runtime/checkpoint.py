@@ -38,6 +38,7 @@ from olmo2spec.runtime.integrity import (
     check_sizes,
     checksums_of,
     data_files,
+    dcp_cause,
     listed_files,
     model_files,
     rank_files,
@@ -94,14 +95,8 @@ def _hash_when_written(future: Any, path: Path, rank: int) -> dict[str, dict[str
     return checksums_of(path, rank_files(path, rank))
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The exception inside a DCP CheckpointException (which holds one per failed rank)."""
-    failures = getattr(exc, "failures", None)
-    return next(iter(failures.values()))[0] if failures else exc  # type: ignore[no-any-return]
-
-
 def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
-    cause = _cause(exc)
+    cause = dcp_cause(exc)
     what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
     return CheckpointError(f"checkpoint {path} cannot be loaded ({what}): a damaged file, or a checkpoint of "
                            f"another model? If its files are damaged, {advice(path)}")

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["CHECKSUMS", "COMPLETE", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
-           "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files"]
+           "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files", "dcp_cause"]
 
 COMPLETE = "COMPLETE"
 CHECKSUMS = "CHECKSUMS.json"
@@ -257,3 +257,9 @@ def model_files(path: Path, *, warn: bool = True) -> list[str]:
     else:
         verify(path, sorted(need), marker=marker)
     return [".metadata", *sorted(need)]
+
+
+def dcp_cause(exc: BaseException) -> BaseException:
+    """The exception inside a DCP CheckpointException (which holds one per failed rank)."""
+    failures = getattr(exc, "failures", None)
+    return next(iter(failures.values()))[0] if failures else exc  # type: ignore[no-any-return]

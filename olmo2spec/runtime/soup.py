@@ -45,6 +45,7 @@ from olmo2spec.runtime.integrity import (
     CheckpointError,
     advice,
     checksums_of,
+    dcp_cause,
     model_files,
     rank_files,
     read_marker,
@@ -242,12 +243,6 @@ def _reader(path: Path) -> Any:
     return _reader_class()(str(path))
 
 
-def _cause(exc: BaseException) -> BaseException:
-    """The exception inside a DCP CheckpointException (which holds one per rank)."""
-    failures = getattr(exc, "failures", None)
-    return next(iter(failures.values()))[0] if failures else exc  # type: ignore[no-any-return]
-
-
 def _load(model: dict[str, Any], key: str, reader: Any, name: str) -> None:
     """Read `key` of one ingredient into `model` (a one-key dict of the model); SoupError if it cannot be read."""
     import torch.distributed.checkpoint as dcp
@@ -256,7 +251,7 @@ def _load(model: dict[str, Any], key: str, reader: Any, name: str) -> None:
     try:
         dcp.load({"model": model}, storage_reader=reader, no_dist=True)
     except CheckpointException as exc:  # a BaseException: a truncated or corrupt file
-        cause = _cause(exc)
+        cause = dcp_cause(exc)
         what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
         raise SoupError(f"ingredient {name} ({reader.path}): cannot read {key}: {what} (a truncated or corrupt "
                         f"checkpoint?); {advice(Path(reader.path))}") from cause
@@ -342,7 +337,7 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
         try:
             dcp.save({"model": acc}, checkpoint_id=str(out), no_dist=True)
         except CheckpointException as exc:  # a BaseException: a full disk would otherwise end the process
-            cause = _cause(exc)
+            cause = dcp_cause(exc)
             raise cause if isinstance(cause, OSError) else OSError(f"saving {out}: {cause}") from cause
     del acc
     marker = {**meta, "step": 0, "final": True, "optimizer": False}
