@@ -13,7 +13,7 @@ does not lift by at least --min-lift points.
 
 Runs reuse finished checkpoints in --work (delete it to start over). `--set KEY=VALUE` passes
 overrides to every build (recipe experiments); `--jobs 2` runs two configurations at once. One run
-(pretrain + anneal + two evals) took 18 to 31 minutes on 2 cores shared with other work.
+(pretrain + anneal + two evals) took 12 to 31 minutes on 2 cores shared with other work.
 """
 
 from __future__ import annotations
