@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from olmo2spec.emit.carry import MANIFEST, Carried, Journal, carry, clear, undo
+from olmo2spec.terminal import printable
 
 __all__ = ["write_tree", "UnsafePath", "Carried"]
 
@@ -97,7 +98,7 @@ def _locked(directory: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another build in {directory} to finish", file=sys.stderr, flush=True)
+            print(f"waiting for another build in {printable(str(directory))} to finish", file=sys.stderr, flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as exc:
             if exc.errno not in (errno.ENOLCK, errno.EINVAL, errno.EBADF, errno.EOPNOTSUPP):

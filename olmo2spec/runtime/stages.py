@@ -11,6 +11,7 @@ import time
 
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.main import RUNNERS
+from olmo2spec.terminal import printable
 
 __all__ = ["run_prepare_stage", "EXIT_STAGE_FAILED"]
 
@@ -41,7 +42,7 @@ def run_prepare_stage(ctx: RunContext) -> int:
     try:
         report = prepare(ctx.plan, stage, root)
     except (PrepareError, DataRootError, TokenizerError, OSError) as exc:  # OSError: a full disk, a permission
-        print(f"prepare {stage.name}: {exc}", file=sys.stderr)
+        print(f"prepare {stage.name}: {printable(str(exc), newlines=True)}", file=sys.stderr)  # paths from DATA_ROOT
         return EXIT_STAGE_FAILED
     seconds = time.perf_counter() - start
     print(report.table(), flush=True)
