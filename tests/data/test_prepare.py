@@ -185,10 +185,9 @@ def test_code_filter_only_for_code_sources_and_filters_follow_the_stage(corpus):
     assert report.filters == ["empty"]
 
 
-def test_resume_redoes_only_missing_or_changed_files(corpus, monkeypatch):
-    root, plan, stage = corpus
-    first = prepare(plan, stage, root, workers=1)
-    before = outputs(root)
+
+def _count_prepared(monkeypatch) -> list[str]:
+    """The raw file names prepare_file is called on from now on (workers=1 runs it in this process)."""
     calls: list[str] = []
     real = prep.prepare_file
 
@@ -197,6 +196,13 @@ def test_resume_redoes_only_missing_or_changed_files(corpus, monkeypatch):
         return real(job, load)
 
     monkeypatch.setattr(prep, "prepare_file", counting)
+    return calls
+
+def test_resume_redoes_only_missing_or_changed_files(corpus, monkeypatch):
+    root, plan, stage = corpus
+    first = prepare(plan, stage, root, workers=1)
+    before = outputs(root)
+    calls = _count_prepared(monkeypatch)
     again = prepare(plan, stage, root, workers=1)
     assert calls == []
     assert again.to_dict()["sources"]["web"]["skipped"] == 2
@@ -531,14 +537,7 @@ def test_a_damaged_output_is_redone_on_resume(corpus, monkeypatch, damage):
     damage(root / "tok" / "web" / "web-000.npy")
     blocked: list[Path] = []
     timers = [_unblock_later(p, blocked) for p in (root / "tok" / "web").iterdir() if p.is_fifo()]
-    calls: list[str] = []
-    real = prep.prepare_file
-
-    def counting(job, load=None):
-        calls.append(job.raw.name)
-        return real(job, load)
-
-    monkeypatch.setattr(prep, "prepare_file", counting)
+    calls = _count_prepared(monkeypatch)
     report = prepare(plan, stage, root, workers=1)
     for timer in timers:
         timer.cancel()
