@@ -12,6 +12,7 @@ import os
 
 import attrs
 
+from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import (
     EvalStagePlan,
     ExportStagePlan,
@@ -24,10 +25,7 @@ from olmo2spec.plan.plan import (
 )
 from olmo2spec.spec.quantity import format_tokens
 
-__all__ = ["Job", "BundleView", "build_view", "DISTRIBUTED_KINDS"]
-
-DISTRIBUTED_KINDS = ("pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr")
-"""Stages launched with torchrun on every GPU; the others run as one process per job."""
+__all__ = ["Job", "BundleView", "build_view"]
 
 
 @attrs.frozen(kw_only=True)
@@ -107,7 +105,8 @@ def _cells(stage: StagePlan) -> list[str]:
 
 def _job(plan: Plan, stage: StagePlan, number: str, numbers: dict[str, str]) -> Job:
     runs = [r.name for r in stage.runs] if isinstance(stage, TrainStagePlan) else [stage.name]
-    distributed = stage.kind in DISTRIBUTED_KINDS
+    kind = stage_kind(stage.kind)
+    distributed = kind.distributed  # torchrun on every GPU; the others run as one process per job
     par = getattr(stage, "parallel", None)
     nodes = par.nodes if par is not None else stage.nodes  # type: ignore[union-attr]
     gpu_cluster = plan.cluster.gpu != "cpu"
@@ -116,7 +115,7 @@ def _job(plan: Plan, stage: StagePlan, number: str, numbers: dict[str, str]) -> 
         entry=f"stages/{number}-{stage.name}.py", sbatch=f"launch/slurm/{number}-{stage.name}.sbatch", runs=runs,
         array=len(runs) > 1, last_index=len(runs) - 1, nodes=nodes,
         nproc=plan.cluster.gpus_per_node if distributed else 1, distributed=distributed,
-        gpus=gpu_cluster and stage.kind not in ("prepare", "soup"),
+        gpus=gpu_cluster and kind.gpus,
         depends=[numbers[d] for d in stage.depends_on], depends_names=list(stage.depends_on),
         summary=_summary(stage), cells=_cells(stage))
 

@@ -200,13 +200,9 @@ class ExportStagePlan(_StageCommon):
     format: str
 
 
+# Each kind's class is named in olmo2spec/kinds.py's table (a test holds the two to each other).
 StagePlan = (PrepareStagePlan | TrainStagePlan | SoupStagePlan | PostTrainStagePlan | EvalStagePlan
              | ExportStagePlan)
-_STAGE_PLANS: dict[str, type] = {
-    "prepare": PrepareStagePlan, "pretrain": TrainStagePlan, "anneal": TrainStagePlan,
-    "microanneal": TrainStagePlan, "soup": SoupStagePlan, "sft": PostTrainStagePlan,
-    "dpo": PostTrainStagePlan, "rlvr": PostTrainStagePlan, "eval": EvalStagePlan, "export": ExportStagePlan,
-}
 
 
 @attrs.frozen(kw_only=True)
@@ -261,8 +257,15 @@ class PlanVersionError(ValueError):
     """plan.json was written by an incompatible olmo2spec."""
 
 
+def _structure_stage(d: dict[str, Any], _t: object) -> StagePlan:
+    from olmo2spec.kinds import stage_kind  # the table names this module's classes: imported when plans are read
+
+    plan: StagePlan = _converter.structure(d, stage_kind(d["kind"]).plan)
+    return plan
+
+
 _converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(StagePlan, lambda d, _t: _converter.structure(d, _STAGE_PLANS[d["kind"]]))
+_converter.register_structure_hook(StagePlan, _structure_stage)
 _converter.register_structure_hook(Hyper, lambda v, _t: v)
 
 

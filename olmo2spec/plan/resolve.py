@@ -14,6 +14,7 @@ from typing import Any
 import attrs
 
 from olmo2spec import __version__
+from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.counts import ParamCounts, count_params, flops_per_token
 from olmo2spec.plan.environment import training_env
 from olmo2spec.plan.evals import SUITES
@@ -61,13 +62,13 @@ from olmo2spec.spec.stages import (
 
 __all__ = ["resolve"]
 
-_POST_TRAIN_OWN = {
-    "sft": ("loss", "chat_template"),
-    "dpo": ("beta", "loss"),
-    "rlvr": ("algorithm", "episodes", "samples_per_prompt", "kl_beta", "clip_eps", "value_coef", "gamma",
-             "gae_lambda", "update_epochs", "temperature", "response_len", "verifiers", "verifier_reward",
-             "no_eos_penalty", "value_init_lr"),
-}
+
+
+def _own_settings(stage: PostTrainStage) -> dict[str, Any]:
+    """The kind's own settings (DPO beta, PPO clipping, ...): its class's fields that neither the shared
+    post-training fields nor the plan's own fields (epochs) hold. A field added to the class lands here."""
+    shared = attrs.fields_dict(PostTrainStage).keys() | attrs.fields_dict(PostTrainStagePlan).keys()
+    return {a.name: getattr(stage, a.name) for a in attrs.fields(type(stage)) if a.name not in shared}
 
 
 class _Resolver:
@@ -335,8 +336,7 @@ class _Resolver:
         if lr is None or layout is None:
             return None
         parallel, memory = layout
-        own = {k: getattr(stage, k) for k in _POST_TRAIN_OWN[stage.kind]}
-        hyper: dict[str, Any] = dict(own)
+        hyper = _own_settings(stage)
         return PostTrainStagePlan(
             name=stage.name, kind=stage.kind, description=stage.description, depends_on=self.depends(stage),
             init_from=self.runs_of(stage.from_ or "")[-1] if self.runs_of(stage.from_ or "") else "",
@@ -457,7 +457,7 @@ def _non_finite(value: Any, path: str) -> Iterator[tuple[str, float]]:
 
 
 def _estimates(stages: list[StagePlan], counts: ParamCounts) -> Estimates:
-    base = [s for s in stages if isinstance(s, TrainStagePlan) and s.kind in ("pretrain", "anneal")]
+    base = [s for s in stages if isinstance(s, TrainStagePlan) and stage_kind(s.kind).base_training]
     costed = [s.cost for s in stages if isinstance(s, (TrainStagePlan, PostTrainStagePlan))]
     energy = sum(c.energy_kwh for c in costed)
     return Estimates(

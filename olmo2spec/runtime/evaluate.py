@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from olmo2spec.data.tokenizer import Tokenizer
+from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, latest_complete, load_model_weights, read_marker
@@ -626,7 +627,8 @@ def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
     device = _eval_device(ctx.plan)
     rows: list[tuple[str, dict[str, Any]]] = []
     for target in stage.targets:
-        fmt = "chat" if _producer(ctx.plan, target) in ("sft", "dpo", "rlvr") else "base"
+        producer = _producer(ctx.plan, target)
+        fmt = "chat" if producer is not None and stage_kind(producer).chat_model else "base"
         try:
             checkpoint = final_checkpoint(ctx.checkpoint_root / target)
             result = evaluate_checkpoint(ctx.plan, checkpoint, root, tasks=[*stage.dev_tasks, *stage.heldout_tasks],

@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from olmo2spec import __version__
-from olmo2spec.runtime.bundle import BundleError, RunContext, load_run
+from olmo2spec.kinds import stage_kind
+from olmo2spec.runtime.bundle import BundleError, load_run
 from olmo2spec.runtime.preflight import PreflightError, preflight
 
-__all__ = ["main", "RUNNERS"]
-
-RUNNERS: dict[str, Callable[[RunContext], int]] = {}
-"""Stage kind -> the function that runs it; each kind's module registers itself here."""
+__all__ = ["main"]
 
 EXIT_BAD_BUNDLE = 2
 EXIT_PREFLIGHT = 3
@@ -51,11 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"preflight failed on {exc}", file=sys.stderr)
             return EXIT_PREFLIGHT
         return 0
-    import olmo2spec.runtime.stages  # noqa: F401  (registers the runners)
-
-    runner = RUNNERS.get(ctx.stage.kind)
-    if runner is None:
+    kind = stage_kind(ctx.stage.kind)  # the plan was read, so the kind is in the table
+    if not kind.runnable:  # the launchers skip these; only a hand-run command gets here
         print(f"olmo2spec runtime {__version__} cannot run {ctx.stage.kind} stages yet "
               f"(stage {ctx.stage.name!r}, run {ctx.run!r})", file=sys.stderr)
         return EXIT_NOT_IMPLEMENTED
-    return runner(ctx)
+    return kind.load_runner()(ctx)

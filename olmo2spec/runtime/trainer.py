@@ -263,7 +263,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 def run_train_stage(ctx: RunContext) -> int:
-    """The runner of pretrain, anneal and microanneal stages (registered in `runtime.stages`)."""
+    """The runner of pretrain, anneal and microanneal stages (named in olmo2spec/kinds.py's table)."""
     want_cuda = os.environ.get("OLMO2SPEC_DEVICE", "cuda" if ctx.plan.cluster.gpu != "cpu" else "cpu") == "cuda"
     info = init_distributed(want_cuda)
     try:

@@ -27,6 +27,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import attrs
 
+from olmo2spec.kinds import spec_classes
 from olmo2spec.spec.fields import (
     MAX_SEED,
     SAFE_NAME,
@@ -43,7 +44,7 @@ from olmo2spec.spec.fields import (
 from olmo2spec.spec.quantity import QUANTITY_PATTERN
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import SCHEDULES, Schedule
-from olmo2spec.spec.stages import STAGE_KINDS, Stage
+from olmo2spec.spec.stages import Stage
 from olmo2spec.spec.structure import toml_key
 from olmo2spec.spec.types import SHARE_REPEAT_PATTERN, AutoInt, Inherit, Share, Tokens
 
@@ -82,7 +83,7 @@ class _Tagged:
 
 
 _TAGGED: tuple[_Tagged, ...] = (
-    _Tagged(Stage, "Stage", "kind", STAGE_KINDS,
+    _Tagged(Stage, "Stage", "kind", spec_classes(),
             "A stage of the `kind` given; without `kind`, values for the stage of the same `name` "
             "in a file this one extends or includes.",
             "Values for the stage of the same `name` in a file this one extends or includes; "

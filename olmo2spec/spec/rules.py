@@ -9,16 +9,14 @@ import difflib
 import re
 from collections.abc import Iterable
 
+from olmo2spec.kinds import kinds_leaving, stage_kind
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.fields import SAFE_NAME, shown
 from olmo2spec.spec.mixes import MixSpec
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.stages import (
     AnnealStage,
-    EvalStage,
-    ExportStage,
     MicroannealStage,
-    PostTrainStage,
     PrepareStage,
     PretrainStage,
     SoupStage,
@@ -28,12 +26,7 @@ from olmo2spec.spec.stages import (
 
 _SAFE_NAME = re.compile(SAFE_NAME)
 
-__all__ = ["check_rules", "stage_order", "parents", "CHECKPOINT_KINDS", "TRAIN_KINDS", "MIX_PCT_TOLERANCE"]
-
-CHECKPOINT_KINDS = ("pretrain", "anneal", "microanneal", "soup", "sft", "dpo", "rlvr")
-"""Stages that leave a model checkpoint behind."""
-TRAIN_KINDS = ("pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr")
-"""Stages with a learning-rate schedule."""
+__all__ = ["check_rules", "stage_order", "parents", "MIX_PCT_TOLERANCE"]
 
 
 def _did_you_mean(name: str, known: Iterable[str], what: str) -> str:
@@ -189,11 +182,8 @@ def _find_cycle(recipe: Recipe, deps: list[list[int]], placed: set[int]) -> list
 
 
 def _from_kinds(stage: StageSpec) -> tuple[str, ...]:
-    if isinstance(stage, PretrainStage):
-        return ("prepare",)  # data dependency only; pretraining starts from a random init
-    if isinstance(stage, PrepareStage):
-        return ("prepare",)
-    return CHECKPOINT_KINDS
+    """Kinds `from` may name: those that leave what this kind starts from (pretraining: data, no weights)."""
+    return kinds_leaving(stage_kind(stage.kind).starts_from)
 
 
 RESERVED_STAGE_NAMES = {"all": "launch/local.sh reads it as every stage"}
@@ -242,15 +232,14 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
     for i, stage in enumerate(recipe.stages):
         path: Path = ("stages", i)
         _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`")
-        needs_from = (AnnealStage, MicroannealStage, PostTrainStage, EvalStage, ExportStage)
-        if isinstance(stage, needs_from) and stage.from_ is None:
+        if stage_kind(stage.kind).needs_from and stage.from_ is None:
             report.error("E011", path + ("from",), f"a {stage.kind} stage needs `from`",
                          "name the stage whose checkpoint it starts from", at_key=True)
         if isinstance(stage, SoupStage):
             if not stage.ingredients:
                 report.error("E011", path + ("ingredients",), "a soup needs at least one ingredient", at_key=True)
             for j, name in enumerate(stage.ingredients):
-                _check_ref(name, path + ("ingredients", j), stage_index, i, CHECKPOINT_KINDS, recipe, report,
+                _check_ref(name, path + ("ingredients", j), stage_index, i, kinds_leaving("checkpoint"), recipe, report,
                            "ingredient")
                 if name in stage.ingredients[:j]:
                     report.error("E042", path + ("ingredients", j), f"ingredient {name!r} is listed twice",

@@ -22,13 +22,14 @@ from cattrs.errors import (
 )
 from cattrs.gen import make_dict_structure_fn, override
 
+from olmo2spec.kinds import spec_classes
 from olmo2spec.spec.compose import Composed
 from olmo2spec.spec.diagnostics import Diagnostic, Path, Severity, dotted
 from olmo2spec.spec.fields import SpecValueError, finite
 from olmo2spec.spec.quantity import parse_tokens
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import SCHEDULES, Schedule
-from olmo2spec.spec.stages import STAGE_KINDS, Stage
+from olmo2spec.spec.stages import Stage
 from olmo2spec.spec.types import AutoInt, Inherit, Share, Tokens, parse_share
 
 __all__ = ["structure_recipe", "toml_key", "toml_keys", "converter", "stage_names"]
@@ -214,7 +215,7 @@ def _make_converter() -> cattrs.Converter:
     for t, hook in ((int, _int), (float, _float), (str, _str), (bool, _bool), (Tokens, _tokens),
                     (Share, _share), (AutoInt, _auto_int), (Inherit, _inherit)):
         conv.register_structure_hook(t, hook)
-    conv.register_structure_hook(Stage, _dispatch("kind", STAGE_KINDS, "stage"))
+    conv.register_structure_hook(Stage, _dispatch("kind", spec_classes(), "stage"))
     conv.register_structure_hook(Schedule, _dispatch("schedule", SCHEDULES, "learning-rate"))
 
     conv.register_structure_hook_factory(_is_container, _container)

@@ -38,9 +38,9 @@ import attrs
 import pytest
 
 from olmo2spec.cli import main
+from olmo2spec.kinds import spec_classes
 from olmo2spec.spec.cluster import RESERVED_ENV, ClusterSpec
 from olmo2spec.spec.recipe import Recipe
-from olmo2spec.spec.stages import STAGE_KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "specs" / "tiny.toml"
@@ -306,7 +306,7 @@ def _string_fields() -> set[str]:
                 found.add(path)
 
     walk(Recipe, "")
-    for stage in STAGE_KINDS.values():
+    for stage in spec_classes().values():
         walk(stage, "stages.*.")
     return found - {"stages.*.kind"}
 

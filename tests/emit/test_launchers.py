@@ -22,6 +22,8 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
+from olmo2spec.kinds import stage_kind
+
 GENERATED = ROOT / "generated"
 SCRIPTS = sorted(p for p in GENERATED.rglob("*") if p.suffix in (".sh", ".sbatch"))
 TRAINING_KINDS = {"pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr"}
@@ -766,10 +768,7 @@ def test_runtime_reports_a_broken_plan(env: Env, tmp_path: Path, text: str | Non
 def test_run_of_a_stage_kind_not_implemented(env: Env, tmp_path: Path):
     bundle = _copy("tiny", tmp_path)
     plan = _plan(bundle)
-    registered = _run([sys.executable, "-c", "import olmo2spec.runtime.stages; from olmo2spec.runtime.main import "
-                       "RUNNERS; print(*RUNNERS)"], env.vars(), tmp_path)
-    assert registered.returncode == 0, registered.stderr
-    missing = [s for s in reversed(plan["stages"]) if s["kind"] not in registered.stdout.split()]
+    missing = [s for s in reversed(plan["stages"]) if not stage_kind(s["kind"]).runnable]
     if not missing:
         pytest.skip("every stage kind of the tiny recipe has a runner")
     stage = missing[0]

@@ -13,11 +13,11 @@ import attrs
 import pytest
 
 from olmo2spec.compiler import check
+from olmo2spec.kinds import spec_classes
 from olmo2spec.plan.plan import to_json
 from olmo2spec.spec.diagnostics import SpecError
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import SCHEDULES
-from olmo2spec.spec.stages import STAGE_KINDS
 from olmo2spec.spec.structure import toml_key
 from olmo2spec.spec.types import Inherit, Tokens
 
@@ -53,7 +53,7 @@ def _cases() -> list[tuple[str, str]]:
         hint = get_type_hints(Recipe)[a.name]
         if attrs.has(hint):
             cases += _numbers(hint, toml_key(a))
-    for kind, cls in STAGE_KINDS.items():
+    for kind, cls in spec_classes().items():
         stage = STAGE_OF_KIND[kind]
         cases += [(key, k) for key, k in _numbers(cls, f"stages.{stage}") if not key.endswith(".kind")]
         if kind in SCHEDULE_OF_STAGE:

@@ -1,7 +1,7 @@
-"""Stage runners, registered into `olmo2spec.runtime.main.RUNNERS` on import.
+"""The runner of prepare stages (named in olmo2spec/kinds.py's table).
 
-`main()` imports this module lazily, right before dispatching, so that importing the runtime's
-entry point stays light (no numpy, no torch) for `preflight`.
+`main()` imports a runner's module only when it runs a stage of that kind, so that importing the
+runtime's entry point stays light (no numpy, no torch) for `preflight`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ import sys
 import time
 
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.main import RUNNERS
 from olmo2spec.terminal import printable
 
 __all__ = ["run_prepare_stage", "EXIT_STAGE_FAILED"]
@@ -62,41 +61,3 @@ def run_prepare_stage(ctx: RunContext) -> int:
               f"declared `tokens`, which the mixes are computed from: fix the recipe or the data", file=sys.stderr)
         return EXIT_STAGE_FAILED
     return 0
-
-
-RUNNERS["prepare"] = run_prepare_stage
-
-
-def run_training_stage(ctx: RunContext) -> int:
-    from olmo2spec.runtime.trainer import run_train_stage  # torch only for stages that train
-
-    return run_train_stage(ctx)
-
-
-for _kind in ("pretrain", "anneal", "microanneal"):
-    RUNNERS[_kind] = run_training_stage
-
-
-def run_soup(ctx: RunContext) -> int:
-    from olmo2spec.runtime.soup import run_soup_stage
-
-    return run_soup_stage(ctx)
-
-
-RUNNERS["soup"] = run_soup
-
-
-def run_eval(ctx: RunContext) -> int:
-    from olmo2spec.runtime.evaluate import run_eval_stage
-
-    return run_eval_stage(ctx)
-
-
-def run_export(ctx: RunContext) -> int:
-    from olmo2spec.runtime.export_stage import run_export_stage
-
-    return run_export_stage(ctx)
-
-
-RUNNERS["eval"] = run_eval
-RUNNERS["export"] = run_export
