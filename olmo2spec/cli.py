@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from olmo2spec import __version__
-from olmo2spec.spec.diagnostics import Diagnostic, Severity, SpecError
+from olmo2spec.atomic import write_whole
+from olmo2spec.spec.diagnostics import Diagnostic, SpecError, error_summary
 from olmo2spec.terminal import printable
 
 if TYPE_CHECKING:
@@ -44,10 +45,9 @@ def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
 def _print_diagnostics(diagnostics: Sequence[Diagnostic]) -> None:
     for d in diagnostics:
         print(printable(d.render(), newlines=True), file=sys.stderr)
-    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
-    warnings = len(diagnostics) - errors
-    if errors:
-        print(f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}", file=sys.stderr)
+    summary = error_summary(diagnostics)
+    if summary:
+        print(summary, file=sys.stderr)
 
 
 def _add_spec_options(p: argparse.ArgumentParser) -> None:
@@ -159,27 +159,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if not args.output or args.output.endswith(os.sep) or os.path.isdir(args.output):
         print(f"error: schema -o needs a file to write, or - for stdout (got {args.output!r})", file=sys.stderr)
         return EXIT_SPEC_ERROR
-    _write_file(args.output, text)
+    write_whole(args.output, text)
     return 0
-
-
-def _write_file(path: str, text: str) -> None:
-    """Write `text` to `path` whole or not at all; through a link, and into a FIFO or device as it is."""
-    if os.path.exists(path) and not os.path.isfile(path):  # /dev/stdout, a FIFO: never renamed over
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        return
-    real = os.path.realpath(path)  # a link stays a link
-    # Written beside the target and renamed over it: a full disk or a kill leaves the old file whole.
-    directory, name = os.path.split(real)
-    tmp = os.path.join(directory, f".{name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, real)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def cmd_tokenize(args: argparse.Namespace) -> int:

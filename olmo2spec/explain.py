@@ -13,7 +13,10 @@ from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, StagePl
 from olmo2spec.spec.quantity import format_tokens
 from olmo2spec.terminal import printable
 
-__all__ = ["render_plan", "mix_table"]
+__all__ = ["render_plan", "mix_table", "mix_title", "mix_cells", "MIX_COLUMNS"]
+
+MIX_COLUMNS = ("source", "source tokens", "source %", "mix %", "tokens", "repeats")
+"""The columns of a mix table (Table 13's, with repeats)."""
 
 
 def _table(title: str, *columns: str, right_from: int = 1) -> Table:
@@ -101,16 +104,20 @@ def schedules_table(plan: Plan) -> Table:
 
 
 def mix_table(mix: MixPlan) -> Table:
-    t = _table(f"Mix {mix.name}: {format_tokens(mix.tokens)} tokens", "source", "source tokens", "source %",
-               "mix %", "tokens", "repeats")
+    t = _table(mix_title(mix), *MIX_COLUMNS)
     for i, row in enumerate(mix.rows):
-        _row(t, *_mix_cells(row), end_section=bool(mix.groups) and i == len(mix.rows) - 1)
+        _row(t, *mix_cells(row), end_section=bool(mix.groups) and i == len(mix.rows) - 1)
     for row in mix.groups:  # subtotals, below a rule
-        _row(t, *_mix_cells(row), style="italic")
+        _row(t, *mix_cells(row), style="italic")
     return t
 
 
-def _mix_cells(row: MixRow) -> tuple[str, ...]:
+def mix_title(mix: MixPlan) -> str:
+    return f"Mix {mix.name}: {format_tokens(mix.tokens)} tokens"
+
+
+def mix_cells(row: MixRow) -> tuple[str, ...]:
+    """A row of a mix table as explain prints it (the notebook shows the same text)."""
     return (row.source, format_tokens(row.source_tokens), f"{row.source_pct:.2f}", f"{row.mix_pct:.2f}",
             format_tokens(row.tokens), f"{row.repeats:.2f}x")
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
-__all__ = ["Severity", "Location", "Diagnostic", "SpecError", "Path", "dotted", "Reporter"]
+__all__ = ["Severity", "Location", "Diagnostic", "SpecError", "Path", "dotted", "Reporter", "error_summary"]
 
 Path = tuple[str | int, ...]
 """A path into the raw TOML tree: table keys and array indices."""
@@ -56,6 +56,15 @@ class Diagnostic:
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return text
+
+
+def error_summary(diagnostics: Sequence[Diagnostic]) -> str:
+    """The count printed under a recipe's errors ("2 errors, 1 warning"); "" when there is no error."""
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    if not errors:
+        return ""
+    return f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
 
 
 class SpecError(Exception):
