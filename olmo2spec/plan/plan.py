@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 import cattrs
+from cattrs.gen import make_dict_unstructure_fn
 
 from olmo2spec import __version__
 from olmo2spec.plan.counts import ParamCounts
@@ -267,6 +268,19 @@ def _structure_stage(d: dict[str, Any], _t: object) -> StagePlan:
 _converter = cattrs.Converter(forbid_extra_keys=True)
 _converter.register_structure_hook(StagePlan, _structure_stage)
 _converter.register_structure_hook(Hyper, lambda v, _t: v)
+_runtime_fields = make_dict_unstructure_fn(RuntimeSpec, _converter)
+
+
+def _unstructure_runtime(runtime: RuntimeSpec) -> dict[str, Any]:
+    """The metrics sinks (added after PLAN_VERSION 1) are left out while none is on: a bundle that sends
+    metrics nowhere else is byte-identical to one built before they existed, and reads back the defaults."""
+    fields = _runtime_fields(runtime)
+    if not runtime.metrics_sinks and runtime.wandb_project == RuntimeSpec().wandb_project:
+        del fields["metrics_sinks"], fields["wandb_project"]
+    return fields
+
+
+_converter.register_unstructure_hook(RuntimeSpec, _unstructure_runtime)
 
 
 def to_dict(plan: Plan) -> dict[str, Any]:

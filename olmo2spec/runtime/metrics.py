@@ -1,7 +1,8 @@
 """Metrics off the hot path (paper section 6.4): per-step values stay on the device in small
 buffers; every `log_every` steps the buffers are handed to a bookkeeping thread, which copies
 them to the host, reduces them over a separate gloo group, and on rank 0 writes JSON Lines,
-spike scores and a progress line. The training loop never waits on the device for metrics.
+spike scores and a progress line, and hands the same records to the recipe's TensorBoard / W&B
+sinks. The training loop never waits on the device for metrics.
 """
 
 from __future__ import annotations
@@ -11,14 +12,16 @@ import math
 import os
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from olmo2spec.runtime.sinks import MetricsSink
+from olmo2spec.runtime.spikes import SpikeScore
 
 __all__ = ["StepBuffers", "MetricsThread", "SpikeScore", "Interval"]
 
@@ -42,28 +45,6 @@ class StepBuffers:
         return {name: buf[:count].clone() for name, buf in self.values.items()}
 
 
-class SpikeScore:
-    """Share of values at least `sigmas` standard deviations from the rolling mean of the last `window`."""
-
-    def __init__(self, window: int, sigmas: float) -> None:
-        self.history: deque[float] = deque(maxlen=window)
-        self.flags: deque[bool] = deque(maxlen=window)
-        self.sigmas = sigmas
-
-    def add(self, value: float) -> None:
-        spike = False
-        if len(self.history) >= 10 and math.isfinite(value):
-            mean = sum(self.history) / len(self.history)
-            std = math.sqrt(sum((v - mean) ** 2 for v in self.history) / len(self.history))
-            spike = std > 0 and abs(value - mean) >= self.sigmas * std
-        self.history.append(value)
-        self.flags.append(spike)
-
-    @property
-    def score(self) -> float:
-        return sum(self.flags) / len(self.flags) if self.flags else 0.0
-
-
 class Interval:
     """What the loop hands over at a boundary: per-step device values and host facts."""
 
@@ -76,10 +57,12 @@ class MetricsThread:
 
     def __init__(self, *, path: Path, group: dist.ProcessGroup | None, rank: int, stage: str, total_steps: int,
                  flops_per_token: float, peak_flops: float, world_size: int, seq_len: int, spike_window: int,
-                 spike_sigmas: float, stop_file: str | None, say: Callable[[str], None] = print) -> None:
+                 spike_sigmas: float, stop_file: str | None, say: Callable[[str], None] = print,
+                 sinks: Sequence[MetricsSink] = ()) -> None:
         self.path, self.group, self.rank, self.stage = path, group, rank, stage
         self.total_steps, self.flops_per_token, self.peak_flops = total_steps, flops_per_token, peak_flops
         self.world_size, self.seq_len, self.stop_file, self.say = world_size, seq_len, stop_file, say
+        self.sinks = sinks  # rank 0's TensorBoard / W&B, given the same records as metrics.jsonl
         self.loss_spikes = SpikeScore(spike_window, spike_sigmas)
         self.grad_spikes = SpikeScore(spike_window, spike_sigmas)
         self.tokens_seen = 0
@@ -95,6 +78,8 @@ class MetricsThread:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
+        for sink in self.sinks:
+            sink.close()
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -146,6 +131,8 @@ class MetricsThread:
             with open(self.path, "a", encoding="utf-8") as out:
                 for record in records:
                     out.write(json.dumps(record, sort_keys=True) + "\n")
+            for sink in self.sinks:
+                sink.write(records)
             last = records[-1]
             self.say(f"{self.stage} step {last['step']:,}/{self.total_steps:,} | loss {last['loss']:.4f} | "
                      f"z {last['z_loss']:.2e} | lr {last['lr']:.3g} | grad norm {last['grad_norm']:.3f} | "

@@ -35,6 +35,7 @@ from olmo2spec.runtime.metrics import Interval, MetricsThread, StepBuffers
 from olmo2spec.runtime.model import ModelArgs, Transformer
 from olmo2spec.runtime.optim import apply_lr, build_optimizer
 from olmo2spec.runtime.parallelize import apply_parallelism, build_mesh
+from olmo2spec.runtime.sinks import SinkError, open_sinks, require_sinks
 
 __all__ = ["Trainer", "run_train_stage", "TrainingError", "EXIT_NONFINITE"]
 
@@ -71,6 +72,7 @@ class Trainer:
         assert isinstance(ctx.stage, TrainStagePlan)
         self.ctx, self.stage, self.dist = ctx, ctx.stage, dist_info
         self.run = next(r for r in self.stage.runs if r.name == ctx.run)
+        require_sinks(ctx.plan)
         self.build_layout()
         self.build_model()
         self.optimizer = build_optimizer(self.model, ctx.plan.optimizer)
@@ -192,7 +194,8 @@ class Trainer:
             # MFU against the plan's device; a GPU recipe tried on a CPU has none to compare with
             peak_flops=plan.cluster.gpu_peak_tflops * 1e12 if on_planned_device else 0.0,
             world_size=self.dist.world_size, seq_len=self.stage.seq_len, spike_window=plan.runtime.spike_window,
-            spike_sigmas=plan.runtime.spike_sigmas, stop_file=os.environ.get("OLMO2SPEC_STOP_FILE"), say=self.say)
+            spike_sigmas=plan.runtime.spike_sigmas, stop_file=os.environ.get("OLMO2SPEC_STOP_FILE"), say=self.say,
+            sinks=open_sinks(plan, self.stage, self.run.name, self.ctx.run_dir, self.step) if self.dist.main else [])
         self.metrics.tokens_seen = self.step * self.stage.tokens_per_step
         self.say(f"{self.stage.name}: run {self.run.name}, steps {self.step:,} -> {total:,}, {self.dist.world_size} "
                  f"process(es) on {self.dist.device.type}, micro-batch {self.micro_batch} x {self.grad_accum}, "
@@ -268,7 +271,7 @@ def run_train_stage(ctx: RunContext) -> int:
     info = init_distributed(want_cuda)
     try:
         return Trainer(ctx, info).train()
-    except (TrainingError, LoaderError, DataRootError, CheckpointError) as exc:
+    except (TrainingError, LoaderError, DataRootError, CheckpointError, SinkError) as exc:
         if info.main:
             print(f"error: {ctx.stage.name}: {exc}", file=sys.stderr)
         return 2

@@ -9,6 +9,8 @@ import difflib
 import re
 from collections.abc import Iterable
 
+import attrs
+
 from olmo2spec.kinds import kinds_leaving, stage_kind
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.fields import SAFE_NAME, shown
@@ -23,6 +25,7 @@ from olmo2spec.spec.stages import (
     StageSpec,
     TrainStage,
 )
+from olmo2spec.spec.training import RuntimeSpec
 
 _SAFE_NAME = re.compile(SAFE_NAME)
 
@@ -296,9 +299,18 @@ def check_train_stage(stage: TrainStage, path: Path, recipe: Recipe, report: Rep
                          f"(got {stage.candidate_share!r})", "the paper used 0.1 to 0.5")
 
 
+def check_runtime(recipe: Recipe, report: Reporter) -> None:
+    runtime = recipe.runtime
+    default_project = attrs.fields(RuntimeSpec).wandb_project.default
+    if runtime.wandb_project != default_project and "wandb" not in runtime.metrics_sinks:
+        report.warning("W201", ("runtime", "wandb_project"), "a W&B project without the 'wandb' sink logs nothing",
+                       'add "wandb" to runtime.metrics_sinks, or drop wandb_project')
+
+
 def check_rules(recipe: Recipe, report: Reporter) -> None:
     check_names(recipe, report)
     check_model(recipe, report)
     check_mixes(recipe, report)
     check_stages(recipe, report)
     check_cycles(recipe, report)
+    check_runtime(recipe, report)

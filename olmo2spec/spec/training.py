@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import attrs
 
-from olmo2spec.spec.fields import doc, non_negative, one_of, positive, unit_interval
+from olmo2spec.spec.fields import doc, each, non_negative, one_of, positive, safe_name, unit_interval
 
-__all__ = ["OptimizerSpec", "DataSpec", "CheckpointSpec", "RuntimeSpec"]
+__all__ = ["OptimizerSpec", "DataSpec", "CheckpointSpec", "RuntimeSpec", "METRICS_SINKS"]
+
+METRICS_SINKS = ("tensorboard", "wandb")
+"""Where rank 0 can send each metrics record besides metrics.jsonl."""
+
+
+def _no_repeats(_inst: object, _attr: object, value: list[str]) -> None:
+    from olmo2spec.spec.fields import SpecValueError
+
+    twice = sorted({v for v in value if value.count(v) > 1})
+    if twice:
+        raise SpecValueError(f"{', '.join(repr(v) for v in twice)} listed more than once", "list each sink once")
 
 
 def _two_betas(_inst: object, _attr: object, value: list[float]) -> None:
@@ -74,3 +85,10 @@ class RuntimeSpec:
                             validator=positive)
     spike_sigmas: float = doc("Distance from the rolling mean, in standard deviations, that counts as a spike "
                               "(paper: 7).", default=7.0, validator=positive)
+    metrics_sinks: list[str] = doc(
+        "Where rank 0 also sends every metrics record: 'tensorboard' (event files in <run dir>/tensorboard) and "
+        "'wandb' (Weights & Biases; key, entity and mode from WANDB_API_KEY, WANDB_ENTITY, WANDB_MODE). "
+        "Empty: metrics.jsonl only.", factory=list, validator=[each(one_of(METRICS_SINKS)), _no_repeats])
+    wandb_project: str = doc("The Weights & Biases project of the runs (with 'wandb' in metrics_sinks); each run "
+                             "is named <recipe>-<run> and grouped by recipe.", default="olmo2spec",
+                             validator=safe_name)

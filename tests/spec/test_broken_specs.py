@@ -610,11 +610,27 @@ CASES: dict[str, Case] = {
         "sequences",
         "1 error, 0 warnings",
     )),
+    "set-unknown-sink": Case(spec=TINY, args=("--set", 'runtime.metrics_sinks=["tensorbord"]'), lines=(
+        "--set:1:1: error[E013]: runtime.metrics_sinks: must be one of 'tensorboard', 'wandb' (got 'tensorbord')",
+        "  hint: did you mean 'tensorboard'?",
+        "1 error, 0 warnings",
+    )),
+    "set-sink-twice": Case(spec=TINY, args=("--set", 'runtime.metrics_sinks=["wandb", "wandb"]'), lines=(
+        "--set:1:1: error[E013]: runtime.metrics_sinks: 'wandb' listed more than once",
+        "  hint: list each sink once",
+        "1 error, 0 warnings",
+    )),
     # -- --strict: lint warnings become errors -------------------------------------------------------------------
     "strict-eps": Case(args=("--strict",), lines=(
         "tests/data/broken/strict-eps.toml:4:7: error[W104]: optimizer.eps: AdamW eps 1e-05: section 3.4.1 found "
         "1e-8 lowers and stabilises the gradient norm early in training",
         "  hint: eps = 1e-8",
+        "1 error, 0 warnings",
+    )),
+    "strict-wandb-project-without-sink": Case(spec=TINY, args=("--strict", "--set", 'runtime.wandb_project="runs"'),
+                                              lines=(
+        "--set:1:1: error[W201]: runtime.wandb_project: a W&B project without the 'wandb' sink logs nothing",
+        '  hint: add "wandb" to runtime.metrics_sinks, or drop wandb_project',
         "1 error, 0 warnings",
     )),
 }
