@@ -46,8 +46,7 @@ def child(mode: str, out: Path, paths: list[Path]) -> None:
     import torch
     import torch.distributed.checkpoint as dcp
 
-    from olmo2spec.runtime.checkpoint import load_model_weights
-    from olmo2spec.runtime.integrity import checksums_of, rank_files, seal
+    from olmo2spec.runtime.checkpoint import checksums_of, load_model_weights, rank_files, seal
     from olmo2spec.runtime.soup import soup
 
     after_imports = _peak_mib()

@@ -223,13 +223,14 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
 
     try:  # by name: the runtime (torch) is neither imported by the compiler path nor type-checked with it
         export = importlib.import_module("olmo2spec.runtime.export_hf")
+        checkpoints = importlib.import_module("olmo2spec.runtime.checkpoint")
     except ImportError as exc:
         _error(f"export-hf needs the runtime's packages (torch, safetensors): {exc}")
         return EXIT_SPEC_ERROR
     checkpoint = Path(args.checkpoint)
     try:
-        step = export.resolve_checkpoint(checkpoint)
-    except export.ExportError as exc:
+        step = checkpoints.resolve_step(checkpoint, final=False)
+    except checkpoints.CheckpointError as exc:
         _error(str(exc))
         return EXIT_SPEC_ERROR
     bundle: Path | None = Path(args.bundle) if args.bundle else export.find_bundle(checkpoint)

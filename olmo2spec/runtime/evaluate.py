@@ -71,11 +71,11 @@ from olmo2spec.data.tokenizer import Tokenizer
 from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, latest_complete, load_model_weights, read_marker
+from olmo2spec.runtime.checkpoint import CheckpointError, final_step, plan_model_weights, read_marker, resolve_step
 from olmo2spec.runtime.model import ModelArgs, Transformer, apply_rope, rope_tables
 
 __all__ = [
-    "EvalError", "PROMPT_FORMATS", "DEMO_TASKS", "final_checkpoint", "load_model", "heldout_loss", "greedy_answers",
+    "EvalError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
     "extract_answer", "answers_match", "math_prompt", "math_accuracy", "evaluate_checkpoint", "run_eval_stage",
     "EXIT_EVAL_FAILED",
 ]
@@ -110,40 +110,12 @@ class EvalError(Exception):
 # --- the model ------------------------------------------------------------------------------------------------
 
 
-def final_checkpoint(run_dir: Path) -> Path:
-    """The final checkpoint of a run directory (`$CHECKPOINT_ROOT/<run>`).
-
-    Raises:
-        EvalError: when the run has no complete checkpoint or its newest one is not final.
-    """
-    path = latest_complete(run_dir)
-    if path is None:
-        raise EvalError(f"{run_dir.name} has no complete checkpoint in {run_dir}: run its stage first")
+def _resolve(checkpoint_dir: Path) -> Path:
+    """A complete step directory, or the final step of a run directory."""
     try:
-        final = read_marker(path).get("final")
+        return resolve_step(checkpoint_dir, final=True)
     except CheckpointError as exc:
         raise EvalError(str(exc)) from None
-    if not final:
-        raise EvalError(f"{run_dir.name} has not finished: its newest checkpoint {path.name} is not final "
-                        f"(rerun its stage to complete it)")
-    return path
-
-
-def _resolve(checkpoint_dir: Path) -> Path:
-    """A step directory with a COMPLETE marker, or the final checkpoint of a run directory."""
-    if not checkpoint_dir.exists():
-        raise EvalError(f"checkpoint {checkpoint_dir} does not exist")
-    if (checkpoint_dir / COMPLETE).is_file():
-        return checkpoint_dir
-    if (checkpoint_dir / ".metadata").is_file():
-        raise EvalError(f"checkpoint {checkpoint_dir} is incomplete (no {COMPLETE} marker: its save did not finish)")
-    return final_checkpoint(checkpoint_dir)
-
-
-def _strip_wrappers(key: str) -> str:
-    for prefix in ("_orig_mod.", "_checkpoint_wrapped_module.", "module."):
-        key = key.replace(prefix, "")
-    return key
 
 
 def load_model(plan: Plan, checkpoint_dir: Path, device: str | torch.device = "cpu") -> Transformer:
@@ -158,17 +130,14 @@ def load_model(plan: Plan, checkpoint_dir: Path, device: str | torch.device = "c
     with warnings.catch_warnings():  # DCP without a process group
         warnings.simplefilter("ignore")
         try:
-            weights = {_strip_wrappers(k): v for k, v in load_model_weights(path).items()}  # verified
+            weights = plan_model_weights(path, plan)  # verified, and checked to be the plan's model
         except CheckpointError as exc:
             raise EvalError(str(exc)) from None
     args = ModelArgs.from_plan(plan)
     with torch.device("meta"):
         model = Transformer(args)
     model.to_empty(device=device)
-    try:
-        model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
-    except RuntimeError as exc:
-        raise EvalError(f"checkpoint {path} does not fit the plan's model: {exc}") from None
+    model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
     with torch.no_grad():
         cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta, device=model.rope_cos.device)
         model.rope_cos.copy_(cos)
@@ -630,10 +599,10 @@ def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
         producer = _producer(ctx.plan, target)
         fmt = "chat" if producer is not None and stage_kind(producer).chat_model else "base"
         try:
-            checkpoint = final_checkpoint(ctx.checkpoint_root / target)
+            checkpoint = final_step(ctx.checkpoint_root / target)
             result = evaluate_checkpoint(ctx.plan, checkpoint, root, tasks=[*stage.dev_tasks, *stage.heldout_tasks],
                                          prompt_format=fmt, device=device, details=True)
-        except EvalError as exc:
+        except (CheckpointError, EvalError) as exc:
             print(f"eval {stage.name}: {target}: {exc}", file=sys.stderr)
             return EXIT_EVAL_FAILED
         out = ctx.checkpoint_root / stage.name / target
@@ -657,9 +626,9 @@ def _run_olmes(ctx: RunContext, stage: EvalStagePlan) -> int:
     for target in stage.targets:
         out = ctx.checkpoint_root / target / "hf"
         try:
-            checkpoint = final_checkpoint(ctx.checkpoint_root / target)
+            checkpoint = final_step(ctx.checkpoint_root / target)
             export_hf(checkpoint, ctx.plan, out)
-        except (EvalError, ExportError) as exc:
+        except (CheckpointError, ExportError) as exc:
             print(f"eval {stage.name}: {target}: {exc}", file=sys.stderr)
             return EXIT_EVAL_FAILED
         print(f"eval {stage.name}: exported {target} ({checkpoint}) to {out}", flush=True)

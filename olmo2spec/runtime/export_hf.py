@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,11 +24,18 @@ from typing import Any
 import torch
 
 from olmo2spec.plan.plan import Plan
-from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, latest_complete, load_model_weights, read_marker
+from olmo2spec.runtime.checkpoint import (
+    CheckpointError,
+    check_fits,
+    load_model_weights,
+    read_marker,
+    resolve_step,
+    strip_wrappers,
+)
 from olmo2spec.runtime.model import ModelArgs
 
 __all__ = ["ExportError", "MAX_SHARD_BYTES", "DTYPES", "HF_SPLIT_PATTERN", "model_args", "hf_config",
-           "expected_shapes", "resolve_checkpoint", "dolma2_tokenizer_json", "export_hf", "find_bundle"]
+           "dolma2_tokenizer_json", "export_hf", "find_bundle"]
 
 MAX_SHARD_BYTES = 5 * 10**9
 """Above this many bytes of weights the safetensors file is sharded (Hugging Face's default: 5 GB)."""
@@ -44,9 +50,6 @@ HF_SPLIT_PATTERN = (
 tokenizer.json. tiktoken's pinned `CL100K_PAT_STR` cannot be used as is: Oniguruma reads its
 `\\p{N}{1,3}+` as "runs of 1-3 digits, repeated" instead of a possessive 1-3, so numbers would split
 differently. This older spelling splits text exactly as tiktoken does (tests check it)."""
-
-_WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "module.")
-
 
 class ExportError(Exception):
     """The checkpoint cannot be exported: none complete, damaged files, weights that do not match the plan or are
@@ -112,84 +115,28 @@ def hf_config(plan: Plan, dtype: str = "float32") -> dict[str, Any]:
     }
 
 
-def expected_shapes(plan: Plan) -> dict[str, tuple[int, ...]]:
-    """Every weight of the HF model, in file order, with its shape."""
-    m = plan.model
-    d, kv, rows = m.d_model, m.n_kv_heads * (m.d_model // m.n_heads), plan.tokenizer.embedding_rows
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (rows, d)}
-    for i in range(m.n_layers):
-        p = f"model.layers.{i}."
-        shapes |= {
-            p + "self_attn.q_proj.weight": (d, d),
-            p + "self_attn.k_proj.weight": (kv, d),
-            p + "self_attn.v_proj.weight": (kv, d),
-            p + "self_attn.o_proj.weight": (d, d),
-            p + "self_attn.q_norm.weight": (d,),
-            p + "self_attn.k_norm.weight": (kv,),
-            p + "post_attention_layernorm.weight": (d,),
-            p + "mlp.gate_proj.weight": (m.mlp_hidden, d),
-            p + "mlp.up_proj.weight": (m.mlp_hidden, d),
-            p + "mlp.down_proj.weight": (d, m.mlp_hidden),
-            p + "post_feedforward_layernorm.weight": (d,),
-        }
-    shapes |= {"model.norm.weight": (d,), "lm_head.weight": (rows, d)}
-    return shapes
+def _hf_name(name: str) -> str:
+    """A bare model parameter's name in Hugging Face's Olmo2ForCausalLM."""
+    return name if name == "lm_head.weight" else f"model.{name}"
 
 
-def resolve_checkpoint(path: Path) -> Path:
-    """A complete checkpoint: `path` itself (a step directory) or the newest complete one of a run directory.
-
-    Raises:
-        ExportError: when `path` does not exist, is an incomplete step, or is a run with no complete step.
-    """
-    if not path.exists():
-        raise ExportError(f"checkpoint {path} does not exist")
-    if (path / COMPLETE).is_file():
-        return path
-    if (path / ".metadata").is_file() or re.fullmatch(r"step-\d+", path.name):
-        raise ExportError(f"checkpoint {path} is incomplete (no {COMPLETE} marker: its save did not finish)")
-    latest = latest_complete(path)
-    if latest is None:
-        partial = sorted(p.name for p in path.glob("step-*"))
-        detail = f" ({len(partial)} incomplete: {', '.join(partial[-3:])})" if partial else ""
-        raise ExportError(f"no complete checkpoint in run directory {path}{detail}")
-    return latest
-
-
-def _strip_wrappers(key: str) -> str:
-    """A parameter's name without the prefixes torch.compile, activation checkpointing or DDP add."""
-    for prefix in _WRAPPER_PREFIXES:
-        key = key.replace(prefix, "")
-    return key
-
-
-def _hf_weights(weights: dict[str, torch.Tensor], plan: Plan, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Rename to HF's keys, check against the plan, convert; raises ExportError naming the first mismatch."""
-    renamed: dict[str, torch.Tensor] = {}
+def _hf_weights(path: Path, weights: dict[str, torch.Tensor], plan: Plan, dtype: torch.dtype
+                ) -> dict[str, torch.Tensor]:
+    """Check against the plan, rename to HF's keys, convert; raises ExportError naming the first mismatch."""
+    bare: dict[str, torch.Tensor] = {}
     for key, value in weights.items():
-        name = _strip_wrappers(key)
-        name = name if name == "lm_head.weight" else f"model.{name}"
         if not isinstance(value, torch.Tensor):
             raise ExportError(f"checkpoint entry {key!r} is a {type(value).__name__}, not a tensor")
-        renamed[name] = value
-    shapes = expected_shapes(plan)
-    for name, shape in shapes.items():
-        if name not in renamed:
-            raise ExportError(f"checkpoint has no weight {name.removeprefix('model.')!r} "
-                              f"(expected shape {list(shape)}): is it a checkpoint of this plan's model?")
-        got = tuple(renamed[name].shape)
-        if got != shape:
-            raise ExportError(f"weight {name.removeprefix('model.')!r} has shape {list(got)}, the plan's model "
-                              f"expects {list(shape)}: is it a checkpoint of this plan's model?")
-    extra = sorted(set(renamed) - set(shapes))
-    if extra:
-        raise ExportError(f"checkpoint has a weight the plan's model does not: {extra[0].removeprefix('model.')!r}"
-                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""))
-    for name in shapes:
-        if not bool(torch.isfinite(renamed[name]).all()):  # a diverged run, or damage no checksum covered
-            raise ExportError(f"weight {name.removeprefix('model.')!r} is not finite (NaN or inf): refusing to export "
+        bare[strip_wrappers(key)] = value
+    try:
+        check_fits(path, plan, bare)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    for name, value in bare.items():
+        if not bool(torch.isfinite(value).all()):  # a diverged run, or damage no checksum covered
+            raise ExportError(f"weight {name!r} is not finite (NaN or inf): refusing to export "
                               "it; check the run's loss, or export an earlier checkpoint")
-    return {name: renamed[name].detach().to("cpu", dtype).contiguous() for name in shapes}
+    return {_hf_name(name): value.detach().to("cpu", dtype).contiguous() for name, value in bare.items()}
 
 
 def _write_safetensors(tensors: dict[str, torch.Tensor], out: Path, max_shard_bytes: int) -> list[str]:
@@ -369,13 +316,13 @@ def export_hf(checkpoint_dir: Path, plan: Plan, out: Path, dtype: str = "float32
     config = hf_config(plan, dtype)
     if out.exists() and not _is_export(out) and (not out.is_dir() or any(out.iterdir())):  # empty dirs may go
         raise ExportError(f"{out} exists and is not a Hugging Face OLMo 2 export: refusing to replace it")
-    checkpoint = resolve_checkpoint(Path(checkpoint_dir))
     try:
+        checkpoint = resolve_step(Path(checkpoint_dir), final=False)
         marker = read_marker(checkpoint)
         weights = load(checkpoint)  # verified against the step's checksums
     except CheckpointError as exc:
         raise ExportError(str(exc)) from None
-    tensors = _hf_weights(weights, plan, DTYPES[dtype])
+    tensors = _hf_weights(checkpoint, weights, plan, DTYPES[dtype])
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"

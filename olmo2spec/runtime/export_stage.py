@@ -9,7 +9,7 @@ import sys
 
 from olmo2spec.plan.plan import ExportStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, latest_complete, read_marker
+from olmo2spec.runtime.checkpoint import CheckpointError, final_step
 
 __all__ = ["run_export_stage", "EXIT_EXPORT_FAILED"]
 
@@ -25,20 +25,10 @@ def run_export_stage(ctx: RunContext) -> int:
     if stage.format != "hf":
         print(f"export {name}: format {stage.format!r} is not supported (only 'hf')", file=sys.stderr)
         return EXIT_EXPORT_FAILED
-    run_dir = ctx.checkpoint_root / stage.source
-    checkpoint = latest_complete(run_dir)
-    if checkpoint is None:
-        print(f"export {name}: {stage.source} has no complete checkpoint in {run_dir}: run that stage first",
-              file=sys.stderr)
-        return EXIT_EXPORT_FAILED
     try:
-        final = read_marker(checkpoint).get("final")
+        checkpoint = final_step(ctx.checkpoint_root / stage.source)
     except CheckpointError as exc:
-        print(f"export {name}: {stage.source}: {exc}", file=sys.stderr)
-        return EXIT_EXPORT_FAILED
-    if not final:
-        print(f"export {name}: {stage.source} has not finished: its newest checkpoint {checkpoint} is not final "
-              f"(rerun its stage to complete it)", file=sys.stderr)
+        print(f"export {name}: {exc}", file=sys.stderr)
         return EXIT_EXPORT_FAILED
     from olmo2spec.runtime.export_hf import ExportError, export_hf  # torch only when there is work
 

@@ -39,18 +39,21 @@ from typing import Any
 import attrs
 
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.integrity import (
+from olmo2spec.runtime.checkpoint import (
     CHECKSUMS,
     COMPLETE,
     CheckpointError,
     advice,
+    check_fits,
     checksums_of,
     dcp_cause,
+    final_step,
     model_files,
     rank_files,
     read_marker,
     read_metadata,
     seal,
+    step_dir,
     verify,
 )
 
@@ -358,28 +361,6 @@ def _fail(stage: str, text: str, code: int) -> int:
     return code
 
 
-def _plan_mismatch(ctx: RunContext, ref: dict[str, Any]) -> str | None:
-    """How the ingredients' model differs from the plan's (what the stages after the soup build), if it does."""
-    import torch
-
-    from olmo2spec.runtime.export_hf import _strip_wrappers
-    from olmo2spec.runtime.model import ModelArgs, Transformer
-
-    with torch.device("meta"):
-        model = Transformer(ModelArgs.from_plan(ctx.plan))
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    ref = {_strip_wrappers(k): md for k, md in ref.items()}  # as export and `Checkpointer.load` see them
-    for key, shape in expected.items():
-        md = ref.get(key)
-        if md is None:
-            return f"key {key} is missing (the plan's model has shape {list(shape)})"
-        got = tuple(getattr(md, "size", ()))
-        if got != shape:
-            return f"key {key} has shape {list(got)}, the plan's model expects {list(shape)}"
-    extra = [k for k in ref if k not in expected]
-    return f"it has a key the plan's model does not: {extra[0]}" if extra else None
-
-
 def run_soup_stage(ctx: RunContext) -> int:
     """Soup the final checkpoints of the stage's ingredient runs, then export the soup for Hugging Face.
 
@@ -387,7 +368,6 @@ def run_soup_stage(ctx: RunContext) -> int:
     1 the soup or its export could not be written.
     """
     from olmo2spec.plan.plan import SoupStagePlan
-    from olmo2spec.runtime.checkpoint import latest_complete, step_dir
     from olmo2spec.runtime.export_hf import ExportError, export_hf, hf_config
 
     stage = ctx.stage
@@ -397,21 +377,12 @@ def run_soup_stage(ctx: RunContext) -> int:
     root = ctx.checkpoint_root
     paths, steps = [], []
     for run in stage.ingredients:
-        run_dir = root / run
-        path = latest_complete(run_dir)
-        if path is None:
-            return _fail(stage.name, f"ingredient {run} has no complete checkpoint in {run_dir}: run its stage "
-                                     "first", EXIT_BAD_INPUT)
         try:
-            marker = read_marker(path)
+            path = final_step(root / run, who=f"ingredient {run}")
         except CheckpointError as exc:
-            return _fail(stage.name, f"ingredient {run}: {exc}", EXIT_BAD_INPUT)
-        if not marker.get("final"):
-            return _fail(stage.name, f"ingredient {run} has not finished: its latest checkpoint {path} (step "
-                                     f"{marker.get('step', '?')}) is not final; finish the run first",
-                         EXIT_BAD_INPUT)
+            return _fail(stage.name, str(exc), EXIT_BAD_INPUT)
         paths.append(path)
-        steps.append(marker.get("step"))
+        steps.append(read_marker(path).get("step"))  # read (and checked) by final_step
 
     out = step_dir(root / stage.name, 0)
     recipe = [{"run": r, "checkpoint": str(p), "step": s} for r, p, s in zip(stage.ingredients, paths, steps,
@@ -436,10 +407,10 @@ def run_soup_stage(ctx: RunContext) -> int:
     if not done:
         try:
             ref = check_ingredients(paths, stage.ingredients)
-            problem = _plan_mismatch(ctx, ref)
-            if problem is not None:
-                raise SoupError(f"ingredient {stage.ingredients[0]} ({paths[0]}) does not hold the plan's model: "
-                                f"{problem}")
+            try:  # what the stages after the soup build
+                check_fits(paths[0], ctx.plan, ref)
+            except CheckpointError as exc:
+                raise SoupError(f"ingredient {stage.ingredients[0]}: {exc}") from None
             report = soup(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients))
         except SoupError as exc:
             return _fail(stage.name, str(exc), EXIT_BAD_INPUT)

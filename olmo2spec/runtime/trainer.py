@@ -28,7 +28,7 @@ from olmo2spec.data.loader import LoaderError, MixtureLoader, loader_for_run
 from olmo2spec.data.sources import DataRootError, data_root
 from olmo2spec.plan.plan import RunPlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, latest_complete, read_marker
+from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, final_step, latest_complete, read_marker
 from olmo2spec.runtime.distributed import Dist, init_distributed, shutdown
 from olmo2spec.runtime.loss import labels_for, loss_sums
 from olmo2spec.runtime.metrics import Interval, MetricsThread, StepBuffers
@@ -124,11 +124,10 @@ class Trainer:
             self.say(f"resuming {self.run.name} from {own} (step {self.step:,})")
             return True
         if self.stage.init_from:
-            parent = self.ctx.checkpoint_root / self.stage.init_from
-            path = latest_complete(parent)
-            if path is None or not read_marker(path).get("final"):
-                raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}, which has no final "
-                                    f"checkpoint in {parent}: run that stage first")
+            try:
+                path = final_step(self.ctx.checkpoint_root / self.stage.init_from)
+            except CheckpointError as exc:
+                raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}") from None
             if self.stage.restore_optimizer and read_marker(path).get("optimizer") is False:
                 raise TrainingError(f"{self.stage.name} restores the optimizer state of {self.stage.init_from}, but "
                                     f"{path} holds none (a soup averages weights only): set restore_optimizer = false")

@@ -27,15 +27,16 @@ from olmo2spec.compiler import check  # noqa: E402
 from olmo2spec.emit.bundle import build_bundle  # noqa: E402
 from olmo2spec.plan.plan import Plan  # noqa: E402
 from olmo2spec.runtime.checkpoint import (  # noqa: E402
+    CHECKSUMS,
     COMPLETE,
     Checkpointer,
     CheckpointError,
     load_model_weights,
     read_marker,
     step_dir,
+    verify,
 )
 from olmo2spec.runtime.evaluate import EvalError, load_model  # noqa: E402
-from olmo2spec.runtime.integrity import CHECKSUMS, verify  # noqa: E402
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 from olmo2spec.runtime.soup import SoupError, soup  # noqa: E402
 

@@ -206,7 +206,7 @@ def test_checkpoint_resolution(tmp_path):  # type: ignore[no-untyped-def]
     with pytest.raises(ExportError, match="does not exist"):
         export_hf(run, plan, tmp_path / "hf")
     run.mkdir()
-    with pytest.raises(ExportError, match="no complete checkpoint in run directory"):
+    with pytest.raises(ExportError, match=r"run has no complete checkpoint in \S+/run: run its stage first"):
         export_hf(run, plan, tmp_path / "hf")
     save_checkpoint(plan, run, step=5, seed=1)
     newest = save_checkpoint(plan, run, step=9, seed=2)

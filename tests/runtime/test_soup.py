@@ -19,13 +19,14 @@ from olmo2spec.emit.bundle import build_bundle  # noqa: E402
 from olmo2spec.runtime import checkpoint as ckpt  # noqa: E402
 from olmo2spec.runtime.bundle import load_run  # noqa: E402
 from olmo2spec.runtime.checkpoint import (  # noqa: E402
+    CHECKSUMS,
     COMPLETE,
     Checkpointer,
     CheckpointError,
     load_model_weights,
     read_marker,
+    verify,
 )
-from olmo2spec.runtime.integrity import CHECKSUMS, verify  # noqa: E402
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 from olmo2spec.runtime.soup import (  # noqa: E402
     EXIT_BAD_INPUT,
@@ -320,6 +321,6 @@ def test_soup_stage_refuses_bad_ingredients(tiny_bundle, tmp_path, monkeypatch, 
     for i, run in enumerate(ANNEALS):  # all alike, but not the plan's model
         save(tmp_path / run, seed=i, args=attrs_evolve(args, mlp_hidden=128), step=20)
     assert run_soup_stage(ctx) == EXIT_BAD_INPUT
-    assert "does not hold the plan's model: key layers.0.mlp.gate_proj.weight has shape [128, 64], the plan's " \
+    assert "ingredient anneal-seed42: weight 'layers.0.mlp.gate_proj.weight' has shape [128, 64], the plan's " \
            "model expects [96, 64]" in capsys.readouterr().err
     assert not (tmp_path / "soup").exists()

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import shlex
 import sys
 from collections.abc import Iterable
@@ -29,13 +28,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CHECKSUMS", "COMPLETE", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
-           "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files", "dcp_cause"]
+from olmo2spec.runtime.checkpoint.steps import COMPLETE, complete_steps, step_dir, step_number
 
-COMPLETE = "COMPLETE"
+__all__ = ["CHECKSUMS", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
+           "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files", "dcp_cause",
+           "unreadable"]
+
 CHECKSUMS = "CHECKSUMS.json"
 _MARKER_KEY = "checksums"  # in COMPLETE: the sha256 of CHECKSUMS.json
-_STEP = re.compile(r"step-(\d+)")
 _warned: set[Path] = set()
 
 
@@ -50,11 +50,9 @@ def sha256_file(path: Path) -> str:
 
 def advice(path: Path) -> str:
     """What to do with a damaged step: delete it, and its stage resumes from the previous complete step."""
-    match = _STEP.fullmatch(path.name)
-    earlier = [] if match is None else [
-        (int(m[1]), p.name) for p in path.parent.glob("step-*")
-        if (m := _STEP.fullmatch(p.name)) and int(m[1]) < int(match[1]) and (p / COMPLETE).is_file()]
-    then = (f"it resumes from {max(earlier)[1]}, the previous complete checkpoint" if earlier
+    step = step_number(path)
+    earlier = [] if step is None else [s for s in complete_steps(path.parent) if s < step]
+    then = (f"it resumes from {step_dir(path.parent, earlier[-1]).name}, the previous complete checkpoint" if earlier
             else "no earlier complete checkpoint is left, so it starts again")
     return f"delete this step (rm -r {shlex.quote(str(path))}) and rerun its stage: {then}"
 
@@ -257,6 +255,14 @@ def model_files(path: Path, *, warn: bool = True) -> list[str]:
     else:
         verify(path, sorted(need), marker=marker)
     return [".metadata", *sorted(need)]
+
+
+def unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    """What a load says when DCP cannot read a step whose files passed verification (or had no checksums)."""
+    cause = dcp_cause(exc)
+    what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return CheckpointError(f"checkpoint {path} cannot be loaded ({what}): a damaged file, or a checkpoint of "
+                           f"another model? If its files are damaged, {advice(path)}")
 
 
 def dcp_cause(exc: BaseException) -> BaseException:

@@ -1,20 +1,14 @@
-"""Checkpoints with torch.distributed.checkpoint (DCP): sharded, resumable at any world size.
+"""A training run's saves and resumes with torch.distributed.checkpoint (DCP): sharded, at any world size.
 
-Layout of a run's directory ($CHECKPOINT_ROOT/<run>):
-    step-0000100/            a DCP checkpoint: {"model": ..., "optim": ...} plus `.metadata`
-    step-0000100/extra-rank0.pt   per-rank extras (RNG states)
-    step-0000100/CHECKSUMS.json   size and sha256 of every file above, gathered from the ranks that wrote them
-    step-0000100/COMPLETE    written by rank 0 after every rank finished: what makes it count
-A directory without COMPLETE (a save killed midway) is never loaded and is removed by the next
-save. Every load verifies the checksums of the files it reads first (`integrity`), and turns what
-DCP raises on a damaged step into a CheckpointError that names the step, the file and what to do.
-Retention is explicit: the newest `keep_last` checkpoints are kept, plus every multiple of
-`permanent_every` and the final one, which are never deleted.
+Every rank calls every method. A save's directory without COMPLETE (a save killed midway) is never
+loaded and is removed by the next save. Every load verifies the checksums of the files it reads first
+(`integrity`), and turns what DCP raises on a damaged step into a CheckpointError that names the step,
+the file and what to do. Retention is explicit: the newest `keep_last` checkpoints are kept, plus every
+multiple of `permanent_every` and the final one, which are never deleted.
 """
 
 from __future__ import annotations
 
-import re
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -31,44 +25,22 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
-from olmo2spec.runtime.integrity import (
-    COMPLETE,
+from olmo2spec.runtime.checkpoint.integrity import (
     CheckpointError,
-    advice,
     check_sizes,
     checksums_of,
     data_files,
-    dcp_cause,
     listed_files,
-    model_files,
     rank_files,
     read_marker,
     read_metadata,
     seal,
+    unreadable,
     verify,
 )
+from olmo2spec.runtime.checkpoint.steps import complete_steps, partial_steps, step_dir
 
-__all__ = ["Checkpointer", "step_dir", "complete_steps", "latest_complete", "load_model_weights",
-           "read_marker", "COMPLETE", "CheckpointError"]
-
-_STEP = re.compile(r"step-(\d+)")
-
-
-def step_dir(run_dir: Path, step: int) -> Path:
-    return run_dir / f"step-{step:07d}"
-
-
-def complete_steps(run_dir: Path) -> list[int]:
-    """Steps with a complete checkpoint, ascending."""
-    if not run_dir.is_dir():
-        return []
-    return sorted(int(m[1]) for p in run_dir.glob("step-*") if (m := _STEP.fullmatch(p.name))
-                  and (p / COMPLETE).is_file())
-
-
-def latest_complete(run_dir: Path) -> Path | None:
-    steps = complete_steps(run_dir)
-    return step_dir(run_dir, steps[-1]) if steps else None
+__all__ = ["Checkpointer"]
 
 
 def _rank() -> int:
@@ -93,13 +65,6 @@ def _hash_when_written(future: Any, path: Path, rank: int) -> dict[str, dict[str
     """In the background: wait for this rank's async write, then hash the files it wrote."""
     _wait(future)
     return checksums_of(path, rank_files(path, rank))
-
-
-def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
-    cause = dcp_cause(exc)
-    what = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
-    return CheckpointError(f"checkpoint {path} cannot be loaded ({what}): a damaged file, or a checkpoint of "
-                           f"another model? If its files are damaged, {advice(path)}")
 
 
 class Checkpointer:
@@ -186,7 +151,7 @@ class Checkpointer:
             if extra.is_file():  # a resume at another world size has no extras for new ranks
                 torch.set_rng_state(torch.load(extra, weights_only=True)["torch_rng"])
         except (CheckpointException, RuntimeError, OSError, ValueError, KeyError) as exc:  # a step from before
-            raise _unreadable(path, exc) from None  # checksums; DCP's CheckpointException is a BaseException
+            raise unreadable(path, exc) from None  # checksums; DCP's CheckpointException is a BaseException
         return marker
 
     def _verified_marker(self, path: Path) -> dict[str, Any]:
@@ -213,9 +178,8 @@ class Checkpointer:
         return marker
 
     def _retain(self) -> None:
-        for partial in self.run_dir.glob("step-*"):  # saves killed midway: never loadable
-            if not (partial / COMPLETE).is_file():
-                shutil.rmtree(partial, ignore_errors=True)
+        for partial in partial_steps(self.run_dir):  # saves killed midway: never loadable
+            shutil.rmtree(partial, ignore_errors=True)
         steps = complete_steps(self.run_dir)
         keep = set(steps[-self.keep_last:])
         for step in steps:
@@ -233,27 +197,3 @@ def _is_final(path: Path) -> bool:
         return bool(read_marker(path).get("final"))
     except CheckpointError:
         return True
-
-
-def load_model_weights(path: Path) -> dict[str, torch.Tensor]:
-    """A checkpoint's model weights as one plain state dict, without a process group (for export, eval).
-
-    The files it reads are verified first.
-
-    Raises:
-        CheckpointError: a damaged step (naming the file), or one DCP cannot read.
-    """
-    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
-    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
-
-    model_files(path)
-    state: dict[str, Any] = {}
-    planner = _EmptyStateDictLoadPlanner(keys={"model"})  # the optimizer state is never read
-    try:
-        _load_state_dict(state, storage_reader=dcp.FileSystemReader(str(path)), planner=planner, no_dist=True)
-    except (CheckpointException, RuntimeError, OSError, ValueError) as exc:  # a step from before checksums
-        raise _unreadable(path, exc) from None
-    if not isinstance(state.get("model"), dict):
-        raise CheckpointError(f"checkpoint {path} holds no model weights (no `model.` entries): is it a checkpoint?")
-    return {k: v for k, v in state["model"].items()}
-
