@@ -77,5 +77,9 @@ slurm-test: install-dev
     eval "$(bash .ci/slurm.sh up "$dir")"
     OLMO2SPEC_SLURM_DIR="$dir" {{python}} -m pytest -q -m slurm tests/integration
 
+# One mix edit in the notebook's mix explorer (re-check + redraw, in-process) against `olmo2spec check` as a process.
+bench-notebook: install-dev
+    {{python}} benchmarks/bench_notebook.py
+
 # Every benchmark.
-bench: bench-compile bench-data bench-train bench-soup
+bench: bench-compile bench-data bench-train bench-soup bench-notebook

@@ -13,7 +13,7 @@ import attrs
 
 from olmo2spec.plan.plan import Plan
 from olmo2spec.plan.resolve import resolve
-from olmo2spec.spec.compose import Composed, compose
+from olmo2spec.spec.compose import ComposeCache, Composed, compose
 from olmo2spec.spec.diagnostics import Diagnostic, Reporter, Severity, SpecError
 from olmo2spec.spec.lint import lint
 from olmo2spec.spec.recipe import Recipe
@@ -41,18 +41,20 @@ def sort_diagnostics(diagnostics: Sequence[Diagnostic]) -> list[Diagnostic]:
     return sorted(diagnostics, key=key)
 
 
-def check(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, strict: bool = False) -> Checked:
+def check(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, strict: bool = False,
+          cache: ComposeCache | None = None) -> Checked:
     """Compose, structure, check and resolve a recipe.
 
     Args:
         path: the recipe file.
         overrides: `KEY=VALUE` strings, as given to `--set`.
         strict: turn lint warnings into errors.
+        cache: keeps the files' composition between calls (re-checks of one recipe under new overrides).
 
     Raises:
         SpecError: with every problem found (warnings included) when there is at least one error.
     """
-    composed = compose(path, overrides)
+    composed = compose(path, overrides, cache=cache)
     recipe, problems = structure_recipe(composed)
     if recipe is None:
         raise SpecError(sort_diagnostics(problems))

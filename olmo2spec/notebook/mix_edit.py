@@ -19,6 +19,7 @@ from olmo2spec.atomic import write_whole
 from olmo2spec.compiler import Checked, check
 from olmo2spec.plan.mixes import MixPlan
 from olmo2spec.plan.plan import Plan, TrainStagePlan
+from olmo2spec.spec.compose import ComposeCache
 from olmo2spec.spec.diagnostics import Diagnostic, Severity, SpecError
 from olmo2spec.spec.mixes import MixSpec
 
@@ -145,10 +146,14 @@ class Outcome:
         return [d for d in self.diagnostics if d.severity is Severity.ERROR]
 
 
-def recheck(edit: MixEdit) -> Outcome:
-    """Check the recipe with the edit's overrides, as `olmo2spec check --set ...` does."""
+def recheck(edit: MixEdit, cache: ComposeCache | None = None) -> Outcome:
+    """Check the recipe with the edit's overrides, as `olmo2spec check --set ...` does.
+
+    `cache` keeps the recipe's files composed between edits (most of a check's time); the result is
+    the same as without it.
+    """
     try:
-        checked = check(edit.recipe, edit.overrides())
+        checked = check(edit.recipe, edit.overrides(), cache=cache)
     except SpecError as exc:
         return Outcome(edit, None, exc.diagnostics)
     return Outcome(edit, checked, checked.warnings)

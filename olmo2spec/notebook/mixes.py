@@ -22,6 +22,7 @@ from olmo2spec.notebook.mix_edit import MixEdit, Outcome, SourceShare, recheck, 
 from olmo2spec.notebook.tables import html_table
 from olmo2spec.plan.mixes import MixPlan
 from olmo2spec.plan.plan import Plan, TrainStagePlan
+from olmo2spec.spec.compose import ComposeCache
 from olmo2spec.spec.diagnostics import Diagnostic, Severity, SpecError, error_summary
 from olmo2spec.spec.quantity import format_tokens
 from olmo2spec.terminal import printable
@@ -115,6 +116,7 @@ class MixExplorer(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no ty
         """The table on screen: the last edit that checked."""
         self._groups = 0
         self._loading = False
+        self._cache = ComposeCache()  # the recipe's files, composed once; each edit only adds overrides
         super().__init__([
             widgets.HBox([self.recipe_picker, self.mix_picker]), self.form, self.sources, self.diagnostics,
             self.command, widgets.HBox([self.table, self.chart]), self.stages,
@@ -130,7 +132,7 @@ class MixExplorer(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no ty
     def _load_recipe(self, mix: str | None) -> None:
         recipe = Path(self.recipe_picker.value)
         try:
-            checked = check(recipe)
+            checked = check(recipe, cache=self._cache)
         except SpecError as exc:  # the recipe as written does not check: say so, edit nothing
             self._loading = True
             self.mix_picker.options = []
@@ -175,7 +177,7 @@ class MixExplorer(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no ty
         if edit.form == "mix_pct":
             edit = edit.with_tokens(self.budget.value)
         self.edit = edit
-        self.show(recheck(edit))
+        self.show(recheck(edit, self._cache))
 
     def show(self, outcome: Outcome) -> None:
         """Draw what the compiler said: always the diagnostics; the table only from a plan that checked."""

@@ -23,7 +23,7 @@ from olmo2spec.spec.files import RecipeFileError, check_reference, read_recipe_t
 from olmo2spec.spec.nesting import MAX_CHAIN, MAX_FILES, MAX_NESTING, bracket_overflow, too_deep
 from olmo2spec.spec.positions import Positions, scan_positions
 
-__all__ = ["Origin", "Composed", "compose", "parse_override", "display_path"]
+__all__ = ["Origin", "Composed", "ComposeCache", "compose", "parse_override", "display_path"]
 
 _TOML_ERROR_AT = re.compile(r"^(?P<msg>.*?)\s*\(at line (?P<line>\d+), column (?P<col>\d+)\)$")
 
@@ -146,6 +146,8 @@ class _Composer:
         self.diagnostics: list[Diagnostic] = []
         self.files: list[str] = []
         self.paths: list[FsPath] = []
+        self.texts: dict[FsPath, str] = {}
+        """Each file's text as read: what a `ComposeCache` compares to reuse the composition."""
         self.too_many = False
 
     def error(self, code: str, field: str, message: str, hint: str, at: Location | None) -> None:
@@ -181,6 +183,7 @@ class _Composer:
             return None
         self.files.append(shown)
         self.paths.append(path)
+        self.texts[path] = text
         raw = self.parse(text, shown)
         if raw is None:
             return None
@@ -286,50 +289,111 @@ def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     return tuple(part.strip() for part in key.strip().split(".")), parsed
 
 
-def _apply_override(composer: _Composer, tree: _LDict, index: int, text: str) -> None:
+def _copy(node: Any) -> Any:
+    """A shallow copy of a table or list, origin kept: overrides copy the path they change, never the rest,
+    so a composition a `ComposeCache` keeps is never changed under it."""
+    out = _LDict(node) if isinstance(node, dict) else _LList(node)
+    out.origin = node.origin
+    return out
+
+
+def _apply_override(composer: _Composer, tree: _LDict, index: int, text: str) -> _LDict:
+    """The tree with one override applied (`tree` itself is not changed)."""
     at = Location("--set", index, 1)
     origin = Origin(at, at)
     try:
         keys, value = parse_override(text)
     except ValueError as exc:
         composer.error("E070", "", f"bad --set: {exc}", "write --set stages.pretrain.lr.peak=4e-4", at)
-        return
-    node: Any = tree
+        return tree
+    root: _LDict = _copy(tree)
+    node: Any = root
     for key in keys[:-1]:
         if isinstance(node, list):  # stages are addressed by name
-            named = [s for s in node if _stage_name(s) == key]
+            named = [i for i, s in enumerate(node) if _stage_name(s) == key]
             if not named:
                 names = [str(_stage_name(s)) for s in node]
                 close = difflib.get_close_matches(key, names, n=1)
                 composer.error("E070", ".".join(keys), f"no stage named {key!r} (stages: {', '.join(names)})",
                                f"did you mean {close[0]!r}?" if close else "", at)
-                return
-            node = named[0]
+                return tree
+            node[named[0]] = node = _copy(node[named[0]])
             continue
         child = node.get(key)
-        if not isinstance(child, (dict, list)):
+        if isinstance(child, (dict, list)):
+            child = _copy(child)
+        else:
             child = _LDict()
             child.origin = origin
-            node[key] = child
-        node = child
+        node[key] = node = child
     if not isinstance(node, dict):
         composer.error("E070", ".".join(keys), "cannot set a whole stage; name a field of it", "", at)
-        return
+        return tree
     node[keys[-1]] = _wrap(value, (), lambda _p: origin)
+    return root
 
 
-def compose(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Composed:
+@attrs.define
+class _Kept:
+    root: FsPath
+    cwd: str
+    """Messages show paths relative to it (`display_path`)."""
+    texts: dict[FsPath, str]
+    tree: _LDict
+    files: list[str]
+    paths: list[FsPath]
+
+
+class ComposeCache:
+    """A recipe's composed files, reused while every file still reads the same text.
+
+    For callers that re-check one recipe under changing overrides (the notebook's mix explorer):
+    reading, parsing and merging the files is most of a check, and only the overrides change.
+    Every use re-reads each file and compares its text, so an edit on disk is always seen.
+    """
+
+    def __init__(self) -> None:
+        self._kept: _Kept | None = None
+
+    def tree(self, root: FsPath, composer: _Composer) -> _LDict | None:
+        """The kept composition of `root`, its files recorded in `composer`; None when any file changed."""
+        kept = self._kept
+        if kept is None or kept.root != root or kept.cwd != os.getcwd():
+            return None
+        for path, text in kept.texts.items():
+            try:
+                if read_recipe_text(path, display_path(path)) != text:
+                    return None
+            except (OSError, RecipeFileError):
+                return None
+        composer.files, composer.paths, composer.texts = list(kept.files), list(kept.paths), dict(kept.texts)
+        return kept.tree
+
+    def keep(self, root: FsPath, tree: _LDict, composer: _Composer) -> None:
+        self._kept = _Kept(root, os.getcwd(), dict(composer.texts), tree, list(composer.files),
+                           list(composer.paths))
+
+
+def compose(path: str | os.PathLike[str], overrides: Sequence[str] = (), *,
+            cache: ComposeCache | None = None) -> Composed:
     """Read a recipe, follow `extends`/`include`, apply `--set` overrides.
+
+    With a `cache`, the files' composition is kept there and reused while their texts are unchanged.
 
     Raises:
         SpecError: with every problem found, when a file is missing, unreadable, not TOML,
             or part of a cycle.
     """
     composer = _Composer()
-    tree = composer.read(FsPath(path).absolute(), [], None)
+    root = FsPath(path).absolute()
+    tree = cache.tree(root, composer) if cache is not None else None
+    if tree is None:
+        tree = composer.read(root, [], None)
+        if cache is not None and tree is not None and not composer.diagnostics:
+            cache.keep(root, tree, composer)
     if tree is not None:
         for index, text in enumerate(overrides, start=1):
-            _apply_override(composer, tree, index, text)
+            tree = _apply_override(composer, tree, index, text)
     if composer.diagnostics or tree is None:
         raise SpecError(composer.diagnostics)
     origins: dict[Path, Origin] = {}
