@@ -45,6 +45,19 @@ test: install-dev
     {{python}} -m ruff check olmo2spec tests benchmarks
     {{python}} -m mypy
 
+# JupyterLab on notebooks/ with the demo's data, checkpoints and bundle (`just demo` first if missing); prints the URL.
+lab: install-dev
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -d .demo/checkpoints ]; then {{just_executable()}} demo; fi
+    export DATA_ROOT="$PWD/.demo/data" CHECKPOINT_ROOT="$PWD/.demo/checkpoints" OLMO2SPEC_BUNDLE="$PWD/generated/tiny"
+    port="$({{python}} -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    token="$({{python}} -c 'import secrets; print(secrets.token_hex(16))')"
+    root=""; if [ "$(id -u)" = 0 ]; then root="--allow-root"; fi
+    echo "JupyterLab: http://127.0.0.1:$port/lab?token=$token  (notebooks/: mixes.ipynb, runs.ipynb; Ctrl-C stops it)"
+    exec {{python}} -m jupyter lab --no-browser --ip=127.0.0.1 --port="$port" --ServerApp.port_retries=0 \
+        --IdentityProvider.token="$token" --ServerApp.root_dir="$PWD/notebooks" $root
+
 # Lint and type-check only.
 lint: install-dev
     {{python}} -m ruff check olmo2spec tests benchmarks
