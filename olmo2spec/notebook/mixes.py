@@ -72,6 +72,8 @@ class _SourceRow:
                                      style={"description_width": "260px"}, layout={"width": "400px"})
         self.repeats = widgets.Checkbox(value=share.repeats, description="repeats", indent=False,
                                         layout={"width": "90px"})
+        self.box.add_class("olmo2spec-mix-share")  # stable handles for a browser test
+        self.repeats.add_class("olmo2spec-mix-repeats")
         self.widget = widgets.HBox([self.box, self.repeats])
         for w in (self.box, self.repeats):
             w.observe(lambda _change: on_change(), names="value")
@@ -116,6 +118,9 @@ class MixExplorer(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no ty
         """The table on screen: the last edit that checked."""
         self._groups = 0
         self._loading = False
+        for widget, name in ((self.table, "table"), (self.diagnostics, "diagnostics"), (self.stages, "stages"),
+                             (self.budget, "budget"), (self.save_button, "save")):
+            widget.add_class(f"olmo2spec-mix-{name}")  # stable handles for a browser test
         self._cache = ComposeCache()  # the recipe's files, composed once; each edit only adds overrides
         super().__init__([
             widgets.HBox([self.recipe_picker, self.mix_picker]), self.form, self.sources, self.diagnostics,

@@ -110,6 +110,7 @@ def test_a_mix_pct_mix_edits_shares_budget_and_repeats(capsys) -> None:
 @pytest.mark.parametrize(("edit", "code"), [
     (lambda e: setattr(e.rows["dolmino-stackexchange"].repeats, "value", False), "E051"),  # 200% undeclared
     (lambda e: setattr(e.rows["dolmino-dclm"].box, "value", 1.0), "E052"),  # 100B from a mix of ~55B
+    (lambda e: setattr(e.rows["dolmino-wiki"].box, "value", -5.0), "E012"),  # not a share at all
 ])
 def test_a_rule_breaking_edit_shows_checks_diagnostics(explorer: MixExplorer, capsys, edit, code) -> None:
     before = _shown(explorer)
