@@ -30,8 +30,8 @@ demo: install-dev
     bash generated/tiny/launch/local.sh prepare pretrain microanneal anneal soup eval-base
     {{python}} -m olmo2spec demo-report generated/tiny
 
-# Pretrain + one anneal ingredient + eval for 5 recipe seeds x 1 and 2 threads per process, 12-30 minutes
-# each on 2 cores (.demo-range/ keeps them; reruns reuse them): the demo's held-out math lift and its range.
+# Pretrain + one anneal ingredient + eval for 5 recipe seeds x 1 and 2 threads per process, 10-22 minutes
+# each on 2 shared cores (.demo-range/ keeps them; reruns reuse them): the demo's held-out math lift and its range.
 demo-range: install-dev
     {{python}} benchmarks/demo_range.py --seeds 1234,1,2,3,4 --threads 1,2 --work .demo-range
 
