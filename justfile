@@ -81,6 +81,10 @@ bench-train: install-dev
 bench-soup: install-dev
     {{python}} benchmarks/bench_soup.py
 
+# Eval generation tokens/s on the tiny model: the cached decode against the uncached full forward, same run.
+bench-generate: install-dev
+    {{python}} benchmarks/bench_generate.py
+
 # The SLURM integration tests on a throwaway one-node cluster (root: installs slurm-wlm and munge if missing).
 slurm-test: install-dev
     #!/usr/bin/env bash
@@ -95,4 +99,4 @@ bench-notebook: install-dev
     {{python}} benchmarks/bench_notebook.py
 
 # Every benchmark.
-bench: bench-compile bench-data bench-train bench-soup bench-notebook
+bench: bench-compile bench-data bench-train bench-soup bench-notebook bench-generate

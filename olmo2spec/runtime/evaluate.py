@@ -72,7 +72,7 @@ from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import CheckpointError, final_step, plan_model_weights, read_marker, resolve_step
-from olmo2spec.runtime.model import ModelArgs, Transformer, apply_rope, rope_tables
+from olmo2spec.runtime.model import KVCache, ModelArgs, Transformer, rope_tables
 
 __all__ = [
     "EvalError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
@@ -194,65 +194,6 @@ def heldout_loss(model: Transformer, tokenizer: Tokenizer, docs_by_source: Mappi
 # --- greedy decoding --------------------------------------------------------------------------------------------
 
 
-class _Cache:
-    """Keys and values of every layer, preallocated for the whole generation: (B, n_kv, T, head_dim)."""
-
-    def __init__(self, n_layers: int) -> None:
-        self.k: list[torch.Tensor] = [torch.empty(0)] * n_layers
-        self.v: list[torch.Tensor] = [torch.empty(0)] * n_layers
-
-    def keep(self, rows: torch.Tensor) -> None:
-        self.k = [k.index_select(0, rows) for k in self.k]
-        self.v = [v.index_select(0, rows) for v in self.v]
-
-
-def _attention(attn: torch.nn.Module, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: _Cache,
-               layer: int, at: int, mask: torch.Tensor, total: int) -> torch.Tensor:
-    """`Attention.forward` for T new tokens written at cache slots [at, at + T); mask (B, 1, T, slots)."""
-    B, T, C = x.shape
-    q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
-    if attn.q_norm is not None and attn.k_norm is not None:
-        q, k = attn.q_norm(q), attn.k_norm(k)
-    q = q.view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2)
-    k = k.view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-    v = v.view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-    if at == 0:
-        shape = (B, attn.n_kv_heads, total, attn.head_dim)
-        cache.k[layer] = k.new_zeros(shape)
-        cache.v[layer] = v.new_zeros(shape)
-    cache.k[layer][:, :, at:at + T] = k
-    cache.v[layer][:, :, at:at + T] = v
-    slots = mask.shape[-1]
-    keys, values = cache.k[layer][:, :, :slots], cache.v[layer][:, :, :slots]
-    if T == 1:  # one new token: plain matmuls beat SDPA's masked path on small shapes (a CPU's decode)
-        g = attn.n_heads // attn.n_kv_heads
-        qg = q.view(B, attn.n_kv_heads, g, attn.head_dim)  # the heads sharing a key/value head together
-        scores = (qg @ keys.transpose(-1, -2)) * attn.head_dim ** -0.5  # (B, n_kv, g, slots)
-        scores = scores.masked_fill(~mask.view(B, 1, 1, slots), float("-inf"))
-        y = (scores.softmax(dim=-1) @ values).view(B, attn.n_heads, 1, attn.head_dim)
-    else:
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask,
-                                           enable_gqa=attn.n_kv_heads != attn.n_heads)
-    return attn.o_proj(y.transpose(1, 2).reshape(B, T, C))  # type: ignore[no-any-return]
-
-
-def _forward_cached(model: Transformer, tokens: torch.Tensor, positions: torch.Tensor, cos_table: torch.Tensor,
-                    sin_table: torch.Tensor, cache: _Cache, at: int, mask: torch.Tensor, total: int) -> torch.Tensor:
-    """`Transformer.forward` of the new tokens (B, T) at `positions` (B, T): logits of the last one, (B, V)."""
-    cos, sin = cos_table[positions].unsqueeze(1), sin_table[positions].unsqueeze(1)  # (B, 1, T, hs)
-    x = model.embed_tokens(tokens)
-    for i, block in enumerate(model.layers):
-        if block.reordered:
-            h = x + block.post_attention_layernorm(
-                _attention(block.self_attn, x, cos, sin, cache, i, at, mask, total))
-            x = h + block.post_feedforward_layernorm(block.mlp(h))
-        else:
-            h = x + _attention(block.self_attn, block.post_attention_layernorm(x), cos, sin, cache, i, at, mask, total)
-            x = h + block.mlp(block.post_feedforward_layernorm(h))
-    return model.lm_head(model.norm(x[:, -1])).float()  # type: ignore[no-any-return]
-
-
 def _cut(text: str, stop: re.Pattern[str] | None) -> str | None:
     """`text` up to where `stop` says it ends (its first group if it has one, else its match), or None."""
     if stop is None:
@@ -298,17 +239,8 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
     tokens = torch.full((B, L), tokenizer.pad_id, dtype=torch.long, device=device)
     for i, p in enumerate(prompts):
         tokens[i, L - len(p):] = torch.tensor(p, dtype=torch.long)
-    slot = torch.arange(total, device=device)
-    positions = (slot[:L].unsqueeze(0) - pads.unsqueeze(1)).clamp(min=0)  # (B, L): each row from 0
-    valid = slot.unsqueeze(0) >= pads.unsqueeze(1)  # (B, total): which cache slots hold tokens
-    args = model.args
-    cos_table, sin_table = rope_tables(args.head_dim, total, args.rope_theta, device=device)
-    # prefill: causal, real keys only, each query within the window; a padding query sees itself (no empty rows)
-    q_slot, k_slot = slot[:L].view(L, 1), slot[:L].view(1, L)
-    causal = (k_slot <= q_slot) & (k_slot > q_slot - window)
-    mask = (causal.unsqueeze(0) & valid[:, :L].unsqueeze(1)) | torch.eye(L, dtype=torch.bool, device=device)
-    cache = _Cache(args.n_layers)
-    logits = _forward_cached(model, tokens, positions, cos_table, sin_table, cache, 0, mask.unsqueeze(1), total)
+    cache = KVCache(model.args, pads, total)
+    logits = model(tokens, cache=cache, last_only=True).float()  # (B, V)
     banned = torch.zeros(logits.shape[-1], dtype=torch.bool, device=device)
     banned[tokenizer.vocab_size:] = True  # padding rows of the embedding: never trained
     banned[tokenizer.pad_id] = True
@@ -316,8 +248,7 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
     rows = list(range(B))  # batch row -> prompt index
     generated: list[list[int]] = [[] for _ in range(B)]
     out: list[str | None] = [None] * B
-    pos = positions[:, -1]
-    with _decode_threads(device, B * args.d_model * args.mlp_hidden):
+    with _decode_threads(device, B * model.args.d_model * model.args.mlp_hidden):
         for step in range(max_new_tokens):
             nxt = logits.masked_fill(banned, float("-inf")).argmax(dim=-1)
             done: list[int] = []
@@ -340,13 +271,8 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
                 keep = torch.tensor([r for r in range(len(rows)) if r not in finished], device=device)
                 rows = [rows[r] for r in keep.tolist()]
                 cache.keep(keep)
-                nxt, pos, valid = nxt[keep], pos[keep], valid[keep]
-            at = L + step
-            pos = pos + 1
-            # the new token sees the real tokens among the last `window` slots, itself included
-            attend = valid[:, : at + 1] & (slot[: at + 1] > at - window).unsqueeze(0)
-            logits = _forward_cached(model, nxt.unsqueeze(1), pos.unsqueeze(1), cos_table, sin_table, cache, at,
-                                     attend.view(len(rows), 1, 1, at + 1), total)
+                nxt = nxt[keep]
+            logits = model(nxt.unsqueeze(1), cache=cache, last_only=True).float()
     return [o if o is not None else tokenizer.decode(g) for o, g in zip(out, generated, strict=True)]
 
 

@@ -3,7 +3,7 @@
 Reordered norm: h = x + RMSNorm(Attn(x)), out = h + RMSNorm(MLP(h)). QK-norm over the whole
 q and k projections before the head split and RoPE. SwiGLU MLP, no biases, untied head.
 Parameter names follow Hugging Face's Olmo2ForCausalLM (minus its `model.` prefix), so export
-is a key-by-key copy.
+is a key-by-key copy. Generation passes a `KVCache`: the same forward, over the new tokens only.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import nn
 if TYPE_CHECKING:
     from olmo2spec.plan.plan import Plan
 
-__all__ = ["ModelArgs", "RMSNorm", "Attention", "MLP", "Block", "Transformer", "rope_tables"]
+__all__ = ["ModelArgs", "RMSNorm", "KVCache", "Attention", "MLP", "Block", "Transformer", "rope_tables"]
 
 
 @attrs.frozen(kw_only=True)
@@ -88,6 +88,80 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return (x * cos.to(x.dtype)) + (_rotate_half(x) * sin.to(x.dtype))
 
 
+class KVCache:
+    """Keys and values of every layer for decoding a batch of left-padded prompts, preallocated.
+
+    Row b's first `pads[b]` slots are padding: never attended, and the row's positions start at 0
+    after them, so that padding changes nothing. Each forward writes its T new tokens at slots
+    [length, length + T); a token attends to the real tokens among the last `window` slots
+    (max_seq_len by default, the context the model was trained on), itself included: past the
+    window the cache slides. RoPE tables cover all `capacity` slots, since positions go on
+    growing as the window slides.
+    """
+
+    def __init__(self, args: ModelArgs, pads: torch.Tensor, capacity: int, window: int | None = None) -> None:
+        device = pads.device
+        self.capacity, self.window = capacity, window or args.max_seq_len
+        self.length = 0
+        """Slots written so far, in every row."""
+        self.k: list[torch.Tensor] = [torch.empty(0)] * args.n_layers  # (B, n_kv, capacity, hs), at first write
+        self.v: list[torch.Tensor] = [torch.empty(0)] * args.n_layers
+        self.pads = pads
+        self.slots = torch.arange(capacity, device=device)
+        self.valid = self.slots.unsqueeze(0) >= pads.unsqueeze(1)  # (B, capacity): which slots hold tokens
+        self.cos, self.sin = rope_tables(args.head_dim, capacity, args.rope_theta, device=device)
+        self.mask = torch.empty(0, dtype=torch.bool)
+        """What the new tokens of the current forward attend to: (B, 1, T, length + T)."""
+
+    def positions(self, T: int) -> torch.Tensor:
+        """(B, T): the positions of T new tokens, each row counted from its first real token."""
+        return (self.slots[self.length:self.length + T].unsqueeze(0) - self.pads.unsqueeze(1)).clamp(min=0)
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of positions (B, T): (B, 1, T, hs)."""
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
+    def begin(self, T: int) -> None:
+        """Make room for T new tokens and set what they attend to."""
+        at = self.length
+        if at + T > self.capacity:
+            raise ValueError(f"KVCache holds {self.capacity} tokens per row: {at} written, {T} more do not fit")
+        if T == 1:  # one token: the real ones among the last `window` slots, itself included
+            mask = self.valid[:, : at + 1] & (self.slots[: at + 1] > at - self.window).unsqueeze(0)
+            self.mask = mask.view(-1, 1, 1, at + 1)
+        else:  # causal, real keys only, within the window; a padding query sees itself (no empty rows)
+            q, k = self.slots[at:at + T].view(T, 1), self.slots[: at + T].view(1, at + T)
+            causal = (k <= q) & (k > q - self.window)
+            self.mask = ((causal.unsqueeze(0) & self.valid[:, : at + T].unsqueeze(1)) | (k == q)).unsqueeze(1)
+
+    def end(self, T: int) -> None:
+        self.length += T
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Store the new k, v (B, n_kv, T, hs) of `layer`; attention of q (B, nh, T, hs) over the cache."""
+        B, n_heads, T, hs = q.shape
+        n_kv, at = k.shape[1], self.length
+        if at == 0:
+            self.k[layer] = k.new_zeros((B, n_kv, self.capacity, hs))
+            self.v[layer] = v.new_zeros((B, n_kv, self.capacity, hs))
+        self.k[layer][:, :, at:at + T] = k
+        self.v[layer][:, :, at:at + T] = v
+        slots = at + T
+        keys, values = self.k[layer][:, :, :slots], self.v[layer][:, :, :slots]
+        if T == 1:  # one new token: plain matmuls beat SDPA's masked path on small shapes (a CPU's decode)
+            qg = q.view(B, n_kv, n_heads // n_kv, hs)  # the heads sharing a key/value head together
+            scores = (qg @ keys.transpose(-1, -2)) * hs ** -0.5  # (B, n_kv, g, slots)
+            scores = scores.masked_fill(~self.mask.view(B, 1, 1, slots), float("-inf"))
+            return (scores.softmax(dim=-1) @ values).view(B, n_heads, 1, hs)
+        return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=n_kv != n_heads)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows of the batch (finished ones leave)."""
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.pads, self.valid = self.pads[rows], self.valid[rows]
+
+
 class Attention(nn.Module):
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
@@ -100,7 +174,9 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(args.d_model, args.norm_eps) if args.qk_norm else None
         self.k_norm = RMSNorm(kv_dim, args.norm_eps) if args.qk_norm else None
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
+        """x (B, T, C); cos, sin (T, hs) or (B, 1, T, hs); with a cache, x holds the new tokens only."""
         B, T, C = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None and self.k_norm is not None:  # over the whole projection, before heads
@@ -109,8 +185,11 @@ class Attention(nn.Module):
         k = k.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         v = v.view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, T, hs)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           enable_gqa=self.n_kv_heads != self.n_heads)  # (B, nh, T, hs)
+        if cache is not None:
+            y = cache.attend(layer, q, k, v)  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               enable_gqa=self.n_kv_heads != self.n_heads)  # (B, nh, T, hs)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
 
     def init_weights(self, std: float, cutoff: float) -> None:
@@ -148,11 +227,12 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(args.d_model, args.norm_eps)
         self.post_feedforward_layernorm = RMSNorm(args.d_model, args.norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
+                layer: int = 0) -> torch.Tensor:
         if self.reordered:
-            h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin))
+            h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, cache, layer))
             return h + self.post_feedforward_layernorm(self.mlp(h))
-        h = x + self.self_attn(self.post_attention_layernorm(x), cos, sin)
+        h = x + self.self_attn(self.post_attention_layernorm(x), cos, sin, cache, layer)
         return h + self.mlp(self.post_feedforward_layernorm(h))
 
     def init_weights(self, std: float, cutoff: float) -> None:
@@ -174,13 +254,30 @@ class Transformer(nn.Module):
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) -> logits (B, T, vocab_rows)."""
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, vocab_rows), or (B, vocab_rows) of the last token with `last_only`.
+
+        Without a cache: causal attention over `tokens`, at `positions` (B, T) (default 0..T-1).
+        With one: `tokens` are the next T of each row, attending to the cache's earlier ones too,
+        at the cache's positions by default; their keys and values join the cache.
+        """
         T = tokens.shape[1]
-        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        if cache is not None:
+            cache.begin(T)
+            cos, sin = cache.rope(cache.positions(T) if positions is None else positions)  # (B, 1, T, hs)
+        elif positions is not None:
+            cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
+        else:
+            cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.embed_tokens(tokens)  # (B, T, C)
-        for layer in self.layers:
-            x = layer(x, cos, sin)
+        for i, layer in enumerate(self.layers):
+            # training's call stays (x, cos, sin): a per-layer int would recompile each compiled block
+            x = layer(x, cos, sin) if cache is None else layer(x, cos, sin, cache, i)
+        if cache is not None:
+            cache.end(T)
+        if last_only:
+            x = x[:, -1]  # (B, C)
         return self.lm_head(self.norm(x))  # type: ignore[no-any-return]
 
     @torch.no_grad()
