@@ -72,7 +72,7 @@ from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import CheckpointError, final_step, plan_model_weights, read_marker, resolve_step
-from olmo2spec.runtime.model import KVCache, ModelArgs, Transformer, rope_tables
+from olmo2spec.runtime.model import KVCache, ModelArgs, Transformer
 
 __all__ = [
     "EvalError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
@@ -138,10 +138,7 @@ def load_model(plan: Plan, checkpoint_dir: Path, device: str | torch.device = "c
         model = Transformer(args)
     model.to_empty(device=device)
     model.load_state_dict({k: v.float() for k, v in weights.items()}, strict=True)
-    with torch.no_grad():
-        cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta, device=model.rope_cos.device)
-        model.rope_cos.copy_(cos)
-        model.rope_sin.copy_(sin)
+    model.init_rope()
     return model.float().eval()
 
 

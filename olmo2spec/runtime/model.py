@@ -290,6 +290,12 @@ class Transformer(nn.Module):
             layer.init_weights(a.init_std, a.init_cutoff)  # type: ignore[operator]
         self.norm.init_weights()
         nn.init.trunc_normal_(self.lm_head.weight, std=a.init_std, a=-bound, b=bound)
+        self.init_rope()
+
+    @torch.no_grad()
+    def init_rope(self) -> None:
+        """The RoPE tables, which no checkpoint holds: after `to_empty`, before loading weights or with them."""
+        a = self.args
         cos, sin = rope_tables(a.head_dim, a.max_seq_len, a.rope_theta, device=self.rope_cos.device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
