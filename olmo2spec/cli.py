@@ -233,16 +233,23 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     except checkpoints.CheckpointError as exc:
         _error(str(exc))
         return EXIT_SPEC_ERROR
-    bundle: Path | None = Path(args.bundle) if args.bundle else export.find_bundle(checkpoint)
-    if bundle is None and os.environ.get("OLMO2SPEC_BUNDLE"):  # set in a bundle's stage jobs
-        bundle = Path(os.environ["OLMO2SPEC_BUNDLE"])
-    if bundle is None:
-        print(f"error: no plan.json in the directories above {_printable(str(checkpoint))}: "
-              "pass the bundle the checkpoint was trained with: --bundle DIR", file=sys.stderr)
+    try:  # the plan it was trained with, saved in the step, unless a bundle is named
+        plan = None if args.bundle else checkpoints.step_plan(step)
+    except checkpoints.CheckpointError as exc:
+        _error(f"{exc}: pass the bundle it was trained with: --bundle DIR")
         return EXIT_SPEC_ERROR
-    plan = _read_plan(bundle)
-    if plan is None:
-        return EXIT_SPEC_ERROR
+    if plan is None:  # a step saved before checkpoints carried their plan: the bundle's
+        bundle: Path | None = Path(args.bundle) if args.bundle else export.find_bundle(checkpoint)
+        if bundle is None and os.environ.get("OLMO2SPEC_BUNDLE"):  # set in a bundle's stage jobs
+            bundle = Path(os.environ["OLMO2SPEC_BUNDLE"])
+        if bundle is None:
+            print(f"error: {_printable(str(step))} carries no plan.json (saved before checkpoints described "
+                  f"themselves) and there is none in the directories above it: pass the bundle the checkpoint was "
+                  "trained with: --bundle DIR", file=sys.stderr)
+            return EXIT_SPEC_ERROR
+        plan = _read_plan(bundle)
+        if plan is None:
+            return EXIT_SPEC_ERROR
     try:
         out = export.export_hf(step, plan, Path(args.output), args.dtype)
     except export.ExportError as exc:
@@ -357,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a step directory, or a run directory (its newest complete step)")
     p.add_argument("output", metavar="OUT", type=_path, help="export directory (an earlier export there is replaced)")
     p.add_argument("--bundle", metavar="DIR", type=_path,
-                   help="bundle whose plan.json describes the model (default: found above CKPT)")
+                   help="bundle whose plan.json describes the model (default: the plan saved in the step; "
+                        "for a step saved without one, the bundle above CKPT)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
     p.set_defaults(func=cmd_export_hf)
 

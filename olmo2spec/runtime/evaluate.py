@@ -71,7 +71,14 @@ from olmo2spec.data.tokenizer import Tokenizer
 from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, final_step, plan_model_weights, read_marker, resolve_step
+from olmo2spec.runtime.checkpoint import (
+    CheckpointError,
+    final_step,
+    plan_model_weights,
+    plan_of,
+    read_marker,
+    resolve_step,
+)
 from olmo2spec.runtime.model import KVCache, ModelArgs, Transformer
 
 __all__ = [
@@ -110,23 +117,25 @@ class EvalError(Exception):
 # --- the model ------------------------------------------------------------------------------------------------
 
 
-def _resolve(checkpoint_dir: Path) -> Path:
-    """A complete step directory, or the final step of a run directory."""
+def _resolve(checkpoint_dir: Path, plan: Plan | None) -> tuple[Path, Plan]:
+    """A complete step directory, or the final step of a run directory; and `plan`, else the one the step carries."""
     try:
-        return resolve_step(checkpoint_dir, final=True)
+        path = resolve_step(checkpoint_dir, final=True)
+        return path, plan_of(path, plan)
     except CheckpointError as exc:
         raise EvalError(str(exc)) from None
 
 
-def load_model(plan: Plan, checkpoint_dir: Path, device: str | torch.device = "cpu") -> Transformer:
+def load_model(plan: Plan | None, checkpoint_dir: Path, device: str | torch.device = "cpu") -> Transformer:
     """The model of a checkpoint of `plan`, in fp32 and eval mode on `device`, in this process alone.
 
-    `checkpoint_dir` is a step directory or a run directory (its final checkpoint).
+    `checkpoint_dir` is a step directory or a run directory (its final checkpoint); `plan` None: the plan
+    the step carries.
 
     Raises:
         EvalError: no such checkpoint, not complete or not final, or weights that do not fit the plan's model.
     """
-    path = _resolve(Path(checkpoint_dir))
+    path, plan = _resolve(Path(checkpoint_dir), plan)
     with warnings.catch_warnings():  # DCP without a process group
         warnings.simplefilter("ignore")
         try:
@@ -405,12 +414,13 @@ def _math_summary(accuracy: float, details: list[dict[str, Any]]) -> dict[str, A
             "by_kind": by_kind}
 
 
-def evaluate_checkpoint(plan: Plan, checkpoint_dir: Path, data_root: Path, limit: int | None = None, *,
+def evaluate_checkpoint(plan: Plan | None, checkpoint_dir: Path, data_root: Path, limit: int | None = None, *,
                         tasks: Sequence[str] = DEMO_TASKS, prompt_format: str = "base",
                         device: str | torch.device = "cpu", details: bool = False) -> dict[str, Any]:
     """The demo suite on one checkpoint (a step directory, or a run directory's final checkpoint).
 
     Args:
+        plan: the plan it was trained with; None: the plan the step carries.
         data_root: the demo corpus (its `eval/` files).
         limit: evaluate only the first `limit` items of each math split (all held-out text still).
         tasks: which of `DEMO_TASKS`.
@@ -431,7 +441,7 @@ def evaluate_checkpoint(plan: Plan, checkpoint_dir: Path, data_root: Path, limit
     from olmo2spec.data.tokenizer import load_tokenizer
 
     start = time.perf_counter()
-    path = _resolve(Path(checkpoint_dir))
+    path, plan = _resolve(Path(checkpoint_dir), plan)
     model = load_model(plan, path, device)
     tokenizer = load_tokenizer(plan.tokenizer.name)
     result: dict[str, Any] = {"checkpoint": str(path), "step": read_marker(path).get("step"),

@@ -28,6 +28,7 @@ from olmo2spec.runtime.checkpoint import (
     CheckpointError,
     check_fits,
     load_model_weights,
+    plan_of,
     read_marker,
     resolve_step,
     strip_wrappers,
@@ -298,14 +299,15 @@ def _is_export(path: Path) -> bool:
         return False
 
 
-def export_hf(checkpoint_dir: Path, plan: Plan, out: Path, dtype: str = "float32", *,
+def export_hf(checkpoint_dir: Path, plan: Plan | None, out: Path, dtype: str = "float32", *,
               max_shard_bytes: int = MAX_SHARD_BYTES,
               load: Callable[[Path], dict[str, torch.Tensor]] = load_model_weights) -> Path:
     """Write the Hugging Face export of a checkpoint of `plan`'s model to `out`; returns `out`.
 
     Args:
         checkpoint_dir: a step directory, or a run directory (its newest complete step is exported).
-        plan: the plan the checkpoint was trained under (shapes, config and tokenizer come from it).
+        plan: the plan the checkpoint was trained under (shapes, config and tokenizer come from it); None: the
+            plan the step carries.
         out: the export directory; replaced if it is an earlier export, refused if it is anything else.
         dtype: "float32" or "bfloat16".
 
@@ -313,11 +315,15 @@ def export_hf(checkpoint_dir: Path, plan: Plan, out: Path, dtype: str = "float32
         ExportError: see the class.
     """
     out = Path(os.path.abspath(out))
+    try:
+        checkpoint = resolve_step(Path(checkpoint_dir), final=False)
+        plan = plan_of(checkpoint, plan)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
     config = hf_config(plan, dtype)
     if out.exists() and not _is_export(out) and (not out.is_dir() or any(out.iterdir())):  # empty dirs may go
         raise ExportError(f"{out} exists and is not a Hugging Face OLMo 2 export: refusing to replace it")
     try:
-        checkpoint = resolve_step(Path(checkpoint_dir), final=False)
         marker = read_marker(checkpoint)
         weights = load(checkpoint)  # verified against the step's checksums
     except CheckpointError as exc:

@@ -38,10 +38,12 @@ from typing import Any
 
 import attrs
 
+from olmo2spec.plan.plan import Plan, to_json
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import (
     CHECKSUMS,
     COMPLETE,
+    PLAN,
     CheckpointError,
     advice,
     check_fits,
@@ -54,7 +56,9 @@ from olmo2spec.runtime.checkpoint import (
     read_metadata,
     seal,
     step_dir,
+    step_plan,
     verify,
+    write_plan,
 )
 
 __all__ = ["SoupError", "SoupReport", "soup", "model_metadata", "check_ingredients", "has_optimizer_state",
@@ -66,7 +70,7 @@ EXIT_BAD_INPUT = 2
 """An ingredient is missing, not final, or does not match the others (or the plan's model)."""
 
 _MODEL = "model."
-_DCP_FILES = (".metadata", ".distcp", ".tmp", CHECKSUMS)  # what a soup killed midway may have left in its output
+_DCP_FILES = (".metadata", ".distcp", ".tmp", CHECKSUMS, PLAN)  # what a soup killed midway may have left in its output
 
 
 class SoupError(Exception):
@@ -271,7 +275,7 @@ def _check_finite(tensor: Any, key: str, whose: str) -> None:
 
 
 def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict[str, Any],
-         names: list[str] | None = None) -> SoupReport:
+         names: list[str] | None = None, plan: Plan | None = None) -> SoupReport:
     """Write the weighted average of the ingredients' model weights to `out` as a final DCP checkpoint.
 
     Args:
@@ -280,6 +284,7 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
         out: the step directory to write (created; the remains of an interrupted soup are replaced).
         meta: recorded in the COMPLETE marker, with "step": 0, "final": true and "optimizer": false.
         names: what messages call the ingredients (default: their run directories' names).
+        plan: the plan the soup carries (default: the one its first ingredient carries, if any).
 
     Raises:
         SoupError: bad weights, an ingredient that is not a checkpoint, ingredients that differ
@@ -302,7 +307,13 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
             model_files(path)  # verified before a byte of them is used
         except CheckpointError as exc:
             raise SoupError(f"ingredient {name}: {exc}") from None
+    try:
+        described = plan if plan is not None else step_plan(ingredients[0])
+    except CheckpointError as exc:
+        raise SoupError(f"ingredient {names[0]}: {exc}") from None
     _prepare_out(out)
+    if described is not None:  # the soup describes itself, as a training step does
+        write_plan(out, to_json(described))
 
     readers = [_reader(p) for p in ingredients]
     tensors = {k: md.properties.dtype for k, md in ref.items() if isinstance(md, TensorStorageMetadata)}
@@ -411,7 +422,7 @@ def run_soup_stage(ctx: RunContext) -> int:
                 check_fits(paths[0], ctx.plan, ref)
             except CheckpointError as exc:
                 raise SoupError(f"ingredient {stage.ingredients[0]}: {exc}") from None
-            report = soup(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients))
+            report = soup(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients), plan=ctx.plan)
         except SoupError as exc:
             return _fail(stage.name, str(exc), EXIT_BAD_INPUT)
         except OSError as exc:  # a full disk, a permission

@@ -80,7 +80,7 @@ class Trainer:
         policy = ctx.plan.checkpoint
         self.checkpointer = Checkpointer(ctx.run_dir, keep_last=policy.keep_last,
                                          permanent_every=policy.permanent_every, async_save=policy.async_save,
-                                         group=dist_info.checkpoint_group)
+                                         group=dist_info.checkpoint_group, plan=ctx.plan)
         self.step = 0
 
     # -- setup ---------------------------------------------------------------------------

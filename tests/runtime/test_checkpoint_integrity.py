@@ -157,7 +157,8 @@ def test_corrupted_bytes_in_a_complete_step_are_refused_by_every_load(run, setup
 
 
 def test_every_complete_step_has_checksums_of_every_rank_s_files(uninterrupted):
-    """A 2-process run with async saves: every rank's shards and extras, and .metadata, are in the step's CHECKSUMS."""
+    """A 2-process run with async saves: every rank's shards and extras, .metadata and the plan are in the step's
+    CHECKSUMS."""
     run_dir = uninterrupted / "pretrain"
     steps = sorted(p for p in run_dir.glob("step-*") if (p / COMPLETE).is_file())
     assert [p.name for p in steps] == ["step-0000004", "step-0000008", "step-0000012", "step-0000016"]
@@ -165,7 +166,7 @@ def test_every_complete_step_has_checksums_of_every_rank_s_files(uninterrupted):
         listed = json.loads((path / CHECKSUMS).read_text())["files"]
         on_disk = {p.name for p in path.iterdir() if p.name not in (COMPLETE, CHECKSUMS)}
         assert set(listed) == on_disk == {".metadata", "__0_0.distcp", "__1_0.distcp", "extra-rank0.pt",
-                                          "extra-rank1.pt"}
+                                          "extra-rank1.pt", "plan.json"}
         assert read_marker(path)["checksums"]
         verify(path)
 

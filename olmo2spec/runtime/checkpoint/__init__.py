@@ -3,18 +3,20 @@
 Layout of a run's directory ($CHECKPOINT_ROOT/<run>):
     step-0000100/                 a DCP checkpoint: {"model": ..., "optim": ...} plus `.metadata`
     step-0000100/extra-rank0.pt   per-rank extras (RNG states)
+    step-0000100/plan.json        the plan it was trained with (written by rank 0): the step describes itself
     step-0000100/CHECKSUMS.json   size and sha256 of every file above, gathered from the ranks that wrote them
     step-0000100/COMPLETE         written by rank 0 after every rank finished: what makes it count
 
 - `steps`: names of step directories, which are complete, the newest.
 - `integrity`: the COMPLETE marker and checksums under every load (`seal`, `verify`).
 - `resolve`: the step a consumer uses (a run's newest or final one, or a step named directly).
-- `fit`: whether a step holds a plan's model.
+- `fit`: whether a step holds a plan's model; `described`: the plan a step carries.
 - `weights`: a step's model weights in one process; `checkpointer`: a run's distributed saves and resumes.
 Consumers import from this package, not from its modules.
 """
 
 from olmo2spec.runtime.checkpoint.checkpointer import Checkpointer
+from olmo2spec.runtime.checkpoint.described import PLAN, plan_of, step_plan, write_plan
 from olmo2spec.runtime.checkpoint.fit import check_fits, misfit, model_shapes, strip_wrappers
 from olmo2spec.runtime.checkpoint.integrity import (
     CHECKSUMS,
@@ -39,6 +41,7 @@ __all__ = [
     "newest_step", "final_step", "resolve_step",
     "read_marker", "verify", "model_files", "read_metadata", "advice", "dcp_cause", "rank_files", "checksums_of",
     "seal",
+    "PLAN", "step_plan", "write_plan", "plan_of",
     "strip_wrappers", "model_shapes", "misfit", "check_fits",
     "load_model_weights", "plan_model_weights",
 ]

@@ -25,6 +25,8 @@ from torch.distributed.checkpoint.state_dict import (
     set_state_dict,
 )
 
+from olmo2spec.plan.plan import Plan, to_json
+from olmo2spec.runtime.checkpoint.described import write_plan
 from olmo2spec.runtime.checkpoint.integrity import (
     CheckpointError,
     check_sizes,
@@ -74,12 +76,13 @@ class Checkpointer:
     while training continues (DCP `async_save`, on its own gloo group), and a second background
     thread hashes this rank's files once they are written; the checksums are gathered and the
     COMPLETE marker written only once every rank's write has finished, at the next save or at
-    `finish()`.
+    `finish()`. With `plan`, every step carries a copy of it (`described`).
     """
 
     def __init__(self, run_dir: Path, *, keep_last: int, permanent_every: int, async_save: bool = False,
-                 group: dist.ProcessGroup | None = None) -> None:
+                 group: dist.ProcessGroup | None = None, plan: Plan | None = None) -> None:
         self.run_dir = run_dir
+        self.plan_json = None if plan is None else to_json(plan)  # saved with every step: it describes itself
         self.keep_last = keep_last
         self.permanent_every = permanent_every
         self.async_save = async_save
@@ -96,6 +99,8 @@ class Checkpointer:
             if path.exists():  # a save of this step killed earlier
                 shutil.rmtree(path)
             path.mkdir(parents=True)
+            if self.plan_json is not None:
+                write_plan(path, self.plan_json)
         _barrier()
         model_sd, optim_sd = get_state_dict(model, optimizer)
         torch.save({"torch_rng": torch.get_rng_state()}, path / f"extra-rank{_rank()}.pt")

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from olmo2spec.runtime.checkpoint.steps import COMPLETE, complete_steps, step_dir, step_number
+from olmo2spec.runtime.checkpoint.steps import COMPLETE, PLAN, complete_steps, step_dir, step_number
 
 __all__ = ["CHECKSUMS", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
            "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files", "dcp_cause",
@@ -61,18 +61,23 @@ def _damaged(path: Path, what: str) -> CheckpointError:
     return CheckpointError(f"checkpoint {path}: {what}; {advice(path)}")
 
 
+def _read(path: Path, name: str, *, missing: str) -> bytes:
+    """The bytes of one bookkeeping file of a step; `missing` says what its absence means."""
+    try:
+        return (path / name).read_bytes()
+    except FileNotFoundError:
+        raise _damaged(path, missing) from None
+    except OSError as exc:
+        raise _damaged(path, f"{name} cannot be read ({exc.strerror})") from None
+
+
 def read_marker(path: Path) -> dict[str, Any]:
     """The COMPLETE marker of a step directory.
 
     Raises:
         CheckpointError: when it cannot be read or is not the JSON object a save writes.
     """
-    try:
-        data = (path / COMPLETE).read_bytes()
-    except FileNotFoundError:
-        raise _damaged(path, f"it has no {COMPLETE} marker (its save did not finish)") from None
-    except OSError as exc:
-        raise _damaged(path, f"{COMPLETE} cannot be read ({exc.strerror})") from None
+    data = _read(path, COMPLETE, missing=f"it has no {COMPLETE} marker (its save did not finish)")
     try:
         marker = json.loads(data)
     except ValueError:  # JSONDecodeError, UnicodeDecodeError
@@ -87,9 +92,10 @@ def read_marker(path: Path) -> dict[str, Any]:
 
 
 def rank_files(path: Path, rank: int) -> list[str]:
-    """The files of a step that `rank` wrote (DCP names each rank's data files `__<rank>_<n>.distcp`)."""
+    """The files of a step that `rank` wrote (DCP names each rank's data files `__<rank>_<n>.distcp`; rank 0 also
+    writes `.metadata` and the step's plan.json)."""
     names = sorted(p.name for p in path.glob(f"__{rank}_*.distcp"))
-    names += [name for name in (f"extra-rank{rank}.pt",) + ((".metadata",) if rank == 0 else ())
+    names += [name for name in (f"extra-rank{rank}.pt",) + ((".metadata", PLAN) if rank == 0 else ())
               if (path / name).is_file()]
     return names
 
@@ -137,12 +143,7 @@ def listed_files(path: Path, marker: dict[str, Any] | None = None, *, warn: bool
             print(f"warning: checkpoint {path} has no {CHECKSUMS} (saved before olmo2spec wrote checksums): its "
                   "files cannot be verified", file=sys.stderr, flush=True)
         return None
-    try:
-        data = (path / CHECKSUMS).read_bytes()
-    except FileNotFoundError:
-        raise _damaged(path, f"{CHECKSUMS} is missing, though its {COMPLETE} marker records one") from None
-    except OSError as exc:
-        raise _damaged(path, f"{CHECKSUMS} cannot be read ({exc.strerror})") from None
+    data = _read(path, CHECKSUMS, missing=f"{CHECKSUMS} is missing, though its {COMPLETE} marker records one")
     if hashlib.sha256(data).hexdigest() != digest:
         raise _damaged(path, f"{CHECKSUMS} does not match the checksum its {COMPLETE} marker records")
     try:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["COMPLETE", "step_dir", "step_number", "is_complete", "complete_steps", "latest_complete",
+__all__ = ["COMPLETE", "PLAN", "step_dir", "step_number", "is_complete", "complete_steps", "latest_complete",
            "partial_steps"]
 
 COMPLETE = "COMPLETE"
 """The marker file that makes a step directory count."""
+
+PLAN = "plan.json"
+"""The plan a step was trained with, saved in it (`described`)."""
 
 _STEP = re.compile(r"step-(\d+)")
 
