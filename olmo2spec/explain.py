@@ -8,6 +8,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from olmo2spec import __version__
+from olmo2spec.kinds import STAGE_KINDS, stage_kind
 from olmo2spec.plan.mixes import MixPlan, MixRow
 from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, StagePlan, TrainStagePlan
 from olmo2spec.spec.quantity import format_tokens
@@ -82,9 +84,17 @@ def stages_table(plan: Plan) -> Table:
                "layout", "GiB/GPU", "GPU-h", right_from=3)
     for stage in plan.stages:
         cost = getattr(stage, "cost", None)
-        _row(t, stage.name, stage.kind, ", ".join(stage.depends_on), *_shape(stage),
+        kind = stage.kind if stage_kind(stage.kind).runnable else f"{stage.kind} (not yet runnable)"
+        _row(t, stage.name, kind, ", ".join(stage.depends_on), *_shape(stage),
                   _hours(cost.gpu_hours) if cost else "")
     t.columns[6].justify = "left"
+    not_runnable = sorted({s.kind for s in plan.stages if not stage_kind(s.kind).runnable},
+                          key=list(STAGE_KINDS).index)
+    if not_runnable:
+        t.caption = Text(printable(
+            f"not yet runnable: olmo2spec runtime {__version__} cannot run {', '.join(not_runnable)} stages yet; "
+            "the bundle's launchers refuse them by name and a full run skips them and the stages after them"))
+        t.caption_justify = "left"
     return t
 
 

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import importlib.util
+import io
+import re
 import typing
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from olmo2spec import __version__
+from olmo2spec.compiler import check
+from olmo2spec.emit.bundle import render_bundle
+from olmo2spec.explain import render_plan
 from olmo2spec.kinds import STAGE_KINDS, kinds_leaving, stage_kind
 from olmo2spec.plan.plan import PostTrainStagePlan, StagePlan, TrainStagePlan
+from olmo2spec.spec.diagnostics import Severity, SpecError
 from olmo2spec.spec.stages import ParallelStage, PostTrainStage, Stage, StageSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "specs" / "tiny.toml"
 
 
 def _kind_literal(cls: type) -> str:
@@ -68,3 +80,60 @@ def test_a_stage_can_start_from_what_its_kind_starts_from() -> None:
 def test_an_unknown_kind_has_no_row() -> None:
     with pytest.raises(KeyError):
         stage_kind("rm")
+
+
+# --- a kind the runtime cannot run yet --------------------------------------------------------------------------
+
+
+def _line_of(path: Path, text: str, after: str) -> int:
+    lines = path.read_text().splitlines()
+    start = lines.index(after)
+    return next(i for i, line in enumerate(lines[start:], start=start + 1) if line == text)
+
+
+def test_check_warns_at_the_kind_of_each_stage_that_is_not_runnable() -> None:
+    warnings = [d for d in check(TINY).warnings if d.code == "W201"]
+    assert [d.field for d in warnings] == ["stages.sft.kind", "stages.dpo.kind", "stages.rlvr.kind"]
+    for d, kind in zip(warnings, ("sft", "dpo", "rlvr"), strict=True):
+        assert d.severity is Severity.WARNING
+        assert d.location is not None and d.location.file.endswith("specs/tiny.toml")
+        assert d.location.line == _line_of(TINY, f'kind = "{kind}"', f'name = "{kind}"')
+        assert f"olmo2spec runtime {__version__} cannot run them" in d.message
+        assert f"$CHECKPOINT_ROOT/{kind}" in d.hint
+
+
+def test_strict_makes_a_stage_that_is_not_runnable_an_error() -> None:
+    with pytest.raises(SpecError) as caught:
+        check(TINY, strict=True)
+    assert {d.code for d in caught.value.diagnostics} == {"W201"}
+
+
+def test_the_warning_points_into_the_fragment_that_declares_the_stage() -> None:
+    warnings = [d for d in check(ROOT / "specs" / "7b.toml").warnings if d.code == "W201"]
+    fragment = ROOT / "specs" / "posttrain" / "tulu3.toml"
+    assert [(d.location.file, d.location.line) for d in warnings if d.location] == [
+        (str(fragment) if warnings[0].location and warnings[0].location.file.startswith("/") else
+         "specs/posttrain/tulu3.toml", _line_of(fragment, f'kind = "{kind}"', f'name = "{kind}"'))
+        for kind in ("sft", "dpo", "rlvr")]
+
+
+def test_explain_marks_the_stages_that_are_not_runnable() -> None:
+    out = io.StringIO()
+    render_plan(check(TINY).plan, Console(file=out, width=200, highlight=False))
+    text = out.getvalue()
+    words = " ".join(text.split())  # the caption wraps at the table's width
+    for kind in ("sft", "dpo", "rlvr"):
+        assert re.search(rf"│ {kind} +│ {kind} \(not yet runnable\) +│", text), kind
+    assert "│ eval-base     │ eval " in text
+    assert (f"not yet runnable: olmo2spec runtime {__version__} cannot run sft, dpo, rlvr stages yet; the bundle's "
+            "launchers refuse them by name and a full run skips them and the stages after them") in words
+
+
+def test_the_bundle_has_nothing_that_launches_a_stage_that_is_not_runnable() -> None:
+    files = render_bundle(check(TINY), "tiny.toml")
+    launchable = {p.split("-", 1)[1].rsplit(".", 1)[0] for p in files if p.startswith(("stages/", "launch/slurm/"))}
+    assert launchable == {"prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "eval-instruct",
+                          "export"}
+    readme = files["README.md"].decode()
+    assert "| 07 | sft | sft (not yet runnable) |" in readme
+    assert "07 sft            sft         <- soup (not yet runnable)" in readme

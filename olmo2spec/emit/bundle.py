@@ -75,8 +75,9 @@ def render_bundle(checked: Checked, spec_name: str) -> dict[str, bytes]:
     for mix in plan.mixes.values():
         text[f"mixes/{mix.name}.csv"] = mix_csv(mix)
     for job in view.jobs:
-        text[job.entry] = render("stage_entry.py.j2", view=view, job=job)
-        text[job.sbatch] = render("stage.sbatch.j2", view=view, job=job)
+        if job.runnable:  # a stage the runtime cannot run gets nothing that could launch it
+            text[job.entry] = render("stage_entry.py.j2", view=view, job=job)
+            text[job.sbatch] = render("stage.sbatch.j2", view=view, job=job)
     text["launch/local.sh"] = render("local.sh.j2", view=view)
     text["launch/submit.sh"] = render("submit.sh.j2", view=view)
     text["eval/olmes.sh"] = render("olmes.sh.j2", view=view)

@@ -55,6 +55,14 @@ class Job:
     """One line for READMEs: what the stage does."""
     cells: list[str]
     """The stage's row in the bundle README's table: steps, tokens, layout, GiB per GPU, GPU-hours."""
+    runnable: bool
+    """Whether this olmo2spec's runtime can run its kind. A stage that is not gets no entry point and no
+    sbatch file: the launchers refuse it by name and skip it in a full run."""
+    refusal: str
+    """What the launchers say when a stage that is not runnable is named ("" for the others)."""
+    skip_note: str
+    """The line `local.sh all` and a full `submit.sh` print when they leave the stage out: it is not runnable,
+    or it starts from a stage that is left out (its input would never exist); "" when they run it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -72,6 +80,10 @@ class BundleView:
     """Eval stages that run OLMES suites (all but the toy recipe's `demo` suite)."""
     runtime_eval_jobs: list[Job]
     """Eval stages the runtime runs itself (the `demo` suite)."""
+    not_runnable: list[Job]
+    """Stages of kinds this olmo2spec's runtime cannot run yet."""
+    skipped: list[Job]
+    """Stages a full run leaves out: the not runnable ones and every stage after one."""
 
 
 def _summary(stage: StagePlan) -> str:
@@ -103,13 +115,30 @@ def _cells(stage: StagePlan) -> list[str]:
             f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"]
 
 
-def _job(plan: Plan, stage: StagePlan, number: str, numbers: dict[str, str]) -> Job:
+def _skip_note(stage: StagePlan, why: str, skipped: set[str]) -> str:
+    if why:
+        return f"skipping {stage.name}: not yet runnable ({why})"
+    blocked = [name for name in stage.depends_on if name in skipped]
+    return f"skipping {stage.name}: it starts from {blocked[0]}, which is skipped" if blocked else ""
+
+
+def _refusal(stage: StagePlan, why: str) -> str:
+    return (f"stage {stage.name} is not yet runnable: {why}; train it with another tool, put its final checkpoint "
+            f"in $CHECKPOINT_ROOT/{stage.name}, then launch the stages after it by name") if why else ""
+
+
+def _job(plan: Plan, stage: StagePlan, number: str, numbers: dict[str, str], version: str,
+         skipped: set[str]) -> Job:
     runs = [r.name for r in stage.runs] if isinstance(stage, TrainStagePlan) else [stage.name]
     kind = stage_kind(stage.kind)
     distributed = kind.distributed  # torchrun on every GPU; the others run as one process per job
     par = getattr(stage, "parallel", None)
     nodes = par.nodes if par is not None else stage.nodes  # type: ignore[union-attr]
     gpu_cluster = plan.cluster.gpu != "cpu"
+    why = "" if kind.runnable else f"olmo2spec runtime {version} cannot run {stage.kind} stages yet"
+    skip_note = _skip_note(stage, why, skipped)
+    if skip_note:
+        skipped.add(stage.name)
     return Job(
         number=number, name=stage.name, kind=stage.kind, job_name=f"{plan.recipe.name}-{stage.name}",
         entry=f"stages/{number}-{stage.name}.py", sbatch=f"launch/slurm/{number}-{stage.name}.sbatch", runs=runs,
@@ -117,7 +146,8 @@ def _job(plan: Plan, stage: StagePlan, number: str, numbers: dict[str, str]) -> 
         nproc=plan.cluster.gpus_per_node if distributed else 1, distributed=distributed,
         gpus=gpu_cluster and kind.gpus,
         depends=[numbers[d] for d in stage.depends_on], depends_names=list(stage.depends_on),
-        summary=_summary(stage), cells=_cells(stage))
+        summary=_summary(stage), cells=_cells(stage), runnable=kind.runnable,
+        refusal=_refusal(stage, why), skip_note=skip_note)
 
 
 def _dag(jobs: list[Job]) -> list[str]:
@@ -126,7 +156,8 @@ def _dag(jobs: list[Job]) -> list[str]:
     for j in jobs:
         after = f"<- {', '.join(j.depends_names)}" if j.depends_names else "(start)"
         runs = f" [{len(j.runs)} runs]" if j.array else ""
-        lines.append(f"{j.number} {j.name:<{width}}  {j.kind:<11} {after}{runs}")
+        mark = "" if j.runnable else " (not yet runnable)"
+        lines.append(f"{j.number} {j.name:<{width}}  {j.kind:<11} {after}{runs}{mark}")
     return lines
 
 
@@ -141,7 +172,8 @@ def _printable_name(name: str) -> str:
 
 def build_view(plan: Plan, spec_name: str, version: str) -> BundleView:
     numbers = {stage.name: f"{i:02d}" for i, stage in enumerate(plan.stages, start=1)}
-    jobs = [_job(plan, stage, numbers[stage.name], numbers) for stage in plan.stages]
+    skipped: set[str] = set()  # filled in dependency order, so a stage sees its predecessors'
+    jobs = [_job(plan, stage, numbers[stage.name], numbers, version, skipped) for stage in plan.stages]
     olmes = [(job, stage) for job, stage in zip(jobs, plan.stages, strict=True)
              if isinstance(stage, EvalStagePlan) and stage.suite != "demo"]
     olmes_names = {job.name for job, _ in olmes}
@@ -149,4 +181,5 @@ def build_view(plan: Plan, spec_name: str, version: str) -> BundleView:
                       env=sorted(plan.cluster.env.items()), dag=_dag(jobs),
                       default_nproc=plan.cluster.gpus_per_node, gpu_cluster=plan.cluster.gpu != "cpu",
                       olmes_jobs=olmes,
-                      runtime_eval_jobs=[j for j in jobs if j.kind == "eval" and j.name not in olmes_names])
+                      runtime_eval_jobs=[j for j in jobs if j.kind == "eval" and j.name not in olmes_names],
+                      not_runnable=[j for j in jobs if not j.runnable], skipped=[j for j in jobs if j.skip_note])

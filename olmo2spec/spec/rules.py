@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 import attrs
 
+from olmo2spec import __version__
 from olmo2spec.kinds import kinds_leaving, stage_kind
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.fields import SAFE_NAME, shown
@@ -235,6 +236,12 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
     for i, stage in enumerate(recipe.stages):
         path: Path = ("stages", i)
         _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`")
+        if not stage_kind(stage.kind).runnable:
+            report.warning("W201", path + ("kind",), f"{stage.kind} stages are not yet runnable: olmo2spec runtime "
+                           f"{__version__} cannot run them, so the bundle has no job for this stage and its "
+                           "launchers skip it and the stages after it",
+                           f"train it with another tool and put its final checkpoint in $CHECKPOINT_ROOT/{stage.name} "
+                           "(then launch the stages after it by name), or leave it out of the recipe")
         if stage_kind(stage.kind).needs_from and stage.from_ is None:
             report.error("E011", path + ("from",), f"a {stage.kind} stage needs `from`",
                          "name the stage whose checkpoint it starts from", at_key=True)

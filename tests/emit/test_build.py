@@ -154,7 +154,7 @@ KILLABLE = """
 import pathlib, sys, time
 real_write_bytes = pathlib.Path.write_bytes
 def slow_write_bytes(self, data):
-    time.sleep(0.2)
+    time.sleep(0.3)  # long enough for a second build to start meanwhile, on a loaded machine
     return real_write_bytes(self, data)
 pathlib.Path.write_bytes = slow_write_bytes
 from olmo2spec.cli import main

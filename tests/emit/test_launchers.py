@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
+from olmo2spec import __version__
 from olmo2spec.kinds import stage_kind
 
 GENERATED = ROOT / "generated"
@@ -107,6 +108,33 @@ def _numbers(plan: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: f"{i:02d}" for i, s in enumerate(plan["stages"], start=1)}
 
 
+def _launched(plan: dict[str, Any], selected: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """The stages a launcher runs out of `selected` (default: all), and the notes it prints for the rest.
+
+    A stage of a kind the runtime cannot run is skipped, and so is every selected stage after a skipped one
+    (its input would never exist); stages outside the selection are taken as done.
+    """
+    chosen = set(selected) if selected is not None else {s["name"] for s in plan["stages"]}
+    skipped: list[str] = []
+    run: list[str] = []
+    notes: list[str] = []
+    for stage in plan["stages"]:
+        name = stage["name"]
+        if name not in chosen:
+            continue
+        blocked = [d for d in stage["depends_on"] if d in skipped]
+        if not stage_kind(stage["kind"]).runnable:
+            notes.append(f"skipping {name}: not yet runnable (olmo2spec runtime {__version__} cannot run "
+                         f"{stage['kind']} stages yet)")
+        elif blocked:
+            notes.append(f"skipping {name}: it starts from {blocked[0]}, which is skipped")
+        else:
+            run.append(name)
+            continue
+        skipped.append(name)
+    return run, notes
+
+
 def _snapshot(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
@@ -183,8 +211,12 @@ def test_submit_dry_run_chains_every_stage(env: Env, bundles: dict[str, Path], t
     assert result.returncode == 0, result.stderr
     jobs = _parse_submit(result.stdout)
 
-    assert [number for number, _ in jobs] == [numbers[s["name"]] for s in plan["stages"]]
-    for (number, args), stage in zip(jobs, plan["stages"], strict=True):
+    launched, notes = _launched(plan)
+    assert "sft" not in launched and "eval-base" in launched
+    assert result.stderr.splitlines() == notes
+    stages = [s for s in plan["stages"] if s["name"] in launched]
+    assert [number for number, _ in jobs] == [numbers[s["name"]] for s in stages]
+    for (number, args), stage in zip(jobs, stages, strict=True):
         assert args[-1] == f"{bundle}/launch/slurm/{number}-{stage['name']}.sbatch"
         assert Path(args[-1]).is_file()
         assert f"--chdir={bundle}" in args
@@ -206,7 +238,12 @@ def test_job_arrays_for_stages_with_several_runs(bundles: dict[str, Path]):
         numbers = _numbers(plan)
         arrays = 0
         for stage in plan["stages"]:
-            text = (bundle / "launch" / "slurm" / f"{numbers[stage['name']]}-{stage['name']}.sbatch").read_text()
+            sbatch = bundle / "launch" / "slurm" / f"{numbers[stage['name']]}-{stage['name']}.sbatch"
+            entry = bundle / "stages" / f"{numbers[stage['name']]}-{stage['name']}.py"
+            if not stage_kind(stage["kind"]).runnable:  # nothing in the bundle can launch it
+                assert not sbatch.exists() and not entry.exists(), stage["name"]
+                continue
+            text = sbatch.read_text()
             array_lines = re.findall(r"^#SBATCH --array=.*$", text, re.M)
             runs = _runs(stage)
             if len(runs) > 1:
@@ -224,20 +261,22 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     bundle = bundles["13b"]
     plan = _plan(bundle)
     numbers = _numbers(plan)
-    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "sft", "--dry-run"], env.vars(), tmp_path)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "soup", "--dry-run"], env.vars(), tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = _parse_submit(result.stdout)
     names = [s["name"] for s in plan["stages"]]
-    after = names[names.index("sft"):]
+    after, notes = _launched(plan, names[names.index("soup"):])
+    assert after == ["soup", "eval-base"]  # sft and what follows it skipped
+    assert result.stderr.splitlines() == notes
     assert [number for number, _ in jobs] == [numbers[n] for n in after]
     submitted = {f"$JOB_{numbers[n]}" for n in after}
     for (_, args), name in zip(jobs, after, strict=True):
         stage = plan["stages"][names.index(name)]
         assert set(_dependencies(args)) == {f"$JOB_{numbers[d]}" for d in stage["depends_on"]} & submitted
-    assert _dependencies(jobs[0][1]) == []  # sft: its soup is taken as done
+    assert _dependencies(jobs[0][1]) == []  # soup: its anneals are taken as done
     assert env.calls() == []
 
-    same = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", "--from=sft"], env.vars(), tmp_path)
+    same = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", "--from=soup"], env.vars(), tmp_path)
     assert same.stdout == result.stdout
 
 
@@ -286,7 +325,8 @@ def test_submit_from_a_stage_until_another(env: Env, bundles: dict[str, Path], t
     assert result.returncode == 0, result.stderr
     jobs = _parse_submit(result.stdout)
     names = [s["name"] for s in plan["stages"]]
-    between = names[names.index(first):names.index(last) + 1]
+    between, notes = _launched(plan, names[names.index(first):names.index(last) + 1])
+    assert result.stderr.splitlines() == notes
     assert [number for number, _ in jobs] == [numbers[n] for n in between]
     submitted = {f"$JOB_{numbers[n]}" for n in between}
     for (_, args), name in zip(jobs, between, strict=True):
@@ -338,13 +378,27 @@ def test_submit_refuses_an_empty_stage(env: Env, bundles: dict[str, Path], tmp_p
 def test_submit_only_one_stage(env: Env, bundles: dict[str, Path], tmp_path: Path):
     bundle = bundles["13b"]
     numbers = _numbers(_plan(bundle))
-    for args in (["--only", "dpo"], ["--only=dpo"]):
+    for args in (["--only", "eval-instruct"], ["--only=eval-instruct"]):
         result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
         assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
         jobs = _parse_submit(result.stdout)
-        assert [number for number, _ in jobs] == [numbers["dpo"]]
-        assert _dependencies(jobs[0][1]) == []  # its sft is taken as done
-        assert jobs[0][1][-1] == f"{bundle}/launch/slurm/{numbers['dpo']}-dpo.sbatch"
+        assert [number for number, _ in jobs] == [numbers["eval-instruct"]]
+        assert _dependencies(jobs[0][1]) == []  # its rlvr is taken as done (trained elsewhere, say)
+        assert jobs[0][1][-1] == f"{bundle}/launch/slurm/{numbers['eval-instruct']}-eval-instruct.sbatch"
+    assert env.calls() == []
+
+
+@pytest.mark.parametrize("args", [["--only", "dpo"], ["--only=rlvr"]])
+def test_submit_refuses_a_stage_that_is_not_runnable(env: Env, bundles: dict[str, Path], tmp_path: Path,
+                                                    args: list[str]):
+    name = args[-1].removeprefix("--only=")
+    result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (f"stage {name} is not yet runnable: olmo2spec runtime {__version__} cannot run {name} "
+                             f"stages yet; train it with another tool, put its final checkpoint in "
+                             f"$CHECKPOINT_ROOT/{name}, then launch the stages after it by name\n")
     assert env.calls() == []
 
 
@@ -367,9 +421,12 @@ def test_submit_for_real_chains_the_job_ids(env: Env, tmp_path: Path):
     assert result.returncode == 0, result.stderr
 
     calls = env.calls()
-    assert [c[0] for c in calls] == ["sbatch"] * len(plan["stages"])
-    ids = {stage["name"]: str(1001 + i) for i, stage in enumerate(plan["stages"])}
-    for call, stage in zip(calls, plan["stages"], strict=True):
+    launched, notes = _launched(plan)
+    assert result.stderr.splitlines() == notes
+    stages = [s for s in plan["stages"] if s["name"] in launched]
+    assert [c[0] for c in calls] == ["sbatch"] * len(stages)
+    ids = {stage["name"]: str(1001 + i) for i, stage in enumerate(stages)}
+    for call, stage in zip(calls, stages, strict=True):
         args = call[1:]
         assert Path(args[-1]).is_file()
         assert args[-1].endswith(f"-{stage['name']}.sbatch")
@@ -393,10 +450,18 @@ def _submit_range(env: Env, tmp_path: Path, spec: str, *args: str) -> tuple[str,
 
 
 def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
-    _, calls = _submit_range(env, tmp_path, "13b", "--from", "sft")
-    assert [Path(c[-1]).name for c in calls] == ["05-sft.sbatch", "06-dpo.sbatch", "07-rlvr.sbatch",
-                                                 "08-eval-instruct.sbatch", "09-export.sbatch", "10-eval-base.sbatch"]
-    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1003"], []]
+    _, calls = _submit_range(env, tmp_path, "13b", "--from", "anneal-300b")
+    assert [Path(c[-1]).name for c in calls] == ["03-anneal-300b.sbatch", "04-soup.sbatch", "10-eval-base.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"]]
+
+
+def test_submit_for_real_past_the_stages_that_are_not_runnable(env: Env, tmp_path: Path):
+    """rlvr trained elsewhere: --from eval-instruct submits what starts from it, without a dependency."""
+    stdout, calls = _submit_range(env, tmp_path, "13b", "--from", "eval-instruct")
+    assert [Path(c[-1]).name for c in calls] == ["08-eval-instruct.sbatch", "09-export.sbatch", "10-eval-base.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], [], []]
+    assert [line.split() for line in stdout.splitlines()] == [
+        ["stage", "job"], ["eval-instruct", "1001"], ["export", "1002"], ["eval-base", "1003"]]
 
 
 def test_submit_for_real_until_a_stage(env: Env, tmp_path: Path):
@@ -451,7 +516,10 @@ def test_local_dry_run_runs_every_stage_in_order(env: Env, bundles: dict[str, Pa
     lines = result.stdout.splitlines()
     exports = _exports(bundle, "cpu")
     assert lines[:len(exports)] == exports
-    assert lines[len(exports):] == _local_expected(bundle, plan["stages"], 3)
+    launched, notes = _launched(plan)
+    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base"]
+    assert lines[len(exports):] == _local_expected(bundle, [s for s in plan["stages"] if s["name"] in launched], 3)
+    assert result.stderr.splitlines() == notes
     anneal_runs = [line for line in lines if "torch.distributed.run" in line and "-anneal.py" in line]
     assert [line.rsplit(" ", 1)[1] for line in anneal_runs] == ["anneal-seed42", "anneal-seed42069", "anneal-seed666"]
     assert env.calls() == []
@@ -471,10 +539,10 @@ def test_local_dry_run_defaults(env: Env, bundles: dict[str, Path], tmp_path: Pa
 def test_local_uses_every_gpu_when_there_are_some(env: Env, bundles: dict[str, Path], tmp_path: Path):
     env.fake("nvidia-smi", FOUR_GPUS)
     bundle = bundles["tiny"]
-    result = _run(["bash", str(bundle / "launch" / "local.sh"), "sft", "--dry-run"], env.vars(), tmp_path)
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "pretrain", "--dry-run"], env.vars(), tmp_path)
     assert result.returncode == 0, result.stderr
-    sft = [s for s in _plan(bundle)["stages"] if s["name"] == "sft"]
-    assert result.stdout.splitlines() == [*_exports(bundle, "cuda"), *_local_expected(bundle, sft, 4)]
+    pretrain = [s for s in _plan(bundle)["stages"] if s["name"] == "pretrain"]
+    assert result.stdout.splitlines() == [*_exports(bundle, "cuda"), *_local_expected(bundle, pretrain, 4)]
 
 
 def test_local_checkpoint_root_from_the_environment(env: Env, bundles: dict[str, Path], tmp_path: Path):
@@ -522,6 +590,32 @@ def test_local_runs_several_stages_in_the_order_given(env: Env, bundles: dict[st
     assert result.stdout.splitlines() == [*_exports(bundle, "cpu"),
                                           *_local_expected(bundle, [stages["soup"], stages["anneal"]],
                                                            plan["cluster"]["gpus_per_node"])]
+
+
+@pytest.mark.parametrize("args", [["sft"], ["prepare", "dpo"], ["rlvr", "all"]])
+def test_local_refuses_a_stage_that_is_not_runnable_before_running_any(env: Env, bundles: dict[str, Path],
+                                                                       tmp_path: Path, args: list[str]):
+    name = next(a for a in args if a in ("sft", "dpo", "rlvr"))
+    result = _run(["bash", str(bundles["tiny"] / "launch" / "local.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (f"stage {name} is not yet runnable: olmo2spec runtime {__version__} cannot run {name} "
+                             f"stages yet; train it with another tool, put its final checkpoint in "
+                             f"$CHECKPOINT_ROOT/{name}, then launch the stages after it by name\n")
+    assert env.calls() == []
+
+
+def test_local_runs_a_stage_after_one_that_is_not_runnable_by_name(env: Env, bundles: dict[str, Path],
+                                                                    tmp_path: Path):
+    """rlvr trained elsewhere: naming eval-instruct runs it (its checkpoint is the user's to provide)."""
+    bundle = bundles["tiny"]
+    plan = _plan(bundle)
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "--dry-run", "eval-instruct"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    stage = [s for s in plan["stages"] if s["name"] == "eval-instruct"]
+    assert result.stdout.splitlines() == [*_exports(bundle, "cpu"),
+                                          *_local_expected(bundle, stage, plan["cluster"]["gpus_per_node"])]
 
 
 def test_local_checks_every_stage_before_running_any(env: Env, bundles: dict[str, Path], tmp_path: Path):
@@ -777,12 +871,8 @@ def test_run_of_a_stage_kind_not_implemented(env: Env, tmp_path: Path):
     assert result.returncode == 4
     assert f"cannot run {kind} stages yet (stage {name!r}, run {name!r})" in result.stderr
 
-    # the same through the stage's entry point, as the launchers call it
-    entry = bundle / "stages" / f"{_numbers(plan)[name]}-{name}.py"
-    through_entry = _run([sys.executable, str(entry), "--run", name], env.vars(CHECKPOINT_ROOT=str(tmp_path / "c")),
-                         tmp_path)
-    assert through_entry.returncode == 4
-    assert f"cannot run {kind} stages yet" in through_entry.stderr
+    # the launchers cannot get here: the bundle has no entry point for the stage
+    assert not (bundle / "stages" / f"{_numbers(plan)[name]}-{name}.py").exists()
 
 
 def test_preflight_fails_without_the_free_disk_the_plan_needs(env: Env, tmp_path: Path):

@@ -13,6 +13,7 @@ To add a case: write tests/data/broken/NAME.toml and an entry "NAME" in CASES.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -636,6 +637,29 @@ CASES: dict[str, Case] = {
 }
 
 
+def _without_not_runnable(lines: list[str]) -> list[str]:
+    """stderr without the W201 diagnostics (and their hints), the closing count lowered to match.
+
+    specs/tiny.toml's sft, dpo and rlvr stages are not yet runnable, so every recipe extending it gets
+    three W201s; tests/test_kinds.py tests those, and the cases here state the rest.
+    """
+    kept: list[str] = []
+    dropped = {"error": 0, "warning": 0}
+    dropping = False
+    for line in lines:
+        found = re.search(r": (error|warning)\[W201\]: ", line)
+        if found:
+            dropped[found.group(1)] += 1
+        elif not (dropping and line.startswith("  hint: ")):
+            kept.append(line)
+        dropping = bool(found)
+    count = re.fullmatch(r"(\d+) errors?, (\d+) warnings?", kept[-1]) if kept else None
+    if count and any(dropped.values()):
+        errors, warnings = int(count[1]) - dropped["error"], int(count[2]) - dropped["warning"]
+        kept[-1] = f"{errors} error{'s' * (errors != 1)}, {warnings} warning{'s' * (warnings != 1)}"
+    return kept
+
+
 def _argv(name: str, case: Case) -> list[str]:
     return ["check", case.spec or f"{BROKEN}/{name}.toml", *case.args]
 
@@ -660,7 +684,7 @@ def test_broken_spec(name: str, capsys: pytest.CaptureFixture[str], monkeypatch:
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     assert "internal error" not in err
-    assert err.splitlines() == list(case.lines)
+    assert _without_not_runnable(err.splitlines()) == list(case.lines)
     assert err.endswith("\n")
     assert out == ""
     assert status == 2
@@ -680,8 +704,8 @@ def test_without_strict_the_lint_is_a_warning(capsys: pytest.CaptureFixture[str]
     out, err = capsys.readouterr()
     assert status == 0
     warning = [line.replace("error[W104]", "warning[W104]") for line in CASES["strict-eps"].lines[:-1]]
-    assert err.splitlines() == warning
-    assert out.startswith("ok: tests/data/broken/strict-eps.toml: ") and out.endswith(", 1 warning\n")
+    assert _without_not_runnable(err.splitlines()) == warning
+    assert out.startswith("ok: tests/data/broken/strict-eps.toml: ") and out.endswith(", 4 warnings\n")  # 3 W201
 
 
 def test_the_command_line_exits_2_without_importing_torch() -> None:
@@ -692,5 +716,5 @@ def test_the_command_line_exits_2_without_importing_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code, *_argv("many-errors", case)], cwd=ROOT,
                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2, result.stderr
-    assert result.stderr.splitlines() == list(case.lines)
+    assert _without_not_runnable(result.stderr.splitlines()) == list(case.lines)
     assert result.stdout == ""

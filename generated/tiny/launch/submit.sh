@@ -16,11 +16,14 @@
 #   04 anneal anneal <- pretrain [3 runs]
 #   05 soup soup <- anneal
 #   06 eval-base eval <- soup
-#   07 sft sft <- soup
-#   08 dpo dpo <- sft
-#   09 rlvr rlvr <- dpo
+#   07 sft sft <- soup (not yet runnable)
+#   08 dpo dpo <- sft (not yet runnable)
+#   09 rlvr rlvr <- dpo (not yet runnable)
 #   10 eval-instruct eval <- rlvr
 #   11 export export <- rlvr
+#
+# Not yet runnable by olmo2spec 0.1.0, so never submitted: sft dpo rlvr.
+# --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +63,11 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
     echo "unknown stage: $stage" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2; }
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
+case "$TARGET" in
+  sft) echo 'stage sft is not yet runnable: olmo2spec runtime 0.1.0 cannot run sft stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/sft, then launch the stages after it by name' >&2; exit 2 ;;
+  dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
+  rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
+esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
   echo "--until $UNTIL comes before --from $FROM: nothing to submit" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2
 fi
@@ -70,19 +78,41 @@ SUBMITTING=0
 [ -n "$FROM$TARGET" ] || SUBMITTING=1  # --until alone: from the first stage
 [ "$DRY_RUN" = 1 ] || mkdir -p "$BUNDLE_DIR/logs"
 
+# selected NAME: whether NAME is among the stages to submit (--from, --until, --only); call it in order
+selected() {
+  [ "$1" = "$FROM" ] && SUBMITTING=1
+  [ -z "$TARGET" ] || { SUBMITTING=0; [ "$1" != "$TARGET" ] || SUBMITTING=1; }
+  local chosen="$SUBMITTING"
+  [ "$1" != "$UNTIL" ] || SUBMITTING=0  # the last one: none after it
+  [ "$chosen" = 1 ]
+}
+
+# skip NUMBER NAME NOTE: leave a selected stage out, and with it the selected stages that start from it
+skip() {
+  printf -v "SKIPPED_$1" '%s' "$2"
+  echo "$3" >&2
+}
+
+# not_runnable NUMBER NAME NOTE: a stage this olmo2spec cannot run; skipped when selected
+not_runnable() {
+  printf -v "JOB_$1" '%s' ""
+  printf -v "SKIPPED_$1" '%s' ""
+  if selected "$2"; then skip "$@"; fi
+}
+
 # submit NUMBER NAME SBATCH_FILE [DEPENDENCY_NUMBER ...]: sets JOB_<NUMBER> to the job id
 # (sbatch reads SBATCH_FILE from the caller's directory, not --chdir's: hence the bundle's path)
 submit() {
   local number="$1" name="$2" file="$BUNDLE_DIR/$3"
   shift 3
-  [ "$name" = "$FROM" ] && SUBMITTING=1
-  [ -z "$TARGET" ] || { SUBMITTING=0; [ "$name" != "$TARGET" ] || SUBMITTING=1; }
-  if [ "$SUBMITTING" = 0 ]; then
-    printf -v "JOB_$number" '%s' ""
-    return
-  fi
-  [ "$name" != "$UNTIL" ] || SUBMITTING=0  # the last one: none after it
+  printf -v "JOB_$number" '%s' ""
+  printf -v "SKIPPED_$number" '%s' ""
+  selected "$name" || return 0
   local deps="" shown="" dep id
+  for dep in "$@"; do
+    id="SKIPPED_$dep"
+    if [ -n "${!id}" ]; then skip "$number" "$name" "skipping $name: it starts from ${!id}, which is skipped"; return 0; fi
+  done
   for dep in "$@"; do
     id="JOB_$dep"
     if [ -n "${!id}" ]; then deps="$deps:${!id}"; shown="$shown:\$JOB_$dep"; fi
@@ -108,8 +138,8 @@ submit 03 microanneal launch/slurm/03-microanneal.sbatch 02
 submit 04 anneal launch/slurm/04-anneal.sbatch 02
 submit 05 soup launch/slurm/05-soup.sbatch 04
 submit 06 eval-base launch/slurm/06-eval-base.sbatch 05
-submit 07 sft launch/slurm/07-sft.sbatch 05
-submit 08 dpo launch/slurm/08-dpo.sbatch 07
-submit 09 rlvr launch/slurm/09-rlvr.sbatch 08
+not_runnable 07 sft 'skipping sft: not yet runnable (olmo2spec runtime 0.1.0 cannot run sft stages yet)'
+not_runnable 08 dpo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)'
+not_runnable 09 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
 submit 10 eval-instruct launch/slurm/10-eval-instruct.sbatch 09
 submit 11 export launch/slurm/11-export.sbatch 09
