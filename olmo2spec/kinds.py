@@ -3,7 +3,7 @@
 The checker, the resolver, the emitter, `explain` and the runtime all read this table; none keeps
 a list of kind names of its own. Adding a kind is: its spec class (spec/stages.py), its plan class
 (plan/plan.py), one row here, and its runner (a runtime module). A row without a runner is a kind
-the compiler plans but the runtime cannot run yet: `check` warns (W201), `explain` and the bundle
+the compiler plans but the runtime cannot run yet: `check` warns (W301), `explain` and the bundle
 mark it "not yet runnable", and the launchers skip it rather than submit a job that would fail.
 
 Nothing here imports the runtime: a runner is named as "module:function" and imported only by

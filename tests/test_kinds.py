@@ -92,7 +92,7 @@ def _line_of(path: Path, text: str, after: str) -> int:
 
 
 def test_check_warns_at_the_kind_of_each_stage_that_is_not_runnable() -> None:
-    warnings = [d for d in check(TINY).warnings if d.code == "W201"]
+    warnings = [d for d in check(TINY).warnings if d.code == "W301"]
     assert [d.field for d in warnings] == ["stages.sft.kind", "stages.dpo.kind", "stages.rlvr.kind"]
     for d, kind in zip(warnings, ("sft", "dpo", "rlvr"), strict=True):
         assert d.severity is Severity.WARNING
@@ -105,11 +105,11 @@ def test_check_warns_at_the_kind_of_each_stage_that_is_not_runnable() -> None:
 def test_strict_makes_a_stage_that_is_not_runnable_an_error() -> None:
     with pytest.raises(SpecError) as caught:
         check(TINY, strict=True)
-    assert {d.code for d in caught.value.diagnostics} == {"W201"}
+    assert {d.code for d in caught.value.diagnostics} == {"W301"}
 
 
 def test_the_warning_points_into_the_fragment_that_declares_the_stage() -> None:
-    warnings = [d for d in check(ROOT / "specs" / "7b.toml").warnings if d.code == "W201"]
+    warnings = [d for d in check(ROOT / "specs" / "7b.toml").warnings if d.code == "W301"]
     fragment = ROOT / "specs" / "posttrain" / "tulu3.toml"
     assert [(d.location.file, d.location.line) for d in warnings if d.location] == [
         (str(fragment) if warnings[0].location and warnings[0].location.file.startswith("/") else

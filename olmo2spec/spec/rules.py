@@ -237,7 +237,7 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
         path: Path = ("stages", i)
         _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`")
         if not stage_kind(stage.kind).runnable:
-            report.warning("W201", path + ("kind",), f"{stage.kind} stages are not yet runnable: olmo2spec runtime "
+            report.warning("W301", path + ("kind",), f"{stage.kind} stages are not yet runnable: olmo2spec runtime "
                            f"{__version__} cannot run them, so the bundle has no job for this stage and its "
                            "launchers skip it and the stages after it",
                            f"train it with another tool and put its final checkpoint in $CHECKPOINT_ROOT/{stage.name} "
