@@ -51,15 +51,18 @@ def stages_frame(plan: Plan, mix: str) -> pl.DataFrame:
 
 
 def diagnostics_html(diagnostics: list[Diagnostic]) -> str:
-    """The diagnostics as `olmo2spec check` prints them, errors red and warnings amber."""
+    """The diagnostics as `olmo2spec check` prints them, errors red and warnings amber; "ok" without errors."""
+    ok = '<span style="color:#2a7a2a">ok: the recipe checks with this mix</span>'
     if not diagnostics:
-        return '<span style="color:#2a7a2a">ok: the recipe checks with this mix</span>'
+        return ok
     colour = {Severity.ERROR: "#b00020", Severity.WARNING: "#a05a00"}
     lines = [f'<span style="color:{colour.get(d.severity, "inherit")}">'
              f'{html.escape(printable(d.render(), newlines=True))}</span>' for d in diagnostics]
     summary = error_summary(diagnostics)
     if summary:
         lines.append(html.escape(summary))
+    else:  # warnings only (a stage that is not yet runnable, say): the recipe still checks, as `check` says
+        lines.insert(0, ok)
     return f'<pre style="margin:0;white-space:pre-wrap">{chr(10).join(lines)}</pre>'
 
 
