@@ -35,8 +35,7 @@ def count_params(model: ModelSpec, tokenizer: TokenizerSpec) -> ParamCounts:
     attention = d * d + 2 * d * kv + d * d  # q, k, v, o projections
     mlp = 3 * d * f  # w1, w3 (gate, up) and w2 (down)
     norms = 2 * d + ((d + kv) if model.qk_norm else 0)
-    biases = (d + 2 * kv + d + 2 * f + d) if model.bias else 0
-    per_block = attention + mlp + norms + biases
+    per_block = attention + mlp + norms  # no biases: spec/supported.py refuses model.bias
     embedding = tokenizer.embedding_rows * d
     head = tokenizer.embedding_rows * d
     total = model.n_layers * per_block + d + embedding + head  # + final norm

@@ -58,13 +58,15 @@ class MetricsThread:
     def __init__(self, *, path: Path, group: dist.ProcessGroup | None, rank: int, stage: str, total_steps: int,
                  flops_per_token: float, peak_flops: float, world_size: int, seq_len: int, spike_window: int,
                  spike_sigmas: float, stop_file: str | None, say: Callable[[str], None] = print,
-                 sinks: Sequence[MetricsSink] = ()) -> None:
+                 sinks: Sequence[MetricsSink] = (),
+                 masked_warn_share: float = 1.0) -> None:
         self.path, self.group, self.rank, self.stage = path, group, rank, stage
         self.total_steps, self.flops_per_token, self.peak_flops = total_steps, flops_per_token, peak_flops
         self.world_size, self.seq_len, self.stop_file, self.say = world_size, seq_len, stop_file, say
         self.sinks = sinks  # rank 0's TensorBoard / W&B, given the same records as metrics.jsonl
         self.loss_spikes = SpikeScore(spike_window, spike_sigmas)
         self.grad_spikes = SpikeScore(spike_window, spike_sigmas)
+        self.masked_warn_share, self.warned_masked = masked_warn_share, False
         self.tokens_seen = 0
         self._queue: queue.Queue[tuple[Interval, Future[dict[str, Any]]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="olmo2spec-metrics", daemon=True)
@@ -137,4 +139,13 @@ class MetricsThread:
             self.say(f"{self.stage} step {last['step']:,}/{self.total_steps:,} | loss {last['loss']:.4f} | "
                      f"z {last['z_loss']:.2e} | lr {last['lr']:.3g} | grad norm {last['grad_norm']:.3f} | "
                      f"{last['tokens_per_s']:,.0f} tok/s | MFU {last['mfu']:.1%} | masked {last['masked_share']:.1%}")
+            self._warn_masked(sum(data["masked"]) / max(1.0, sum(data["instances"])), last["step"])
         return {"first_bad_step": first_bad, "stop": data["stop"][0] > 0, "last": records[-1]}
+
+    def _warn_masked(self, share: float, step: int) -> None:
+        """Once a run: more instances masked (repeated n-grams, section 3.1) than data.instance_filter_warn_share."""
+        if share > self.masked_warn_share and not self.warned_masked:
+            self.warned_masked = True
+            self.say(f"warning: {self.stage} masked {share:.1%} of the instances of the steps up to {step:,} "
+                     f"(repeated n-grams), more than data.instance_filter_warn_share {self.masked_warn_share:.1%}: "
+                     "the data may hold much repeated text")

@@ -194,7 +194,8 @@ class Trainer:
             peak_flops=plan.cluster.gpu_peak_tflops * 1e12 if on_planned_device else 0.0,
             world_size=self.dist.world_size, seq_len=self.stage.seq_len, spike_window=plan.runtime.spike_window,
             spike_sigmas=plan.runtime.spike_sigmas, stop_file=os.environ.get("OLMO2SPEC_STOP_FILE"), say=self.say,
-            sinks=open_sinks(plan, self.stage, self.run.name, self.ctx.run_dir, self.step) if self.dist.main else [])
+            sinks=open_sinks(plan, self.stage, self.run.name, self.ctx.run_dir, self.step) if self.dist.main else [],
+            masked_warn_share=plan.data.instance_filter_warn_share)
         self.metrics.tokens_seen = self.step * self.stage.tokens_per_step
         self.say(f"{self.stage.name}: run {self.run.name}, steps {self.step:,} -> {total:,}, {self.dist.world_size} "
                  f"process(es) on {self.dist.device.type}, micro-batch {self.micro_batch} x {self.grad_accum}, "

@@ -36,10 +36,6 @@ def lint(recipe: Recipe, report: Reporter) -> None:
         report.warning("W105", ("optimizer", "decay_embeddings"), "weight decay on embeddings: section 3.4.2 "
                        "found it shrinks embeddings and raises gradient norms (spike score 0.16 vs 0.092)",
                        "decay_embeddings = false")
-    if m.init_scaling != "none":
-        report.warning("W106", ("model", "init_scaling"), "scaled init: section 3.2 found OLMo-0424's "
-                       "depth-scaled init spikes where a plain N(0, 0.02) init does not",
-                       "init_scaling = \"none\"")
     if not recipe.data.ngram_masking:
         report.warning("W107", ("data", "ngram_masking"), "repeated n-gram masking off: section 3.1 traces "
                        "loss spikes to instances with long repeated n-grams", "ngram_masking = true")

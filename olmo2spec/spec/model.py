@@ -34,12 +34,14 @@ class ModelSpec:
     init_cutoff: float = doc("Truncation of the init, in standard deviations.", default=3.0,
                              validator=positive)
     init_scaling: str = doc(
-        "'none' keeps init_std in every layer (OLMo 2); 'depth' scales output projections by "
-        "1/sqrt(2 n_layers) as OLMo 0424 did.", default="none", validator=one_of(("none", "depth")))
-    bias: bool = doc("Biases in linear layers (OLMo 2 has none).", default=False)
+        "'none' keeps init_std in every layer (OLMo 2, section 3.2). 'depth' (OLMo-0424's depth-scaled init) "
+        "is refused: the runtime does not build it.", default="none", validator=one_of(("none", "depth")))
+    bias: bool = doc("Biases in linear layers: OLMo 2 has none, and true is refused (the runtime builds none).",
+                     default=False)
     max_seq_len: int = doc("Longest sequence the model is trained on; RoPE tables are built for it.",
                            default=4096, validator=positive)
-    dropout: float = doc("Dropout probability (OLMo 2 uses none).", default=0.0, validator=in_range(0, 1))
+    dropout: float = doc("Dropout probability: OLMo 2 uses none, and anything but 0 is refused (the runtime has "
+                         "no dropout).", default=0.0, validator=in_range(0, 1))
 
 
 @attrs.frozen(kw_only=True)
@@ -48,10 +50,14 @@ class TokenizerSpec:
 
     name: str = doc("'dolma2' (OLMo 2's tokenizer) or 'bytes' (256 byte tokens, for toy recipes).",
                     validator=one_of(TOKENIZERS))
-    vocab_size: int = doc("Token ids the tokenizer can produce (dolma2: 100,278).", validator=positive)
+    vocab_size: int = doc("Token ids the tokenizer can produce (dolma2: 100,278; bytes: 258); must be the named "
+                          "tokenizer's.", validator=positive)
     embedding_rows: int = doc(
         "Rows of the embedding and output head, padded up for fast matmuls (dolma2: 100,352).",
         validator=positive)
-    eos_id: int = doc("End-of-document id; separates documents in token files.", validator=non_negative)
-    pad_id: int = doc("Padding id.", validator=non_negative)
-    add_bos: bool = doc("Prepend a beginning-of-sequence token (OLMo 2 pretraining: no).", default=False)
+    eos_id: int = doc("End-of-document id; separates documents in token files; must be the named tokenizer's "
+                      "(dolma2: 100,257; bytes: 256).", validator=non_negative)
+    pad_id: int = doc("Padding id; must be the named tokenizer's (dolma2: 100,277; bytes: 257).",
+                      validator=non_negative)
+    add_bos: bool = doc("Prepend a beginning-of-sequence token: OLMo 2 pretrains without one, and true is refused "
+                        "(prepare writes none).", default=False)

@@ -26,6 +26,7 @@ from olmo2spec.spec.stages import (
     StageSpec,
     TrainStage,
 )
+from olmo2spec.spec.supported import check_supported
 from olmo2spec.spec.training import RuntimeSpec
 
 _SAFE_NAME = re.compile(SAFE_NAME)
@@ -317,6 +318,7 @@ def check_runtime(recipe: Recipe, report: Reporter) -> None:
 def check_rules(recipe: Recipe, report: Reporter) -> None:
     check_names(recipe, report)
     check_model(recipe, report)
+    check_supported(recipe, report)
     check_mixes(recipe, report)
     check_stages(recipe, report)
     check_cycles(recipe, report)
