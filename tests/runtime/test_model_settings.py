@@ -25,9 +25,9 @@ from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 
 SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=4", "model.mlp_hidden=96"]
 SETTINGS = {
-    "d_model": "model.d_model=96", "n_layers": "model.n_layers=3", "n_heads": "model.n_heads=2",
+    "d_model": "model.d_model=96", "n_layers": "model.n_layers=3", "n_heads": "model.n_heads=8",
     "n_kv_heads": "model.n_kv_heads=2", "mlp_hidden": "model.mlp_hidden=80", "norm_eps": "model.norm_eps=1e-2",
-    "rope_theta": "model.rope_theta=500000.0", "max_seq_len": "model.max_seq_len=64",
+    "rope_theta": "model.rope_theta=500000.0", "max_seq_len": "model.max_seq_len=512",
 }
 """ModelSpec field -> an override of the small model that changes it; the keys are the HF-representable fields."""
 TOLERANCE = 1e-4

@@ -31,6 +31,7 @@ import pytest
 
 from olmo2spec.compiler import Checked, check
 from olmo2spec.emit.bundle import render_bundle
+from olmo2spec.kinds import spec_classes
 from olmo2spec.plan.plan import to_dict
 from olmo2spec.spec.cluster import ClusterSpec
 from olmo2spec.spec.diagnostics import SpecError
@@ -38,7 +39,6 @@ from olmo2spec.spec.fields import one_of
 from olmo2spec.spec.model import ModelSpec
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import SCHEDULES
-from olmo2spec.spec.stages import STAGE_KINDS
 from olmo2spec.spec.structure import toml_key
 from olmo2spec.spec.supported import TOKENIZER_IDS
 
@@ -78,6 +78,7 @@ ALTERNATIVE: dict[str, Any] = {
     "cluster.slurm.partition": "gpu", "cluster.slurm.account": "olmo", "cluster.slurm.qos": "high",
     "cluster.rdzv_port": 29600, "cluster.mfu": 0.6, "cluster.nodes": 2, "cluster.gpus_per_node": 1,
     "data.root": "/data", "optimizer.betas": [0.8, 0.99],
+    "runtime.wandb_project": "olmo2", "runtime.metrics_sinks": ["tensorboard"],
     "recipe.seed": 7,
     "sources.*.category": "academic", "sources.*.paths": ["${DATA_ROOT}/tokens/web2/*.npy"],
     "sources.*.raw": ["${DATA_ROOT}/raw/web2/*.jsonl.gz"], "sources.*.group": "prose",
@@ -99,7 +100,8 @@ ALTERNATIVE: dict[str, Any] = {
     "stages.microanneal.tokens": "100K", "stages.microanneal.seq_len": 128, "stages.microanneal.batch_size": 32,
     "stages.microanneal.candidate_share": 0.25,
     "stages.anneal.mix": "demo-pretrain", "stages.anneal.tokens": "0.5M", "stages.anneal.steps": 100,
-    "stages.anneal.seeds": [1, 2], "stages.anneal.seq_len": 128, "stages.anneal.batch_size": 32,
+    "stages.anneal.seeds": [1, 2],
+    "stages.anneal.micro_batch": 1, "stages.anneal.seq_len": 128, "stages.anneal.batch_size": 32,
     "stages.soup.ingredients": ["anneal", "microanneal"], "stages.soup.weights": [0.5, 0.25, 0.25],
     "stages.eval-base.suite": "olmes-base", "stages.eval-base.tasks": ["gsm8k::olmes"],
     "stages.sft.dataset": "other", "stages.dpo.dataset": "other", "stages.rlvr.dataset": "other",
@@ -136,7 +138,7 @@ EDITED: dict[str, tuple[str, str]] = {
     "stages.prepare.from": SECOND_PREPARE,
     "stages.pretrain.from": SECOND_PREPARE,
     "stages.pretrain.steps": ('tokens = "2.4M"', "steps = 150"),
-    "stages.anneal.steps": ('tokens = "1M"\nseeds', "steps = 60\nseeds"),
+    "stages.anneal.steps": ('tokens = "1M"\nbatch_size = 4', "steps = 60\nbatch_size = 4"),
 }
 
 CHECKED: dict[str, tuple[tuple[str, ...], Any]] = {
@@ -197,7 +199,7 @@ def _cases() -> list[Case]:
         cases += [c for c in _walk(mixes, f"mixes.{mix}", "mixes.*", "mixes", recipe.mixes[mix], ())
                   if c.field == toml_key(a)]
     stages = {s.name: s for s in recipe.stages}
-    for kind, cls in STAGE_KINDS.items():
+    for kind, cls in spec_classes().items():
         name = STAGE_OF_KIND[kind]
         cases += _walk(cls, f"stages.{name}", "stages.*", "stages", stages[name], ())
     for schedule, (setup, name) in SCHEDULE_STAGE.items():
