@@ -102,7 +102,7 @@ def run_all(page: Any, base: str, name: str) -> None:
     # a keypress or command sent before the kernel is idle can be lost (seen-here: JupyterLab)
     page.get_by_text("Kernel status: Idle").first.wait_for(state="attached", timeout=WAIT_MS)
     page.locator(".lm-MenuBar-item", has_text="Run").first.click()
-    page.locator('.lm-Menu-item[data-command="notebook:run-all-cells"]').click()
+    page.locator(".lm-Menu-item", has_text="Run All Cells").first.click()
 
 
 def screenshot(page: Any, name: str) -> None:
