@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from olmo2spec import __version__
 from olmo2spec.atomic import write_whole
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.spec.diagnostics import Diagnostic, SpecError, error_summary
 from olmo2spec.terminal import printable
 
@@ -23,11 +24,6 @@ if TYPE_CHECKING:
     from olmo2spec.plan.plan import Plan
 
 __all__ = ["main"]
-
-EXIT_SPEC_ERROR = 2
-EXIT_INTERNAL = 70
-EXIT_IO = 74
-EXIT_READER_GONE = 128 + 13  # as if killed by SIGPIPE, the shell's convention for `cmd | head -1`
 
 
 def _console(stderr: bool = False):  # type: ignore[no-untyped-def]
@@ -65,7 +61,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             checked = check(spec, args.overrides, strict=args.strict)
         except SpecError as exc:
             _print_diagnostics(exc.diagnostics)
-            status = EXIT_SPEC_ERROR
+            status = ExitCode.USAGE
             continue
         _print_diagnostics(checked.warnings)
         plan = checked.plan
@@ -108,11 +104,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.output == "":  # not the default: an empty name is a mistake (an unset variable)
         print("error: build -o needs the bundle's directory (got ''); leave -o out for generated/<spec>/",
               file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     if args.output == "-":
         print("error: build -o - : a bundle is a directory, not a stream; give a directory (./- for one named -)",
               file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     checked = check(args.spec, args.overrides, strict=args.strict)
     _print_diagnostics(checked.warnings)
     spec = Path(args.spec)
@@ -146,7 +142,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps([list(r) for r in rows], indent=2))
     else:
         render_diff(rows, args.a, args.b, _console())
-    return 1 if rows and args.exit_code else 0
+    return ExitCode.DIFFERENT if rows and args.exit_code else ExitCode.OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -158,7 +154,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
         return 0
     if not args.output or args.output.endswith(os.sep) or os.path.isdir(args.output):
         print(f"error: schema -o needs a file to write, or - for stdout (got {args.output!r})", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     write_whole(args.output, text)
     return 0
 
@@ -170,20 +166,20 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.tokenizer)
     except TokenizerError as exc:
         _error(str(exc))
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     if args.decode:
         try:
             ids = [int(token) for token in args.text]
             print(printable(tokenizer.decode(ids), newlines=True))  # ids can spell ESC sequences
         except (ValueError, TokenizerError) as exc:
             _error(f"cannot decode: {exc}")
-            return EXIT_SPEC_ERROR
+            return ExitCode.USAGE
         return 0
     try:
         ids = tokenizer.encode(" ".join(args.text), allow_special=True)
     except TokenizerError as exc:  # text that is not UTF-8
         _error(f"cannot encode: {exc}")
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     print(" ".join(str(i) for i in ids))
     return 0
 
@@ -198,7 +194,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         report = build_demo_corpus(Path(args.dir), seed=args.seed)
     except DirectoryError as exc:
         _error(str(exc))
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     print(printable(str(report), newlines=True))
     return 0
 
@@ -226,18 +222,18 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
         checkpoints = importlib.import_module("olmo2spec.runtime.checkpoint")
     except ImportError as exc:
         _error(f"export-hf needs the runtime's packages (torch, safetensors): {exc}")
-        return EXIT_SPEC_ERROR
+        return ExitCode.NOT_RUNNABLE
     checkpoint = Path(args.checkpoint)
     try:
         step = checkpoints.resolve_step(checkpoint, final=False)
     except checkpoints.CheckpointError as exc:
         _error(str(exc))
-        return EXIT_SPEC_ERROR
+        return ExitCode.CHECKPOINT
     try:  # the plan it was trained with, saved in the step, unless a bundle is named
         plan = None if args.bundle else checkpoints.step_plan(step)
     except checkpoints.CheckpointError as exc:
         _error(f"{exc}: pass the bundle it was trained with: --bundle DIR")
-        return EXIT_SPEC_ERROR
+        return ExitCode.CHECKPOINT
     if plan is None:  # a step saved before checkpoints carried their plan: the bundle's
         bundle: Path | None = Path(args.bundle) if args.bundle else export.find_bundle(checkpoint)
         if bundle is None and os.environ.get("OLMO2SPEC_BUNDLE"):  # set in a bundle's stage jobs
@@ -246,17 +242,22 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
             print(f"error: {_printable(str(step))} carries no plan.json (saved before checkpoints described "
                   f"themselves) and there is none in the directories above it: pass the bundle the checkpoint was "
                   "trained with: --bundle DIR", file=sys.stderr)
-            return EXIT_SPEC_ERROR
+            return ExitCode.USAGE
         plan = _read_plan(bundle)
         if plan is None:
-            return EXIT_SPEC_ERROR
+            return ExitCode.USAGE
+    try:
+        export.hf_config(plan)
+    except export.ExportError as exc:  # the recipe's model, not the checkpoint: Olmo2 cannot represent it
+        _error(str(exc))
+        return ExitCode.USAGE
     try:
         out = export.export_hf(step, plan, Path(args.output), args.dtype)
-    except export.ExportError as exc:
+    except (export.ExportError, checkpoints.CheckpointError) as exc:  # damaged, another model's, not an export
         _error(str(exc))
-        return EXIT_SPEC_ERROR
+        return ExitCode.CHECKPOINT
     print(f"exported {_printable(str(step))} as Hugging Face Olmo2ForCausalLM ({args.dtype}) to {_printable(str(out))}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_demo_report(args: argparse.Namespace) -> int:
@@ -267,32 +268,32 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
         report = importlib.import_module("olmo2spec.runtime.demo_report")
     except ImportError as exc:  # not a bug: an install to do
         _error(f"demo-report needs the runtime's packages (torch): {exc}")
-        return EXIT_SPEC_ERROR
+        return ExitCode.NOT_RUNNABLE
     bundle = Path(args.bundle)
     plan = _read_plan(bundle)
     if plan is None:
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     checkpoints = Path(os.environ.get("CHECKPOINT_ROOT") or bundle / "checkpoints")
     data = os.environ.get("DATA_ROOT")
     if not data:
         print("error: set DATA_ROOT to the demo corpus (olmo2spec demo-data DIR)", file=sys.stderr)
-        return EXIT_SPEC_ERROR
+        return ExitCode.DATA
     evaluate = importlib.import_module("olmo2spec.runtime.evaluate")
     try:
         rows = report.demo_rows(plan, checkpoints, Path(data), args.limit)
     except evaluate.EvalError as exc:  # a damaged checkpoint, a missing eval file: the message says which
         _error(str(exc))
-        return EXIT_SPEC_ERROR
+        return ExitCode(exc.exit_code)
     if not rows:
         _error(f"no finished checkpoints under {checkpoints}")
-        return EXIT_SPEC_ERROR
+        return ExitCode.CHECKPOINT
     print(printable(report.render_table(rows), newlines=True))  # labels hold the recipe's mix descriptions
     for line in report.verdicts(rows):
         print(line)
     kinds = report.render_kinds(rows)
     if kinds:
         print(f"\n{printable(kinds, newlines=True)}")
-    return 0
+    return ExitCode.OK
 
 
 def _whole_number(minimum: int):  # type: ignore[no-untyped-def]
@@ -405,7 +406,7 @@ def _reader_gone() -> int:
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, AttributeError, ValueError):  # not a real file (captured in tests)
             os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-    return EXIT_READER_GONE
+    return ExitCode.READER_GONE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -417,22 +418,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics)
-        return EXIT_SPEC_ERROR
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
         return _reader_gone()
     except OSError as exc:  # the machine's, not olmo2spec's: a full disk, no permission, an existing file
         _error(str(exc))
-        return EXIT_IO
+        return ExitCode.IO
     except Exception as exc:  # a bug in olmo2spec, not in the recipe
         if os.environ.get("OLMO2SPEC_DEBUG"):
             traceback.print_exc()
         print(f"internal error: {type(exc).__name__}: {printable(str(exc))}\n"
               f"  this is a bug in olmo2spec {__version__}; rerun with OLMO2SPEC_DEBUG=1 for a traceback and report it",
               file=sys.stderr)
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import pytest
 from conftest import ROOT, SPECS
 
 from olmo2spec.cli import main
+from olmo2spec.exitcodes import ExitCode
 
 CLI = [sys.executable, "-m", "olmo2spec.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
@@ -55,7 +56,7 @@ def test_a_closed_pipe_exits_quietly(args: list[str]):
     finally:
         os.close(write)
     assert result.stderr == b""
-    assert result.returncode == 141
+    assert result.returncode == ExitCode.READER_GONE
 
 
 @pytest.mark.parametrize("args", PRINTING.values(), ids=PRINTING.keys())
@@ -149,7 +150,7 @@ def test_demo_report_names_a_bundle_without_a_plan(tmp_path: Path, capsys: pytes
                                                    monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("DATA_ROOT", str(tmp_path))
     (tmp_path / "bundle").mkdir()
-    assert main(["demo-report", str(tmp_path / "bundle")]) == 2
+    assert main(["demo-report", str(tmp_path / "bundle")]) == ExitCode.USAGE
     assert capsys.readouterr().err == (f"error: {tmp_path}/bundle/plan.json not found: is {tmp_path}/bundle a bundle "
                                        f"built by `olmo2spec build`?\n")
     (tmp_path / "bundle" / "plan.json").write_text("{not json")
@@ -165,7 +166,7 @@ def test_demo_report_without_torch_says_what_to_install(tmp_path: Path, capsys: 
     for name in [m for m in sys.modules if m.startswith("olmo2spec.runtime")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setenv("DATA_ROOT", str(tmp_path))
-    assert main(["demo-report", str(ROOT / "generated" / "tiny")]) == 2
+    assert main(["demo-report", str(ROOT / "generated" / "tiny")]) == ExitCode.NOT_RUNNABLE
     err = capsys.readouterr().err
     assert err.startswith("error: demo-report needs the runtime's packages (torch): "), err
     assert "internal error" not in err

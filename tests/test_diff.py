@@ -13,6 +13,7 @@ from rich.console import Console
 from olmo2spec.cli import main
 from olmo2spec.compiler import check
 from olmo2spec.diff import ABSENT, diff_plans, render_diff
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import Plan
 
 
@@ -102,4 +103,4 @@ def test_cli_diff_exit_code() -> None:
                               capture_output=True, text=True).returncode
 
     assert run("specs/tiny.toml", "specs/1b.toml") == 0
-    assert run("specs/tiny.toml", "specs/1b.toml", "--exit-code") == 1
+    assert run("specs/tiny.toml", "specs/1b.toml", "--exit-code") == ExitCode.DIFFERENT

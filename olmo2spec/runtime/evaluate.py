@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from olmo2spec.data.tokenizer import Tokenizer
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
@@ -82,13 +83,9 @@ from olmo2spec.runtime.checkpoint import (
 from olmo2spec.runtime.model import KVCache, ModelArgs, Transformer
 
 __all__ = [
-    "EvalError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
+    "EvalError", "EvalDataError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
     "extract_answer", "answers_match", "math_prompt", "math_accuracy", "evaluate_checkpoint", "run_eval_stage",
-    "EXIT_EVAL_FAILED",
 ]
-
-EXIT_EVAL_FAILED = 2
-"""A target without a final checkpoint, a missing DATA_ROOT or eval file, a failed export."""
 
 PROMPT_FORMATS = ("base", "chat")
 DEMO_TASKS = ("demo-math-dev", "demo-heldout-loss", "demo-math-heldout")
@@ -112,6 +109,14 @@ Generate = Callable[[Sequence[str], int, "re.Pattern[str] | None"], list[str]]
 
 class EvalError(Exception):
     """A checkpoint, data file or setting the evaluation needs is missing or wrong; the message says which."""
+
+    exit_code = ExitCode.CHECKPOINT
+
+
+class EvalDataError(EvalError):
+    """An eval file is missing: the demo corpus was not built where DATA_ROOT says."""
+
+    exit_code = ExitCode.DATA
 
 
 # --- the model ------------------------------------------------------------------------------------------------
@@ -400,7 +405,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise EvalError(f"{path} not found: build the demo corpus there (`olmo2spec demo-data DATA_ROOT`)") from None
+        raise EvalDataError(f"{path} not found: build the demo corpus there "
+                            "(`olmo2spec demo-data DATA_ROOT`)") from None
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
@@ -525,7 +531,7 @@ def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
     if root is None:
         print(f"eval {stage.name}: DATA_ROOT is not set: export DATA_ROOT=/path/to/data (where the demo corpus's "
               f"eval/ files are), or set [data] root in the recipe", file=sys.stderr)
-        return EXIT_EVAL_FAILED
+        return ExitCode.DATA
     device = _eval_device(ctx.plan)
     rows: list[tuple[str, dict[str, Any]]] = []
     for target in stage.targets:
@@ -537,7 +543,7 @@ def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
                                          prompt_format=fmt, device=device, details=True)
         except (CheckpointError, EvalError) as exc:
             print(f"eval {stage.name}: {target}: {exc}", file=sys.stderr)
-            return EXIT_EVAL_FAILED
+            return ExitCode(exc.exit_code) if isinstance(exc, EvalError) else ExitCode.CHECKPOINT
         out = ctx.checkpoint_root / stage.name / target
         for task, items in result.pop("details").items():
             _write_json(out / f"{task}.json", items)
@@ -561,9 +567,9 @@ def _run_olmes(ctx: RunContext, stage: EvalStagePlan) -> int:
         try:
             checkpoint = final_step(ctx.checkpoint_root / target)
             export_hf(checkpoint, ctx.plan, out)
-        except (CheckpointError, ExportError) as exc:
+        except (CheckpointError, ExportError) as exc:  # a missing or damaged checkpoint, one of another model
             print(f"eval {stage.name}: {target}: {exc}", file=sys.stderr)
-            return EXIT_EVAL_FAILED
+            return ExitCode.CHECKPOINT
         print(f"eval {stage.name}: exported {target} ({checkpoint}) to {out}", flush=True)
     script = ctx.bundle / "eval" / "olmes.sh"
     command = ["bash", str(script), stage.name]

@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import sys
 
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import ExportStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import CheckpointError, final_step
 
-__all__ = ["run_export_stage", "EXIT_EXPORT_FAILED"]
-
-EXIT_EXPORT_FAILED = 2
-"""No final checkpoint of the source run, an unknown format, or a checkpoint the export refuses."""
+__all__ = ["run_export_stage"]
 
 
 def run_export_stage(ctx: RunContext) -> int:
@@ -24,12 +22,12 @@ def run_export_stage(ctx: RunContext) -> int:
     name = stage.name
     if stage.format != "hf":
         print(f"export {name}: format {stage.format!r} is not supported (only 'hf')", file=sys.stderr)
-        return EXIT_EXPORT_FAILED
+        return ExitCode.USAGE
     try:
         checkpoint = final_step(ctx.checkpoint_root / stage.source)
     except CheckpointError as exc:
         print(f"export {name}: {exc}", file=sys.stderr)
-        return EXIT_EXPORT_FAILED
+        return ExitCode.CHECKPOINT
     from olmo2spec.runtime.export_hf import ExportError, export_hf  # torch only when there is work
 
     out = ctx.checkpoint_root / name / "hf"
@@ -37,7 +35,7 @@ def run_export_stage(ctx: RunContext) -> int:
         export_hf(checkpoint, ctx.plan, out)
     except ExportError as exc:
         print(f"export {name}: {exc}", file=sys.stderr)
-        return EXIT_EXPORT_FAILED
+        return ExitCode.CHECKPOINT
     print(f"export {name}: {stage.source} ({checkpoint}) exported to {out}", flush=True)
     print(out, flush=True)
-    return 0
+    return ExitCode.OK

@@ -11,15 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from olmo2spec import __version__
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.kinds import stage_kind
 from olmo2spec.runtime.bundle import BundleError, load_run
 from olmo2spec.runtime.preflight import PreflightError, preflight
 
 __all__ = ["main"]
-
-EXIT_BAD_BUNDLE = 2
-EXIT_PREFLIGHT = 3
-EXIT_NOT_IMPLEMENTED = 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,18 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         ctx = load_run(args.bundle, args.stage, args.run)
     except BundleError as exc:
         print(f"olmo2spec runtime {__version__}: {exc}", file=sys.stderr)
-        return EXIT_BAD_BUNDLE
+        return ExitCode.USAGE
     if args.command == "preflight":
         try:
             for line in preflight(ctx):
                 print(line, flush=True)
         except PreflightError as exc:
             print(f"preflight failed on {exc}", file=sys.stderr)
-            return EXIT_PREFLIGHT
-        return 0
+            return ExitCode.PREFLIGHT
+        return ExitCode.OK
     kind = stage_kind(ctx.stage.kind)  # the plan was read, so the kind is in the table
     if not kind.runnable:  # the launchers skip these; only a hand-run command gets here
         print(f"olmo2spec runtime {__version__} cannot run {ctx.stage.kind} stages yet "
               f"(stage {ctx.stage.name!r}, run {ctx.run!r})", file=sys.stderr)
-        return EXIT_NOT_IMPLEMENTED
+        return ExitCode.NOT_RUNNABLE
     return kind.load_runner()(ctx)

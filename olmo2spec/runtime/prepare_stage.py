@@ -9,13 +9,11 @@ from __future__ import annotations
 import sys
 import time
 
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.terminal import printable
 
-__all__ = ["run_prepare_stage", "EXIT_STAGE_FAILED"]
-
-EXIT_STAGE_FAILED = 1
-"""An expected problem stopped the stage (missing or malformed data, DATA_ROOT unset); the message says which."""
+__all__ = ["run_prepare_stage"]
 
 
 def run_prepare_stage(ctx: RunContext) -> int:
@@ -36,13 +34,14 @@ def run_prepare_stage(ctx: RunContext) -> int:
     if root is None:
         print(f"prepare {stage.name}: DATA_ROOT is not set: export DATA_ROOT=/path/to/data (the directory the "
               f"sources' ${{DATA_ROOT}} stands for), or set [data] root in the recipe", file=sys.stderr)
-        return EXIT_STAGE_FAILED
+        return ExitCode.DATA
     start = time.perf_counter()
     try:
         report = prepare(ctx.plan, stage, root)
     except (PrepareError, DataRootError, TokenizerError, OSError) as exc:  # OSError: a full disk, a permission
         print(f"prepare {stage.name}: {printable(str(exc), newlines=True)}", file=sys.stderr)  # paths from DATA_ROOT
-        return EXIT_STAGE_FAILED
+        io = isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError)
+        return ExitCode.IO if io else ExitCode.DATA
     seconds = time.perf_counter() - start
     print(report.table(), flush=True)
     files = sum(s.files for s in report.sources.values())
@@ -59,5 +58,5 @@ def run_prepare_stage(ctx: RunContext) -> int:
     if any(p.severity is Severity.ERROR for p in problems):
         print(f"prepare {stage.name}: the token files are written, but their sizes are far from the sources' "
               f"declared `tokens`, which the mixes are computed from: fix the recipe or the data", file=sys.stderr)
-        return EXIT_STAGE_FAILED
-    return 0
+        return ExitCode.DATA
+    return ExitCode.OK

@@ -38,6 +38,7 @@ from typing import Any
 
 import attrs
 
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import Plan, to_json
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import (
@@ -62,12 +63,7 @@ from olmo2spec.runtime.checkpoint import (
 )
 
 __all__ = ["SoupError", "SoupReport", "soup", "model_metadata", "check_ingredients", "has_optimizer_state",
-           "run_soup_stage", "EXIT_BAD_INPUT", "EXIT_FAILED"]
-
-EXIT_FAILED = 1
-"""The soup could not be written or exported (a full disk, an output path in the way); the message says why."""
-EXIT_BAD_INPUT = 2
-"""An ingredient is missing, not final, or does not match the others (or the plan's model)."""
+           "run_soup_stage"]
 
 _MODEL = "model."
 _DCP_FILES = (".metadata", ".distcp", ".tmp", CHECKSUMS, PLAN)  # what a soup killed midway may have left in its output
@@ -375,8 +371,8 @@ def _fail(stage: str, text: str, code: int) -> int:
 def run_soup_stage(ctx: RunContext) -> int:
     """Soup the final checkpoints of the stage's ingredient runs, then export the soup for Hugging Face.
 
-    Exit codes: 0 done (or done before), 2 an ingredient missing, unfinished or mismatched,
-    1 the soup or its export could not be written.
+    Exits `CHECKPOINT` for an ingredient missing, unfinished or mismatched (or an export of the soup refused),
+    `IO` when the soup or its export could not be written.
     """
     from olmo2spec.plan.plan import SoupStagePlan
     from olmo2spec.runtime.export_hf import ExportError, export_hf, hf_config
@@ -391,7 +387,7 @@ def run_soup_stage(ctx: RunContext) -> int:
         try:
             path = final_step(root / run, who=f"ingredient {run}")
         except CheckpointError as exc:
-            return _fail(stage.name, str(exc), EXIT_BAD_INPUT)
+            return _fail(stage.name, str(exc), ExitCode.CHECKPOINT)
         paths.append(path)
         steps.append(read_marker(path).get("step"))  # read (and checked) by final_step
 
@@ -424,9 +420,9 @@ def run_soup_stage(ctx: RunContext) -> int:
                 raise SoupError(f"ingredient {stage.ingredients[0]}: {exc}") from None
             report = soup(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients), plan=ctx.plan)
         except SoupError as exc:
-            return _fail(stage.name, str(exc), EXIT_BAD_INPUT)
+            return _fail(stage.name, str(exc), ExitCode.CHECKPOINT)
         except OSError as exc:  # a full disk, a permission
-            return _fail(stage.name, f"writing {out} failed: {exc}", EXIT_FAILED)
+            return _fail(stage.name, f"writing {out} failed: {exc}", ExitCode.IO)
         for line in report.lines():
             _say(line)
 
@@ -443,7 +439,8 @@ def run_soup_stage(ctx: RunContext) -> int:
     try:
         export_hf(out, ctx.plan, hf)
     except (ExportError, OSError) as exc:
-        return _fail(stage.name, f"the soup is in {out}, but its Hugging Face export failed: {exc}", EXIT_FAILED)
+        return _fail(stage.name, f"the soup is in {out}, but its Hugging Face export failed: {exc}",
+                     ExitCode.IO if isinstance(exc, OSError) else ExitCode.CHECKPOINT)
     _say(f"soup {stage.name}: Hugging Face export in {hf} ({time.perf_counter() - start:.1f} s); "
          f"peak RSS {_peak_rss_mib():,.0f} MiB")
     return 0

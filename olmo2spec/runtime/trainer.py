@@ -26,6 +26,7 @@ from torch.distributed.tensor import DTensor
 
 from olmo2spec.data.loader import LoaderError, MixtureLoader, loader_for_run
 from olmo2spec.data.sources import DataRootError, data_root
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import RunPlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, final_step, latest_complete, read_marker
@@ -37,13 +38,15 @@ from olmo2spec.runtime.optim import apply_lr, build_optimizer
 from olmo2spec.runtime.parallelize import apply_parallelism, build_mesh
 from olmo2spec.runtime.sinks import SinkError, open_sinks, require_sinks
 
-__all__ = ["Trainer", "run_train_stage", "TrainingError", "EXIT_NONFINITE"]
-
-EXIT_NONFINITE = 3
+__all__ = ["Trainer", "run_train_stage", "TrainingError"]
 
 
 class TrainingError(Exception):
     """A run cannot start or continue; the message says why and what to do."""
+
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _say(text: str) -> None:
@@ -127,7 +130,8 @@ class Trainer:
             try:
                 path = final_step(self.ctx.checkpoint_root / self.stage.init_from)
             except CheckpointError as exc:
-                raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}") from None
+                raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
+                                    ExitCode.CHECKPOINT) from None
             if self.stage.restore_optimizer and read_marker(path).get("optimizer") is False:
                 raise TrainingError(f"{self.stage.name} restores the optimizer state of {self.stage.init_from}, but "
                                     f"{path} holds none (a soup averages weights only): set restore_optimizer = false")
@@ -242,7 +246,7 @@ class Trainer:
                 self.say(f"error: loss or gradient norm not finite at step {verdict['first_bad_step']:,}; stopping "
                          f"without saving the corrupted state. The last good checkpoint is {good or 'none'}; "
                          "lower the learning rate or check the data before resuming.")
-                return EXIT_NONFINITE
+                return ExitCode.NONFINITE
         stop = any(v["stop"] for v in verdicts)
         if stop or checkpoint_due:
             self.checkpointer.save(self.step, self.model, self.optimizer, self._meta())
@@ -265,6 +269,16 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
+def _exit_code(exc: Exception) -> ExitCode:
+    if isinstance(exc, (LoaderError, DataRootError)):
+        return ExitCode.DATA
+    if isinstance(exc, CheckpointError):
+        return ExitCode.CHECKPOINT
+    if isinstance(exc, SinkError):  # a metrics sink's package missing
+        return ExitCode.NOT_RUNNABLE
+    return exc.exit_code if isinstance(exc, TrainingError) else ExitCode.INTERNAL
+
+
 def run_train_stage(ctx: RunContext) -> int:
     """The runner of pretrain, anneal and microanneal stages (named in olmo2spec/kinds.py's table)."""
     want_cuda = os.environ.get("OLMO2SPEC_DEVICE", "cuda" if ctx.plan.cluster.gpu != "cpu" else "cpu") == "cuda"
@@ -274,7 +288,7 @@ def run_train_stage(ctx: RunContext) -> int:
     except (TrainingError, LoaderError, DataRootError, CheckpointError, SinkError) as exc:
         if info.main:
             print(f"error: {ctx.stage.name}: {exc}", file=sys.stderr)
-        return 2
+        return _exit_code(exc)
     finally:
         if dist.is_initialized():
             dist.barrier()

@@ -20,6 +20,7 @@ from conftest import ROOT
 import olmo2spec.data.prepare as prep
 from olmo2spec.data.prepare import PrepareError, output_dir, output_name, prepare, report_path
 from olmo2spec.data.tokenfile import index_path, read_doc_ends, read_tokens
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import Plan, PrepareStagePlan
 from olmo2spec.spec.mixes import SourceSpec
 
@@ -428,18 +429,18 @@ def test_runtime_reports_expected_problems_without_a_traceback(tmp_path, corpus)
     root, _, _ = corpus
     bundle = build(tmp_path, web_tokens=10_000)
     unset = run_stage(bundle, {})
-    assert unset.returncode == 1
+    assert unset.returncode == ExitCode.DATA
     assert "DATA_ROOT is not set" in unset.stderr and "Traceback" not in unset.stderr
 
     empty = tmp_path / "empty"
     empty.mkdir()
     missing = run_stage(bundle, {"DATA_ROOT": str(empty), "CHECKPOINT_ROOT": str(tmp_path / "c")})
-    assert missing.returncode == 1
+    assert missing.returncode == ExitCode.DATA
     assert "no raw files match" in missing.stderr and "for source code" in missing.stderr
     assert "Traceback" not in missing.stderr
 
     far_off = run_stage(bundle, {"DATA_ROOT": str(root), "CHECKPOINT_ROOT": str(tmp_path / "c")})
-    assert far_off.returncode == 1
+    assert far_off.returncode == ExitCode.DATA
     assert "error: sources.web:" in far_off.stderr and "declared 10,000" in far_off.stderr
     assert (tmp_path / "c" / "prepare" / "prepare-report.json").exists()
 

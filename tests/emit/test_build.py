@@ -24,6 +24,7 @@ from olmo2spec.cli import main as cli_main
 from olmo2spec.compiler import check
 from olmo2spec.emit.bundle import build_bundle, render_bundle
 from olmo2spec.emit.write import UnsafePath, write_tree
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PLAN_VERSION
 
 BROKEN = ROOT / "tests" / "data" / "broken" / "batch-not-divisible.toml"
@@ -143,7 +144,7 @@ def test_failed_build_leaves_the_old_bundle(tmp_path: Path, monkeypatch: pytest.
 
     assert written == 5
     err = capsys.readouterr().err
-    assert status == 74, err  # the machine's problem, not reported as a bug in olmo2spec
+    assert status == ExitCode.IO, err  # the machine's problem, not reported as a bug in olmo2spec
     assert "No space left on device (simulated)" in err
     assert "internal error" not in err
     assert _snapshot(out) == before

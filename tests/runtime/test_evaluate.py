@@ -18,6 +18,7 @@ from conftest import SPECS  # noqa: E402
 
 from olmo2spec.compiler import check  # noqa: E402
 from olmo2spec.data.tokenizer import load_tokenizer  # noqa: E402
+from olmo2spec.exitcodes import ExitCode  # noqa: E402
 from olmo2spec.plan.plan import Plan  # noqa: E402
 from olmo2spec.runtime import evaluate as ev  # noqa: E402
 from olmo2spec.runtime.bundle import load_run  # noqa: E402
@@ -210,15 +211,19 @@ def demo(tmp_path_factory):
     return root
 
 
-def test_the_eval_stage_writes_dev_and_heldout_results_apart(demo, monkeypatch, capsys):
+def test_the_eval_stage_writes_dev_and_heldout_results_apart(demo, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DATA_ROOT", str(demo / "data"))
     monkeypatch.setenv("CHECKPOINT_ROOT", str(demo / "ckpt"))
     monkeypatch.setenv("OLMO2SPEC_DEVICE", "cpu")
     monkeypatch.setattr(ev, "WORD_PROBLEM_NEW_TOKENS", 24)  # a random model never ends: keep the test short
     ctx = load_run(demo / "bundle", "eval-base", None)
-    assert ev.run_eval_stage(ctx) == 2  # no soup yet
+    assert ev.run_eval_stage(ctx) == ExitCode.CHECKPOINT  # no soup yet
     assert "soup has no complete checkpoint" in capsys.readouterr().err
     save_final(ctx.plan, demo / "ckpt" / "soup")
+    monkeypatch.setenv("DATA_ROOT", str(tmp_path))  # no demo corpus there
+    assert ev.run_eval_stage(ctx) == ExitCode.DATA
+    assert "not found: build the demo corpus there" in capsys.readouterr().err
+    monkeypatch.setenv("DATA_ROOT", str(demo / "data"))
     assert ev.run_eval_stage(ctx) == 0
     out = demo / "ckpt" / "eval-base" / "soup"
     results = json.loads((out / "results.json").read_text())
@@ -245,7 +250,7 @@ def test_an_unfinished_target_is_refused(demo, monkeypatch, capsys):
     monkeypatch.setenv("CHECKPOINT_ROOT", str(demo / "ckpt-unfinished"))
     ctx = load_run(demo / "bundle", "eval-instruct", None)
     save_final(ctx.plan, demo / "ckpt-unfinished" / "rlvr", step=5, final=False)
-    assert ev.run_eval_stage(ctx) == 2
+    assert ev.run_eval_stage(ctx) == ExitCode.CHECKPOINT
     assert "rlvr has not finished" in capsys.readouterr().err
     assert ev._producer(ctx.plan, "rlvr") == "rlvr"
 
@@ -253,10 +258,10 @@ def test_an_unfinished_target_is_refused(demo, monkeypatch, capsys):
 def test_the_export_stage_writes_a_hugging_face_directory(demo, monkeypatch, capsys):
     monkeypatch.setenv("CHECKPOINT_ROOT", str(demo / "ckpt-export"))
     ctx = load_run(demo / "bundle", "export", None)
-    assert run_export_stage(ctx) == 2
+    assert run_export_stage(ctx) == ExitCode.CHECKPOINT
     assert "rlvr has no complete checkpoint" in capsys.readouterr().err
     save_final(ctx.plan, demo / "ckpt-export" / "rlvr", step=3, final=False)
-    assert run_export_stage(ctx) == 2
+    assert run_export_stage(ctx) == ExitCode.CHECKPOINT
     assert "not final" in capsys.readouterr().err
     save_final(ctx.plan, demo / "ckpt-export" / "rlvr", step=4)
     assert run_export_stage(ctx) == 0

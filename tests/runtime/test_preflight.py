@@ -10,7 +10,8 @@ from conftest import SPECS
 
 from olmo2spec.compiler import check
 from olmo2spec.emit.bundle import build_bundle
-from olmo2spec.runtime.main import EXIT_PREFLIGHT, main
+from olmo2spec.exitcodes import ExitCode
+from olmo2spec.runtime.main import main
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_an_unusable_checkpoint_root_fails_preflight_clearly(bundle, tmp_path, m
     root = CASES[case](tmp_path)
     monkeypatch.setenv("CHECKPOINT_ROOT", str(root))
     monkeypatch.delenv("OLMO2SPEC_DEVICE", raising=False)
-    assert main(["preflight", "--bundle", str(bundle), "--stage", "pretrain"]) == EXIT_PREFLIGHT
+    assert main(["preflight", "--bundle", str(bundle), "--stage", "pretrain"]) == ExitCode.PREFLIGHT
     err = capsys.readouterr().err
     assert err.startswith("preflight failed on ") and str(root) in err and "CHECKPOINT_ROOT" in err, err
     assert "Traceback" not in err

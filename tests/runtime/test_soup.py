@@ -16,6 +16,7 @@ from conftest import SPECS  # noqa: E402
 
 from olmo2spec.compiler import check  # noqa: E402
 from olmo2spec.emit.bundle import build_bundle  # noqa: E402
+from olmo2spec.exitcodes import ExitCode  # noqa: E402
 from olmo2spec.runtime import checkpoint as ckpt  # noqa: E402
 from olmo2spec.runtime.bundle import load_run  # noqa: E402
 from olmo2spec.runtime.checkpoint import (  # noqa: E402
@@ -29,7 +30,6 @@ from olmo2spec.runtime.checkpoint import (  # noqa: E402
 )
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 from olmo2spec.runtime.soup import (  # noqa: E402
-    EXIT_BAD_INPUT,
     SoupError,
     has_optimizer_state,
     run_soup_stage,
@@ -305,22 +305,22 @@ def test_soup_stage_refuses_bad_ingredients(tiny_bundle, tmp_path, monkeypatch, 
     ctx = stage_context(bundle, tmp_path, monkeypatch)
     save(tmp_path / ANNEALS[0], seed=0, args=args)
     save(tmp_path / ANNEALS[1], seed=1, args=args)
-    assert run_soup_stage(ctx) == EXIT_BAD_INPUT
+    assert run_soup_stage(ctx) == ExitCode.CHECKPOINT
     assert f"ingredient anneal-seed666 has no complete checkpoint in {tmp_path / 'anneal-seed666'}" in \
         capsys.readouterr().err
 
     save(tmp_path / ANNEALS[2], seed=2, args=args, final=False)
-    assert run_soup_stage(ctx) == EXIT_BAD_INPUT
+    assert run_soup_stage(ctx) == ExitCode.CHECKPOINT
     assert "ingredient anneal-seed666 has not finished" in capsys.readouterr().err
 
     save(tmp_path / ANNEALS[2], seed=2, args=attrs_evolve(args, mlp_hidden=128), step=9)
-    assert run_soup_stage(ctx) == EXIT_BAD_INPUT
+    assert run_soup_stage(ctx) == ExitCode.CHECKPOINT
     assert ("differs from anneal-seed42: key layers.0.mlp.gate_proj.weight has shape [128, 64], expected [96, 64]"
             in capsys.readouterr().err)
 
     for i, run in enumerate(ANNEALS):  # all alike, but not the plan's model
         save(tmp_path / run, seed=i, args=attrs_evolve(args, mlp_hidden=128), step=20)
-    assert run_soup_stage(ctx) == EXIT_BAD_INPUT
+    assert run_soup_stage(ctx) == ExitCode.CHECKPOINT
     assert "ingredient anneal-seed42: weight 'layers.0.mlp.gate_proj.weight' has shape [128, 64], the plan's " \
            "model expects [96, 64]" in capsys.readouterr().err
     assert not (tmp_path / "soup").exists()

@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 
 from runtime_fixtures import STEPS  # noqa: E402
 
+from olmo2spec.exitcodes import ExitCode  # noqa: E402
 from olmo2spec.plan.plan import TrainStagePlan, from_json  # noqa: E402
 from olmo2spec.plan.schedule import lr_at  # noqa: E402
 
@@ -63,7 +64,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(bundle, tmp_path, monke
     monkeypatch.setenv("CHECKPOINT_ROOT", str(tmp_path))
     monkeypatch.setenv("OLMO2SPEC_DEVICE", "cpu")
     ctx = load_run(bundle / "bundle", "pretrain", None)
-    assert trainer.run_train_stage(ctx) == trainer.EXIT_NONFINITE
+    assert trainer.run_train_stage(ctx) == ExitCode.NONFINITE
     out = capsys.readouterr().out
     assert "not finite at step 6" in out and "step-0000004" in out
     assert complete_steps(tmp_path / "pretrain") == [4]  # nothing after the last good step was saved
