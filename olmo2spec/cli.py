@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from olmo2spec import __version__
-from olmo2spec.atomic import write_whole
+from olmo2spec.atomic import write_atomic
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.spec.diagnostics import Diagnostic, SpecError, error_summary
 from olmo2spec.terminal import printable
@@ -155,7 +155,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
     if not args.output or args.output.endswith(os.sep) or os.path.isdir(args.output):
         print(f"error: schema -o needs a file to write, or - for stdout (got {args.output!r})", file=sys.stderr)
         return ExitCode.USAGE
-    write_whole(args.output, text)
+    write_atomic(args.output, text)  # whole or not at all; through a link; into a FIFO as it is
     return 0
 
 
@@ -201,15 +201,12 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 def _read_plan(bundle: Path) -> Plan | None:
     """The bundle's plan.json; None, with the error printed, when there is none or it is not a plan."""
-    from olmo2spec.plan.plan import from_json
+    from olmo2spec.runtime.bundle import BundleError, read_plan  # no torch there
 
-    plan_file = bundle / "plan.json"
     try:
-        return from_json(plan_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        _error(f"{plan_file} not found: is {bundle} a bundle built by `olmo2spec build`?")
-    except (ValueError, KeyError, TypeError) as exc:  # PlanVersionError, bad JSON, JSON that is not a plan
-        _error(f"{plan_file}: not a plan written by `olmo2spec build`: {exc}")
+        return read_plan(bundle)
+    except BundleError as exc:
+        _error(str(exc))
     return None
 
 
@@ -273,14 +270,17 @@ def cmd_demo_report(args: argparse.Namespace) -> int:
     plan = _read_plan(bundle)
     if plan is None:
         return ExitCode.USAGE
-    checkpoints = Path(os.environ.get("CHECKPOINT_ROOT") or bundle / "checkpoints")
-    data = os.environ.get("DATA_ROOT")
-    if not data:
+    from olmo2spec.data.sources import data_root
+    from olmo2spec.runtime.bundle import checkpoint_root
+
+    checkpoints = checkpoint_root(bundle)
+    data = data_root(None, plan.data.root)
+    if data is None:
         print("error: set DATA_ROOT to the demo corpus (olmo2spec demo-data DIR)", file=sys.stderr)
         return ExitCode.DATA
     evaluate = importlib.import_module("olmo2spec.runtime.evaluate")
     try:
-        rows = report.demo_rows(plan, checkpoints, Path(data), args.limit)
+        rows = report.demo_rows(plan, checkpoints, data, args.limit)
     except evaluate.EvalError as exc:  # a damaged checkpoint, a missing eval file: the message says which
         _error(str(exc))
         return ExitCode(exc.exit_code)

@@ -70,8 +70,10 @@ from typing import Any
 import attrs
 import numpy as np
 
+from olmo2spec.atomic import write_atomic
 from olmo2spec.data import ngrams, owned_dir
 from olmo2spec.data.ngrams import has_repeated_ngram
+from olmo2spec.textgrid import render_grid
 
 __all__ = [
     "DemoReport",
@@ -147,16 +149,9 @@ class DemoReport:
             text = "-" if s.text_bytes is None else f"{s.text_bytes:,}"
             tokens = "-" if s.byte_tokens is None else f"{s.byte_tokens:,}"
             rows.append((s.name, str(s.files), f"{s.documents:,}", text, tokens, f"{s.file_bytes:,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         done = (f"up to date, nothing written (checked in {self.seconds:.1f} s)" if self.unchanged
                 else f"built in {self.seconds:.1f} s")
-        lines = [f"demo corpus in {self.root} (seed {self.seed}), {done}"]
-        for i, r in enumerate(rows):
-            cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
-            lines.append("  ".join(cells).rstrip())
-            if i == 0:
-                lines.append("  ".join("-" * w for w in widths))
-        return "\n".join(lines)
+        return f"demo corpus in {self.root} (seed {self.seed}), {done}\n{render_grid(header, rows[1:])}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -195,23 +190,11 @@ class _Writer:
         content = _jsonl(records)
         data = _gzip(content) if rel.endswith(".gz") else content
         path = self.root / rel
-        _atomic_write(path, data)
+        write_atomic(path, data, parents=True)
         self.manifest.append({"path": rel, "bytes": len(data), "documents": len(records),
                               "sha256": _sha256(data), "content_bytes": len(content),
                               "content_sha256": _sha256(content)})
         return len(data), len(records)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _shard(docs: Sequence[dict[str, Any]], n: int) -> list[list[dict[str, Any]]]:
@@ -952,8 +935,8 @@ def _write_corpus(root: Path, seed: int, fingerprint: str) -> DemoReport:
                                                   "byte_tokens": r.byte_tokens}
                     for r in rows if r.name.startswith("raw/")},
     }
-    _atomic_write(root / "MANIFEST.json",
-                  (json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=2) + "\n").encode("utf-8"))
+    text = json.dumps(manifest, ensure_ascii=False, sort_keys=True, indent=2) + "\n"
+    write_atomic(root / "MANIFEST.json", text.encode("utf-8"), parents=True)
     return DemoReport(root=root, seed=seed, sources=tuple(rows), seconds=time.perf_counter() - start)
 
 

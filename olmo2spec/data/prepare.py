@@ -43,15 +43,17 @@ from typing import Any, Protocol
 import attrs
 import numpy as np
 
+from olmo2spec.atomic import write_json_atomic
 from olmo2spec.data import sources as src
 from olmo2spec.data.filters import FILTERS, FilterParams, applies
 from olmo2spec.data.tokenfile import TOKEN_DTYPE, index_path, index_problem, write_token_file
 from olmo2spec.plan.plan import Plan, PrepareStagePlan
+from olmo2spec.textgrid import render_grid
 
 __all__ = [
     "PrepareError", "FileJob", "Counts", "FileResult", "SourceReport", "PrepareReport", "TokenizerLike",
     "plan_jobs", "is_complete", "prepare_file", "prepare", "output_name", "output_dir", "report_path",
-    "write_json_atomic", "EMPTY",
+    "EMPTY",
 ]
 
 REPORT_VERSION = 1
@@ -190,11 +192,7 @@ class PrepareReport:
             rows.append(row(name, r.files, r.files - r.skipped, r.counts))
         rows.append(row("total", sum(r.files for r in self.sources.values()),
                         sum(r.files - r.skipped for r in self.sources.values()), self.total()))
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join([r[0].ljust(widths[0]), *(cell.rjust(w) for cell, w in zip(r[1:], widths[1:], strict=True))])
-                 for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.insert(len(lines) - 1, lines[1])
+        lines = [render_grid(head, rows[1:-1], footer=rows[-1:])]
         if self.not_prepared:
             lines.append(f"not prepared (no raw files declared): {', '.join(self.not_prepared)}")
         return "\n".join(lines)
@@ -319,17 +317,6 @@ def is_complete(job: FileJob) -> Counts | None:
     return counts
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as JSON under a temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _texts(job: FileJob) -> Iterator[str]:
     """The documents' texts, in file order.
 
@@ -444,7 +431,7 @@ def prepare_file(job: FileJob, load: TokenizerLoader | None = None) -> Counts:
     identity = _raw_identity(job.raw)
     write_token_file(job.out, _documents(job, tokenizer, counts), job.eos_id)
     write_json_atomic(report_path(job.out), {"version": REPORT_VERSION, **identity, "settings": job.settings(),
-                                             "source": job.source, "counts": counts.to_dict()})
+                                             "source": job.source, "counts": counts.to_dict()}, parents=True)
     return counts
 
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 import attrs
 
-from olmo2spec.atomic import write_whole
+from olmo2spec.atomic import write_atomic
 from olmo2spec.compiler import Checked, check
 from olmo2spec.plan.mixes import MixPlan
 from olmo2spec.plan.plan import Plan, TrainStagePlan
@@ -121,7 +121,7 @@ class MixEdit:
 
     def save(self, where: str | os.PathLike[str]) -> Path:
         """Write `fragment(where)` whole (never half a file)."""
-        write_whole(os.fspath(where), self.fragment(where))
+        write_atomic(where, self.fragment(where))
         return Path(where)
 
 

@@ -6,12 +6,13 @@ held-out loss per source and math accuracy with the development and held-out spl
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from olmo2spec.atomic import write_json_atomic
 from olmo2spec.plan.plan import Plan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.checkpoint import latest_complete
+from olmo2spec.textgrid import render_grid
 
 __all__ = ["demo_rows", "render_kinds", "render_table", "verdicts"]
 
@@ -45,7 +46,7 @@ def demo_rows(plan: Plan, checkpoint_root: Path, data_root: Path, limit: int | N
         cached = _read_cache(cache)
         if cached is None or cached.get("checkpoint") != str(path) or cached.get("limit") != limit:
             cached = {**evaluate_checkpoint(plan, path, data_root, limit), "limit": limit, "checkpoint": str(path)}
-            _write_atomic(cache, json.dumps(cached, indent=2, sort_keys=True) + "\n")
+            write_json_atomic(cache, cached, sort_keys=True)
         rows.append({"label": label, "run": run, **cached})
     return rows
 
@@ -59,28 +60,8 @@ def _read_cache(cache: Path) -> dict[str, Any] | None:
     return cached if isinstance(cached, dict) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Under a temporary name, then renamed: a kill leaves the old cache or none, never half of one."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _pct(row: dict[str, Any], task: str) -> float:
     return float(row[task]["accuracy"]) * 100
-
-
-def _grid(header: list[str], body: list[list[str]]) -> str:
-    """A plain-text table: the first column left-aligned, the others right-aligned."""
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def fmt(line: list[str]) -> str:
-        return "  ".join(cell.ljust(w) if i == 0 else cell.rjust(w)
-                         for i, (cell, w) in enumerate(zip(line, widths, strict=True)))
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *(fmt(line) for line in body)])
 
 
 def render_table(rows: list[dict[str, Any]]) -> str:
@@ -88,7 +69,7 @@ def render_table(rows: list[dict[str, Any]]) -> str:
     header = ["model", *(f"loss {s}" for s in sources), "math dev %", "math held-out %"]
     body = [[r["label"], *(f"{r['demo-heldout-loss'][s]:.3f}" for s in sources), f"{_pct(r, 'demo-math-dev'):.1f}",
              f"{_pct(r, 'demo-math-heldout'):.1f}"] for r in rows]
-    return _grid(header, body)
+    return render_grid(header, body)
 
 
 def render_kinds(rows: list[dict[str, Any]], task: str = "demo-math-heldout") -> str:
@@ -101,7 +82,7 @@ def render_kinds(rows: list[dict[str, Any]], task: str = "demo-math-heldout") ->
         by_kind = r[task].get("by_kind", {})
         body.append([r["label"], *(f"{by_kind[k]['correct']}/{by_kind[k]['n']}" if k in by_kind else "-"
                                    for k in kinds)])
-    return _grid([f"{task} by kind", *kinds], body)
+    return render_grid([f"{task} by kind", *kinds], body)
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:

@@ -67,11 +67,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from olmo2spec.atomic import write_json_atomic
 from olmo2spec.data.tokenizer import Tokenizer
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import EvalStagePlan, Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
-from olmo2spec.runtime.bundle import RunContext
+from olmo2spec.runtime.bundle import RunContext, wanted_device
 from olmo2spec.runtime.checkpoint import (
     CheckpointError,
     final_step,
@@ -81,6 +82,7 @@ from olmo2spec.runtime.checkpoint import (
     resolve_step,
 )
 from olmo2spec.runtime.model import KVCache, ModelArgs, Transformer
+from olmo2spec.textgrid import render_grid
 
 __all__ = [
     "EvalError", "EvalDataError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
@@ -485,15 +487,7 @@ def _producer(plan: Plan, run: str) -> str | None:
 
 
 def _eval_device(plan: Plan) -> str:
-    wanted = os.environ.get("OLMO2SPEC_DEVICE", "cuda" if plan.cluster.gpu != "cpu" else "cpu")
-    return "cuda" if wanted == "cuda" and torch.cuda.is_available() else "cpu"
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    return "cuda" if wanted_device(plan) == "cuda" and torch.cuda.is_available() else "cpu"
 
 
 def _table(rows: list[tuple[str, dict[str, Any]]], dev: Sequence[str], heldout: Sequence[str]) -> str:
@@ -517,11 +511,7 @@ def _table(rows: list[tuple[str, dict[str, Any]]], dev: Sequence[str], heldout: 
                 m = r[task]
                 cells.append(f"{100 * m['accuracy']:.1f}% ({m['correct']}/{m['n']})")
         lines.append(cells)
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    out = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths, strict=True)))
-           for line in lines]
-    out.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(out)
+    return render_grid(header, lines[1:])
 
 
 def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
@@ -546,11 +536,11 @@ def _run_demo(ctx: RunContext, stage: EvalStagePlan) -> int:
             return ExitCode(exc.exit_code) if isinstance(exc, EvalError) else ExitCode.CHECKPOINT
         out = ctx.checkpoint_root / stage.name / target
         for task, items in result.pop("details").items():
-            _write_json(out / f"{task}.json", items)
+            write_json_atomic(out / f"{task}.json", items, sort_keys=True, parents=True)
         report = {"stage": stage.name, "suite": stage.suite, "target": target, **{
             k: result[k] for k in ("checkpoint", "step", "prompt_format", "seconds", "task_seconds")},
             "dev": {t: result[t] for t in stage.dev_tasks}, "heldout": {t: result[t] for t in stage.heldout_tasks}}
-        _write_json(out / "results.json", report)
+        write_json_atomic(out / "results.json", report, sort_keys=True, parents=True)
         print(f"eval {stage.name}: {target} ({checkpoint}, {fmt} prompts) in {result['seconds']:.1f} s: "
               f"{out / 'results.json'}", flush=True)
         rows.append((target, result))

@@ -22,7 +22,8 @@ def run_prepare_stage(ctx: RunContext) -> int:
     `${DATA_ROOT}` is the plan's `[data] root`, or with root = "env" (the default) the DATA_ROOT
     environment variable. The report goes to `<checkpoint_root>/<run>/prepare-report.json`.
     """
-    from olmo2spec.data.prepare import PrepareError, prepare, write_json_atomic
+    from olmo2spec.atomic import write_json_atomic
+    from olmo2spec.data.prepare import PrepareError, prepare
     from olmo2spec.data.sources import DataRootError, check_declared_counts, data_root
     from olmo2spec.data.tokenizer import TokenizerError
     from olmo2spec.plan.plan import PrepareStagePlan
@@ -50,7 +51,7 @@ def run_prepare_stage(ctx: RunContext) -> int:
     print(f"{files} files ({raw_mb:,.1f} MB raw), {redone} tokenized now, {files - redone} done before; "
           f"{seconds:.1f} s", flush=True)
     path = ctx.run_dir / "prepare-report.json"
-    write_json_atomic(path, report.to_dict())
+    write_json_atomic(path, report.to_dict(), parents=True)
     print(f"report: {path}", flush=True)
     problems = check_declared_counts(ctx.plan, root, names=list(report.sources))
     for problem in problems:

@@ -28,7 +28,7 @@ from olmo2spec.data.loader import LoaderError, MixtureLoader, loader_for_run
 from olmo2spec.data.sources import DataRootError, data_root
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import RunPlan, TrainStagePlan
-from olmo2spec.runtime.bundle import RunContext
+from olmo2spec.runtime.bundle import RunContext, wanted_device
 from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, final_step, latest_complete, read_marker
 from olmo2spec.runtime.distributed import Dist, init_distributed, shutdown
 from olmo2spec.runtime.loss import labels_for, loss_sums
@@ -281,8 +281,7 @@ def _exit_code(exc: Exception) -> ExitCode:
 
 def run_train_stage(ctx: RunContext) -> int:
     """The runner of pretrain, anneal and microanneal stages (named in olmo2spec/kinds.py's table)."""
-    want_cuda = os.environ.get("OLMO2SPEC_DEVICE", "cuda" if ctx.plan.cluster.gpu != "cpu" else "cpu") == "cuda"
-    info = init_distributed(want_cuda)
+    info = init_distributed(wanted_device(ctx.plan) == "cuda")
     try:
         return Trainer(ctx, info).train()
     except (TrainingError, LoaderError, DataRootError, CheckpointError, SinkError) as exc:

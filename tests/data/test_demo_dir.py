@@ -18,6 +18,7 @@ from conftest import ROOT
 
 import olmo2spec.data.demo as demo
 from olmo2spec.cli import main
+from olmo2spec.exitcodes import ExitCode
 
 
 @pytest.fixture(scope="module")
@@ -139,17 +140,17 @@ def test_a_full_disk_leaves_the_old_corpus_or_nothing(corpus: Path, existing: bo
     if not existing:
         shutil.rmtree(corpus)
     before = _tree(corpus) if existing else None
-    real_write = demo._atomic_write
+    real_write = demo.write_atomic
     calls = []
 
-    def full_disk(path: Path, data: bytes) -> None:
+    def full_disk(path: Path, data: bytes, **options: bool) -> None:
         calls.append(path)
         if len(calls) == 5:
             raise OSError(errno.ENOSPC, "No space left on device", str(path))
-        real_write(path, data)
+        real_write(path, data, **options)
 
-    monkeypatch.setattr(demo, "_atomic_write", full_disk)
-    assert main(["demo-data", str(corpus), "--seed", "1"]) == 74
+    monkeypatch.setattr(demo, "write_atomic", full_disk)
+    assert main(["demo-data", str(corpus), "--seed", "1"]) == ExitCode.IO
     assert "No space left on device" in capsys.readouterr().err
     assert len(calls) == 5
     if existing:

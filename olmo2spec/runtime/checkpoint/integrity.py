@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from olmo2spec.atomic import write_atomic
 from olmo2spec.runtime.checkpoint.steps import COMPLETE, PLAN, complete_steps, step_dir, step_number
 
 __all__ = ["CHECKSUMS", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
@@ -105,22 +106,13 @@ def checksums_of(path: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
     return {name: {"bytes": (path / name).stat().st_size, "sha256": sha256_file(path / name)} for name in names}
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """Write, flush to disk, rename into place: after a crash the file is whole or absent, never empty."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.rename(path)
-
-
 def seal(path: Path, checksums: dict[str, dict[str, Any]], marker: dict[str, Any]) -> None:
     """Make a written step complete: its CHECKSUMS.json, then COMPLETE (which records the former's sha256)."""
     text = json.dumps({"algorithm": "sha256", "files": dict(sorted(checksums.items()))}, indent=1) + "\n"
-    _write_atomically(path / CHECKSUMS, text)
+    write_atomic(path / CHECKSUMS, text, durable=True)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    _write_atomically(path / COMPLETE, json.dumps({**marker, _MARKER_KEY: digest}, indent=2, sort_keys=True) + "\n")
+    write_atomic(path / COMPLETE, json.dumps({**marker, _MARKER_KEY: digest}, indent=2, sort_keys=True) + "\n",
+                 durable=True)
     fd = os.open(path, os.O_RDONLY)  # the renames themselves
     try:
         os.fsync(fd)
