@@ -35,7 +35,8 @@ MEANINGS: dict[ExitCode, str] = {
                     "to fix",
     ExitCode.PREFLIGHT: "this node failed its preflight (a GPU's matrix multiply, disk space, an unwritable "
                         "checkpoint directory): run the stage elsewhere",
-    ExitCode.NOT_RUNNABLE: "this runtime cannot run the stage's kind yet, or its packages (torch) are not installed",
+    ExitCode.NOT_RUNNABLE: "this runtime cannot run the stage's kind yet, or a package it needs (torch, a metrics "
+                           "sink's) is not installed",
     ExitCode.NONFINITE: "the loss or gradient norm was not finite: the run stopped without saving that state "
                         "(lower the learning rate or check the data, then rerun: it resumes from the last good "
                         "checkpoint)",
