@@ -46,6 +46,16 @@ PRINTING = {
 }
 
 
+def _beyond_not_runnable(stderr: bytes) -> list[str]:
+    """stderr's lines other than the W301s (and their hints) of the recipes' not-yet-runnable stages."""
+    lines, kept = stderr.decode().splitlines(), []
+    for i, line in enumerate(lines):
+        w301 = "warning[W301]" in line or (line.startswith("  hint: ") and i and "warning[W301]" in lines[i - 1])
+        if not w301 and not (line.startswith("ok: ") and "warnings" in line):
+            kept.append(line)
+    return kept
+
+
 @pytest.mark.parametrize("args", PRINTING.values(), ids=PRINTING.keys())
 def test_a_closed_pipe_exits_quietly(args: list[str]):
     """`olmo2spec explain X | head -1`: the reader is gone; exit as SIGPIPE would (141), nothing on stderr."""
@@ -55,7 +65,7 @@ def test_a_closed_pipe_exits_quietly(args: list[str]):
         result = subprocess.run([*CLI, *args], cwd=ROOT, env=ENV, stdout=write, stderr=subprocess.PIPE, timeout=120)
     finally:
         os.close(write)
-    assert result.stderr == b""
+    assert _beyond_not_runnable(result.stderr) == []
     assert result.returncode == ExitCode.READER_GONE
 
 
@@ -64,7 +74,7 @@ def test_a_closed_stdout_exits_quietly(args: list[str]):
     """`olmo2spec explain X >&- <&-`: nothing to print to; the command still runs, quietly."""
     result = subprocess.run(["bash", "-c", '"$@" >&- <&-', "bash", *CLI, *args], cwd=ROOT, env=ENV,
                             capture_output=True, timeout=120)
-    assert result.stderr == b""
+    assert _beyond_not_runnable(result.stderr) == []
     assert result.returncode == 0
 
 

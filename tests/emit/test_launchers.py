@@ -841,7 +841,7 @@ def test_runtime_refuses_a_plan_of_another_version(env: Env, tmp_path: Path):
 
 @pytest.mark.parametrize(("text", "message"), [
     (None, "not found"),
-    ("{not json", "plan.json: Expecting property name"),
+    ("{not json", "Expecting property name"),
     ("[1, 2]", "not a plan: a JSON list"),
     ("extra-key", "not a valid plan: extra fields found (bogus)"),
 ])

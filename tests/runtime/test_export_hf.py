@@ -21,6 +21,7 @@ pytest.importorskip("safetensors")
 from conftest import ROOT, SPECS  # noqa: E402
 
 from olmo2spec.compiler import check  # noqa: E402
+from olmo2spec.exitcodes import ExitCode  # noqa: E402
 from olmo2spec.plan.plan import Plan, to_json  # noqa: E402
 from olmo2spec.runtime.checkpoint import COMPLETE, Checkpointer  # noqa: E402
 from olmo2spec.runtime.export_hf import ExportError, export_hf, hf_config  # noqa: E402
@@ -266,6 +267,6 @@ def test_cli_end_to_end(tmp_path, capsys):  # type: ignore[no-untyped-def]
     assert code == 0, err
     assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
     code, err = cli(str(run), str(tmp_path / "out2"))  # only the incomplete step is left
-    assert code == 2 and "no complete checkpoint" in err and "Traceback" not in err
+    assert code == ExitCode.CHECKPOINT and "no complete checkpoint" in err and "Traceback" not in err
     code, err = cli(str(elsewhere), str(tmp_path / "out3"), "--bundle", str(tmp_path))
     assert code == 2 and "plan.json not found" in err

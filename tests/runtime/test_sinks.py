@@ -15,6 +15,7 @@ pytest.importorskip("tensorboard")
 pytest.importorskip("wandb")
 
 from olmo2spec.compiler import check
+from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import TrainStagePlan
 from olmo2spec.runtime.sinks import TAGS, TensorBoardSink, WandbSink
 
@@ -160,7 +161,7 @@ def test_a_sink_without_its_package_stops_the_run_before_training(bundle: Path, 
     ctx = load_run(bundle / "bundle", "pretrain", None)
     ctx = attrs.evolve(ctx, plan=attrs.evolve(ctx.plan, runtime=attrs.evolve(ctx.plan.runtime,
                                                                               metrics_sinks=["wandb"])))
-    assert run_train_stage(ctx) == 2
+    assert run_train_stage(ctx) == ExitCode.NOT_RUNNABLE
     assert capsys.readouterr().err == ("error: pretrain: runtime.metrics_sinks names 'wandb', but the 'wandb' "
                                        "package is not installed: pip install wandb (or remove it from "
                                        "metrics_sinks)\n")

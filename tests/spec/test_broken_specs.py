@@ -393,7 +393,7 @@ CASES: dict[str, Case] = {
     )),
     "mix-too-small": Case(lines=(
         "tests/data/broken/mix-too-small.toml:5:10: error[E052]: stages.anneal.tokens: the stage trains on "
-        "1,249,280 tokens but its mix holds 1,000,000 (1.249 epochs)",
+        "1,250,304 tokens but its mix holds 1,000,000 (1.250 epochs)",
         "  hint: train on fewer tokens, enlarge the mix, or set repeat_mix = true to repeat it",
         "1 error, 0 warnings",
     )),
