@@ -32,3 +32,24 @@ def uninterrupted(bundle):
     from runtime_fixtures import run_uninterrupted
 
     return run_uninterrupted(bundle)
+
+
+def beyond_not_runnable(err: str) -> str:
+    """stderr without the recipes' not-yet-runnable W301 warnings and their hints (tests/test_kinds.py has those)."""
+    lines, kept = err.splitlines(keepends=True), []
+    for i, line in enumerate(lines):
+        if "warning[W301]" in line or (line.startswith("  hint: ") and i and "warning[W301]" in lines[i - 1]):
+            continue
+        kept.append(line)
+    return "".join(kept)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run many small ops: one thread is as fast, and immune to busy neighbours."""
+    import torch  # here, not at the top: the compiler's tests run without torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, beyond_not_runnable
 
 from olmo2spec.cli import main
 from olmo2spec.exitcodes import ExitCode
@@ -47,13 +47,9 @@ PRINTING = {
 
 
 def _beyond_not_runnable(stderr: bytes) -> list[str]:
-    """stderr's lines other than the W301s (and their hints) of the recipes' not-yet-runnable stages."""
-    lines, kept = stderr.decode().splitlines(), []
-    for i, line in enumerate(lines):
-        w301 = "warning[W301]" in line or (line.startswith("  hint: ") and i and "warning[W301]" in lines[i - 1])
-        if not w301 and not (line.startswith("ok: ") and "warnings" in line):
-            kept.append(line)
-    return kept
+    """stderr's lines other than the W301s of the recipes' not-yet-runnable stages and check's "ok" line."""
+    return [line for line in beyond_not_runnable(stderr.decode()).splitlines()
+            if not (line.startswith("ok: ") and "warnings" in line)]
 
 
 @pytest.mark.parametrize("args", PRINTING.values(), ids=PRINTING.keys())

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import SPECS
+from conftest import SPECS, beyond_not_runnable
 
 from olmo2spec.cli import main as cli_main
 from olmo2spec.compiler import Checked, check
@@ -45,16 +45,6 @@ RUN_FILES = {
     "notes.txt": b"my notes\n",
     "launch/slurm/99-mine.sbatch": b"#!/bin/bash\n",
 }
-
-
-def _beyond_not_runnable(err: str) -> str:
-    """stderr without tiny's not-yet-runnable W301 warnings and their hints (tests/test_kinds.py has those)."""
-    lines, kept = err.splitlines(keepends=True), []
-    for i, line in enumerate(lines):
-        if "warning[W301]" in line or (line.startswith("  hint: ") and i and "warning[W301]" in lines[i - 1]):
-            continue
-        kept.append(line)
-    return "".join(kept)
 
 
 def _populate(bundle: Path) -> dict[str, bytes]:
@@ -102,7 +92,7 @@ def test_rebuild_keeps_runs_user_files_and_edits(tmp_path: Path, capsys: pytest.
     # a second rebuild keeps them again, and the kept edit is a file like any other of the user's
     assert cli_main(["build", str(SPECS / "tiny.toml"), "-o", str(out)]) == 0
     _assert_rebuilt(out, kept, render_bundle(check(SPECS / "tiny.toml"), "tiny.toml"))
-    assert "warning" not in _beyond_not_runnable(capsys.readouterr().err)
+    assert "warning" not in beyond_not_runnable(capsys.readouterr().err)
 
 
 def test_rebuild_keeps_them_without_renameat2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -208,7 +198,7 @@ def test_an_immovable_directory_is_a_clear_error(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(carry.os, "rename", no_cross_device)
     assert cli_main(["build", str(SPECS / "tiny.toml"), "-o", str(out), "--set", PEAK]) == 74
     monkeypatch.undo()
-    assert _beyond_not_runnable(capsys.readouterr().err) == (
+    assert beyond_not_runnable(capsys.readouterr().err) == (
         "error: cannot move logs into the rebuilt bundle (Invalid cross-device link); the old bundle is unchanged: "
         "make logs movable (not a mount point, its directory writable) or move it out of the bundle, then rebuild\n")
     assert _tree(out) == before

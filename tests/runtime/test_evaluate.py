@@ -30,13 +30,7 @@ SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_
 TOK = load_tokenizer("bytes")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Decoding a tiny model is many small ops: one thread is as fast, and immune to busy neighbours."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ SHAPES = {"reordered, GQA": ARGS, "pre-norm, MHA, no QK-norm": attrs.evolve(ARGS
                                                                               qk_norm=False)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noisy_model(args: ModelArgs, seed: int = 0) -> Transformer:
