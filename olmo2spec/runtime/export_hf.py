@@ -36,7 +36,7 @@ from olmo2spec.runtime.checkpoint import (
 from olmo2spec.runtime.model import ModelArgs
 
 __all__ = ["ExportError", "MAX_SHARD_BYTES", "DTYPES", "HF_SPLIT_PATTERN", "model_args", "hf_config",
-           "dolma2_tokenizer_json", "export_hf", "find_bundle"]
+           "dolma2_tokenizer_json", "bytes_tokenizer_json", "export_hf", "find_bundle"]
 
 MAX_SHARD_BYTES = 5 * 10**9
 """Above this many bytes of weights the safetensors file is sharded (Hugging Face's default: 5 GB)."""
@@ -235,6 +235,23 @@ def dolma2_tokenizer_json(add_bos: bool = False) -> str:
         got = tokenizer.token_to_id(special)
         if got != expected:  # ids follow on from the ranks; guard the assumption
             raise ExportError(f"dolma2 tokenizer.json: {special} got id {got}, not {expected}")
+    return str(tokenizer.to_str())
+
+
+def bytes_tokenizer_json() -> str:
+    """The byte tokenizer (`olmo2spec.data.tokenizer.ByteTokenizer`) as a `tokenizer.json`: each UTF-8 byte its
+    own id (a byte-level BPE without merges), `<|endoftext|>` 256 and `<|pad|>` 257."""
+    try:
+        from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
+        from tokenizers.models import BPE
+    except ImportError:
+        raise ExportError("writing the byte tokenizer needs the `tokenizers` package: "
+                          "pip install 'olmo2spec[hf]'") from None
+    to_unicode = _bytes_to_unicode()
+    tokenizer = Tokenizer(BPE({to_unicode[b]: b for b in range(256)}, [], fuse_unk=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in ("<|endoftext|>", "<|pad|>")])
     return str(tokenizer.to_str())
 
 
