@@ -40,6 +40,7 @@ from olmo2spec.plan.plan import (
     to_dict,
 )
 from olmo2spec.plan.schedule import LrSchedule, build_schedule
+from olmo2spec.plan.soup_weights import SoupWeightsError, normalise_soup_weights
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.hardware import GPUS
 from olmo2spec.spec.recipe import Recipe
@@ -355,21 +356,11 @@ class _Resolver:
             return None
         if not runs:
             return None
-        largest = max(weights)
-        if largest <= 0:
-            self.report.error("E036", path, "weights sum to 0",
-                              "give at least one ingredient run a positive weight, or give no weights")
+        try:
+            return normalise_soup_weights(weights, names)
+        except SoupWeightsError as exc:
+            self.report.error("E036", path, exc.message, exc.fix)
             return None
-        # scaled by the largest first: [1e308] * 3 sums to inf, which would make every weight 0
-        scaled = [w / largest for w in weights]
-        total = sum(scaled)
-        normalised = [w / total for w in scaled]
-        lost = [i for i, (w, n) in enumerate(zip(weights, normalised, strict=True)) if w > 0 and n == 0]
-        if lost:
-            self.report.error("E036", path, f"weight {weights[lost[0]]:g} of {names[lost[0]]} is 0 next to the "
-                              f"largest, {largest:g}", "give weights of comparable size; 0 leaves a run out")
-            return None
-        return normalised
 
     def parent_lr(self, stage: StageSpec) -> float | None:
         parent = self.parent_train(stage)

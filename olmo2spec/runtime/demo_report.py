@@ -14,7 +14,10 @@ from olmo2spec.plan.plan import Plan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.checkpoint import latest_complete
 from olmo2spec.textgrid import render_grid
 
-__all__ = ["demo_rows", "render_kinds", "render_table", "verdicts"]
+__all__ = ["CACHE", "cached_evaluation", "demo_rows", "render_kinds", "render_table", "verdicts"]
+
+CACHE = "demo-results.json"
+"""A run directory's cached evaluation of its newest checkpoint."""
 
 
 def _models(plan: Plan) -> list[tuple[str, str]]:
@@ -35,20 +38,26 @@ def _models(plan: Plan) -> list[tuple[str, str]]:
 
 def demo_rows(plan: Plan, checkpoint_root: Path, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Evaluate each model once (results cached beside its checkpoints as demo-results.json)."""
-    from olmo2spec.runtime.evaluate import evaluate_checkpoint
-
     rows = []
     for label, run in _models(plan):
         path = latest_complete(checkpoint_root / run)
         if path is None:
             continue
-        cache = checkpoint_root / run / "demo-results.json"
-        cached = _read_cache(cache)
-        if cached is None or cached.get("checkpoint") != str(path) or cached.get("limit") != limit:
-            cached = {**evaluate_checkpoint(plan, path, data_root, limit), "limit": limit, "checkpoint": str(path)}
-            write_json_atomic(cache, cached, sort_keys=True)
-        rows.append({"label": label, "run": run, **cached})
+        rows.append({"label": label, "run": run, **cached_evaluation(plan, path, data_root, limit)})
     return rows
+
+
+def cached_evaluation(plan: Plan | None, path: Path, data_root: Path, limit: int | None = None) -> dict[str, Any]:
+    """`evaluate_checkpoint` of step `path`, computed once: cached in its run directory as demo-results.json
+    (another step, or another `limit`, is evaluated again). `plan` None: the plan the step carries."""
+    from olmo2spec.runtime.evaluate import evaluate_checkpoint
+
+    cache = path.parent / CACHE
+    cached = _read_cache(cache)
+    if cached is None or cached.get("checkpoint") != str(path) or cached.get("limit") != limit:
+        cached = {**evaluate_checkpoint(plan, path, data_root, limit), "limit": limit, "checkpoint": str(path)}
+        write_json_atomic(cache, cached, sort_keys=True)
+    return cached
 
 
 def _read_cache(cache: Path) -> dict[str, Any] | None:

@@ -62,8 +62,8 @@ from olmo2spec.runtime.checkpoint import (
     write_plan,
 )
 
-__all__ = ["SoupError", "SoupReport", "soup", "model_metadata", "check_ingredients", "has_optimizer_state",
-           "run_soup_stage"]
+__all__ = ["SoupError", "SoupReport", "soup", "soup_checked", "soup_meta", "why_soup_again", "model_metadata",
+           "check_ingredients", "has_optimizer_state", "run_soup_stage"]
 
 _MODEL = "model."
 _DCP_FILES = (".metadata", ".distcp", ".tmp", CHECKSUMS, PLAN)  # what a soup killed midway may have left in its output
@@ -356,6 +356,44 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
                       seconds=time.perf_counter() - start, peak_rss_mib=_peak_rss_mib())
 
 
+def soup_meta(name: str, runs: list[str], paths: list[Path], weights: list[float]) -> dict[str, Any]:
+    """What a soup's COMPLETE marker records: its name, each ingredient's run, checkpoint and step, the weights.
+
+    The paths are final steps (`final_step`), whose markers were read and checked.
+    """
+    recipe = [{"run": r, "checkpoint": str(p), "step": read_marker(p).get("step")}
+              for r, p in zip(runs, paths, strict=True)]
+    return {"stage": name, "run": name, "kind": "soup", "ingredients": recipe, "weights": list(weights)}
+
+
+def why_soup_again(out: Path, meta: dict[str, Any]) -> str | None:
+    """None when the complete soup in `out` is intact and made as `meta` says (the same checkpoints and weights);
+    else why it must be made again."""
+    try:
+        old = read_marker(out)
+        verify(out)  # what the stages after it load
+    except CheckpointError as exc:  # the soup's own output: made again from its (verified) ingredients
+        return f"is damaged ({exc})"
+    if old.get("ingredients") == meta["ingredients"] and old.get("weights") == meta["weights"]:
+        return None
+    return "was made from other checkpoints or weights"
+
+
+def soup_checked(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict[str, Any],
+                 names: list[str], plan: Plan) -> SoupReport:
+    """`soup()` of ingredients that are alike and hold `plan`'s model (what the stages after a soup build).
+
+    Raises:
+        SoupError: as `soup()`, or when the first ingredient is not `plan`'s model.
+    """
+    ref = check_ingredients(ingredients, names)
+    try:
+        check_fits(ingredients[0], plan, ref)
+    except CheckpointError as exc:
+        raise SoupError(f"ingredient {names[0]}: {exc}") from None
+    return soup(ingredients, weights, out, meta=meta, names=names, plan=plan)
+
+
 # --- the stage ---------------------------------------------------------------------------------------------------
 
 
@@ -382,30 +420,19 @@ def run_soup_stage(ctx: RunContext) -> int:
     if int(os.environ.get("RANK", "0")) != 0:  # one writer, should a launcher start several processes
         return 0
     root = ctx.checkpoint_root
-    paths, steps = [], []
+    paths = []
     for run in stage.ingredients:
         try:
-            path = final_step(root / run, who=f"ingredient {run}")
+            paths.append(final_step(root / run, who=f"ingredient {run}"))
         except CheckpointError as exc:
             return _fail(stage.name, str(exc), ExitCode.CHECKPOINT)
-        paths.append(path)
-        steps.append(read_marker(path).get("step"))  # read (and checked) by final_step
 
     out = step_dir(root / stage.name, 0)
-    recipe = [{"run": r, "checkpoint": str(p), "step": s} for r, p, s in zip(stage.ingredients, paths, steps,
-                                                                               strict=True)]
-    meta = {"stage": stage.name, "run": stage.name, "kind": "soup", "ingredients": recipe,
-            "weights": list(stage.weights)}
+    meta = soup_meta(stage.name, list(stage.ingredients), paths, list(stage.weights))
     done = (out / COMPLETE).is_file()
     if done:
-        try:
-            old = read_marker(out)
-            verify(out)  # what the stages after it load
-            same = old.get("ingredients") == recipe and old.get("weights") == meta["weights"]
-            why = "was made from other checkpoints or weights"
-        except CheckpointError as exc:  # the soup's own output: made again from its (verified) ingredients
-            same, why = False, f"is damaged ({exc})"
-        if same:
+        why = why_soup_again(out, meta)
+        if why is None:
             _say(f"soup {stage.name}: already done ({out}), from the same {len(paths)} checkpoints")
         else:
             _say(f"soup {stage.name}: {out} {why}: souping again")
@@ -413,12 +440,8 @@ def run_soup_stage(ctx: RunContext) -> int:
             done = False
     if not done:
         try:
-            ref = check_ingredients(paths, stage.ingredients)
-            try:  # what the stages after the soup build
-                check_fits(paths[0], ctx.plan, ref)
-            except CheckpointError as exc:
-                raise SoupError(f"ingredient {stage.ingredients[0]}: {exc}") from None
-            report = soup(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients), plan=ctx.plan)
+            report = soup_checked(paths, list(stage.weights), out, meta=meta, names=list(stage.ingredients),
+                                  plan=ctx.plan)
         except SoupError as exc:
             return _fail(stage.name, str(exc), ExitCode.CHECKPOINT)
         except OSError as exc:  # a full disk, a permission
