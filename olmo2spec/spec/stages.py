@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
+from olmo2spec.posttrain.verifiers import VERIFIER_NAMES as VERIFIERS  # the one table of verifiers
 from olmo2spec.spec.fields import (
     SpecValueError,
     doc,
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 FILTERS = ("repeated_ngrams", "code_word_frequency")
-VERIFIERS = ("gsm8k", "math", "ifeval")
 
 
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:=+-]{0,127}$")
