@@ -47,6 +47,13 @@ class TestRegistry:
         with pytest.raises(VerifierUnavailable, match=r"pip install 'olmo2spec\[posttrain\]'"):
             verify("math", "\\boxed{3}", "4")
 
+    def test_missing_math_verify_at_scoring_names_the_extra(self, monkeypatch):
+        from olmo2spec.posttrain.verifiers.math_answer import equivalent
+
+        monkeypatch.setitem(sys.modules, "math_verify", None)
+        with pytest.raises(VerifierUnavailable, match=r"pip install 'olmo2spec\[posttrain\]'"):
+            equivalent("0.5", "\\frac{1}{2}")
+
     def test_require_checks_packages_before_training(self, monkeypatch):
         require(VERIFIER_NAMES)
         monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
@@ -67,6 +74,7 @@ class TestGsm8k:
         ("It takes 18.0 hours", "18"),
         ("The answer is 72", 72),
         ("Half is .5", 0.5),
+        ("The answer is 72.", "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"),  # GSM8K's answer field
     ])
     def test_right(self, response, truth):
         assert verify("gsm8k", response, truth) == 1.0
@@ -128,6 +136,11 @@ class TestMath:
         ("\\boxed{\u22123}", "-3"),  # Unicode minus
         ("Final Answer: The final answer is $12$. I hope it is correct.", "12"),
         ("The answer is \\boxed{6}", "The area is $\\boxed{6}$."),  # a whole solution as ground truth
+        ("\\boxed{6}", 6),
+        ("\\boxed{C}", "\\text{(C)}"),  # a multiple-choice letter
+        ("\\boxed{\\text{Evelyn}}", "\\text{Evelyn}"),
+        ("\\boxed{\\sqrt{50}}", "5\\sqrt{2}"),
+        ("\\boxed{\\begin{pmatrix}1\\\\2\\end{pmatrix}}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
     ])
     def test_equivalent(self, response, truth):
         assert verify("math", response, truth) == 1.0
@@ -137,6 +150,7 @@ class TestMath:
         ("\\boxed{(2, 1)}", "(1,2)"),
         ("\\boxed{3.14159}", "\\pi"),
         ("\\boxed{-3}", "3"),
+        ("\\boxed{\\text{Bob}}", "\\text{Evelyn}"),
         ("\\boxed{\\frac{1}{2}", "\\frac{1}{2}"),  # unbalanced braces: no answer
         ("The answer is 1/2", "\\frac{1}{2}"),  # no final answer marked
         ("", "\\frac{1}{2}"),

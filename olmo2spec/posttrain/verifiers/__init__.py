@@ -50,17 +50,12 @@ class Verifier:
     """"module:function" of `(response, ground_truth) -> 1.0 | 0.0`."""
     needs: str | None = None
     """The package (import name) it needs beyond olmo2spec's own, from the `posttrain` extra."""
-    accepts: str
-    """What a response and a ground truth look like, in one line (shown in errors)."""
 
 
 VERIFIERS: dict[str, Verifier] = {row.name: row for row in (
-    Verifier(name="gsm8k", scorer="olmo2spec.posttrain.verifiers.gsm8k:score",
-             accepts="the last number in the response, equal to a numeric ground truth"),
-    Verifier(name="math", scorer="olmo2spec.posttrain.verifiers.math_answer:score", needs="math_verify",
-             accepts="a \\boxed{} or Minerva 'The final answer is' answer, equivalent to a LaTeX ground truth"),
-    Verifier(name="ifeval", scorer="olmo2spec.posttrain.verifiers.ifeval:score",
-             accepts="a response following every IFEval instruction (instruction_id + kwargs) of the ground truth"),
+    Verifier(name="gsm8k", scorer="olmo2spec.posttrain.verifiers.gsm8k:score"),
+    Verifier(name="math", scorer="olmo2spec.posttrain.verifiers.math_answer:score", needs="math_verify"),
+    Verifier(name="ifeval", scorer="olmo2spec.posttrain.verifiers.ifeval:score"),
 )}
 
 VERIFIER_NAMES: tuple[str, ...] = tuple(VERIFIERS)

@@ -35,7 +35,8 @@ def last_number(response: str) -> Decimal | None:
 
 
 def as_number(ground_truth: object) -> Decimal:
-    """The ground truth as a number: an int, a float, or a string of one ("1,000", "$18", "-3.5").
+    """The ground truth as a number: an int, a float, a string of one ("1,000", "$18", "-3.5"), or GSM8K's
+    whole answer field (the solution, then "#### 18").
 
     Raises:
         GroundTruthError: it is not a number.
@@ -43,7 +44,8 @@ def as_number(ground_truth: object) -> Decimal:
     if isinstance(ground_truth, bool) or not isinstance(ground_truth, (int, float, str, Decimal)):
         raise GroundTruthError(f"gsm8k ground truth must be a number or a string of one, "
                                f"not {type(ground_truth).__name__} ({ground_truth!r:.80})")
-    text = _normalised(str(ground_truth)).strip().lstrip("$").rstrip(".").strip()
+    text = str(ground_truth).rpartition("####")[2]  # GSM8K's whole answer field: the number after "####"
+    text = _normalised(text).strip().lstrip("$").rstrip(".").strip()
     try:
         number = Decimal(text)
     except InvalidOperation:
