@@ -1,4 +1,4 @@
-"""The mix explorer: a recipe's mix, one number box per source, and what the compiler says of each edit.
+"""The mix explorer: a recipe's mix, a number box and a slider per source, and what the compiler says of each edit.
 
 Every edit is re-checked in-process with `--set` overrides (`mix_edit.recheck`), so the table, the
 chart, the stages and the diagnostics are those `olmo2spec explain` and `olmo2spec check` print for
@@ -67,23 +67,56 @@ def diagnostics_html(diagnostics: list[Diagnostic]) -> str:
 
 
 class _SourceRow:
-    """One source: its share in a number box, and the recipe's repeats switch beside it."""
+    """One source: its share in a number box and a slider that move together, and the repeats switch beside them.
+
+    The box is the value (what the edit reads); the slider is a way to set it. Only the box is
+    observed, and the slider reports at the end of a drag (`continuous_update=False`), so one drag
+    is one re-plan. A box value outside the slider's range widens the range (a repeated source's
+    300%) or, below zero (an error the compiler reports), leaves the slider at its end.
+    """
 
     def __init__(self, source: str, share: SourceShare, on_change: Callable[[], None]) -> None:
         self.source = source
         self.box = widgets.FloatText(value=share.percent, description=source, step=1.0,
                                      style={"description_width": "260px"}, layout={"width": "400px"})
+        self.slider = widgets.FloatSlider(value=0.0, min=0.0, max=_slider_max(share.percent), step=0.5,
+                                          continuous_update=False, readout=False, layout={"width": "260px"})
         self.repeats = widgets.Checkbox(value=share.repeats, description="repeats", indent=False,
                                         layout={"width": "90px"})
-        self.box.add_class("olmo2spec-mix-share")  # stable handles for a browser test
-        self.repeats.add_class("olmo2spec-mix-repeats")
-        self.widget = widgets.HBox([self.box, self.repeats])
+        for widget, name in ((self.box, "share"), (self.slider, "slider"), (self.repeats, "repeats")):
+            widget.add_class(f"olmo2spec-mix-{name}")  # stable handles for a browser test
+        self.widget = widgets.HBox([self.box, self.slider, self.repeats])
+        self._syncing = False
+        self._follow_box()
+        self.slider.observe(lambda _change: self._follow_slider(), names="value")
+        self.box.observe(lambda _change: self._follow_box(), names="value")
         for w in (self.box, self.repeats):
             w.observe(lambda _change: on_change(), names="value")
 
     @property
     def share(self) -> SourceShare:
         return SourceShare(float(self.box.value), bool(self.repeats.value))
+
+    def _follow_box(self) -> None:
+        if self._syncing:
+            return
+        self._syncing = True  # the slider's own observer must not write a clamped value back to the box
+        try:
+            value = float(self.box.value)
+            if value > self.slider.max:
+                self.slider.max = _slider_max(value)
+            self.slider.value = min(max(value, self.slider.min), self.slider.max)
+        finally:
+            self._syncing = False
+
+    def _follow_slider(self) -> None:
+        if not self._syncing:
+            self.box.value = float(self.slider.value)
+
+
+def _slider_max(percent: float) -> float:
+    """100%, or the next hundred above a larger share (a source used more than once)."""
+    return max(100.0, 100.0 * -(-percent // 100.0))
 
 
 class MixExplorer(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no types

@@ -104,10 +104,17 @@ def _stage_of(plan: Plan | None, run: str) -> TrainStagePlan | None:
     return None
 
 
+ROW_HEIGHT = 280
+"""Pixels per row of two panels: room for a title, tick labels and the step axis under each."""
+
+
 def _figure() -> go.FigureWidget:
+    """Six panels, two a row. The run's panels zoom together (one step axis); the learning rate has its own,
+    which spans the plan's whole schedule: sharing that one would squeeze a short run into a sliver."""
     keys = list(PANELS)
-    grid = make_subplots(rows=3, cols=2, subplot_titles=list(PANELS.values()), shared_xaxes=True,
-                         vertical_spacing=0.08, horizontal_spacing=0.08)
+    rows = -(-len(keys) // 2)
+    grid = make_subplots(rows=rows, cols=2, subplot_titles=list(PANELS.values()),
+                         vertical_spacing=0.28 / rows, horizontal_spacing=0.1)
     for i, key in enumerate(keys):
         row, col = i // 2 + 1, i % 2 + 1
         grid.add_trace(go.Scatter(name=PANELS[key], mode="lines", x=[], y=[], line={"width": 1.5}), row=row, col=col)
@@ -117,9 +124,11 @@ def _figure() -> go.FigureWidget:
         if key == "lr":
             grid.add_trace(go.Scatter(name="planned", mode="lines", x=[], y=[],
                                       line={"dash": "dot", "color": "gray", "width": 1}), row=row, col=col)
-    grid.update_layout(height=720, template="plotly_white", showlegend=False,
+        if i > 0 and key != "lr":
+            grid.update_xaxes(matches="x", row=row, col=col)  # the first panel's step axis
+    grid.update_layout(height=ROW_HEIGHT * rows, template="plotly_white", showlegend=False,
                        margin={"l": 10, "r": 10, "t": 40, "b": 30})
-    grid.update_xaxes(title_text="step", row=3)
+    grid.update_xaxes(title_text="step", title_standoff=4)
     return go.FigureWidget(grid)
 
 

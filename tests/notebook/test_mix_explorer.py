@@ -149,3 +149,28 @@ def test_picking_another_recipe_and_mix(explorer: MixExplorer, capsys) -> None:
     assert explorer.budget not in explorer.sources.children  # a source % mix has no budget box
     _, rows = _explain_mix(capsys, SPECS / "tiny.toml", "demo-pretrain", [])
     assert _shown(explorer) == rows
+
+
+def test_a_slider_drag_is_one_edit_of_the_box_and_one_replan(explorer: MixExplorer, monkeypatch, capsys) -> None:
+    import olmo2spec.notebook.mixes as mixes
+
+    replans = []
+    real = mixes.recheck
+    monkeypatch.setattr(mixes, "recheck", lambda *a: replans.append(1) or real(*a))
+    row = explorer.rows["dolmino-pes2o"]
+    assert row.slider.value == row.box.value and not row.slider.continuous_update  # a drag reports once, at its end
+    row.slider.value = 42.5
+    assert row.box.value == 42.5 and len(replans) == 1
+    assert explorer.edit is not None
+    assert explorer.edit.overrides() == ["mixes.dolmino-100b.source_pct.dolmino-pes2o=42.5"]
+    _, rows = _explain_mix(capsys, SPECS / "13b.toml", "dolmino-100b", explorer.edit.overrides())
+    assert _shown(explorer) == rows
+
+
+def test_the_box_moves_the_slider_and_a_share_beyond_its_range_keeps_the_box(explorer: MixExplorer) -> None:
+    row = explorer.rows["dolmino-stackexchange"]
+    row.box.value = 300  # a source used three times widens the slider
+    assert (row.slider.max, row.slider.value, row.box.value) == (300, 300, 300)
+    row.box.value = -5  # an error the compiler reports: the box keeps what was typed, the slider its end
+    assert (row.slider.value, row.box.value) == (0, -5)
+    assert explorer.outcome is not None and [d.code for d in explorer.outcome.errors] == ["E012"]

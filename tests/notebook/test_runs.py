@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -132,3 +133,13 @@ def test_a_real_tiny_run_logs_the_planned_rate_at_every_step(bundle, uninterrupt
     planned = dict(zip(*_xy(viewer, "planned"), strict=True))
     assert steps and logged == [planned[s] for s in steps]
     assert viewer.frame().height == len(steps) == viewer.stage.steps  # type: ignore[union-attr]
+
+
+def test_the_runs_panels_share_one_step_axis_and_the_schedule_keeps_its_own(tmp_path: Path, plans) -> None:  # type: ignore[no-untyped-def]
+    write_metrics(tmp_path / "anneal-seed42", range(1, 21))  # 20 steps of a stage planned much longer
+    layout = RunViewer(tmp_path / "anneal-seed42", plan=plans["tiny"]).figure.layout
+    axes = {title: layout[f"xaxis{i + 1 if i else ''}"] for i, title in enumerate(PANELS.values())}
+    assert [a.matches for t, a in axes.items() if t != "loss"] == ["x", "x", None, "x", "x"]  # lr: its own
+    rows = sorted({tuple(layout[f"yaxis{i + 1 if i else ''}"].domain) for i in range(len(PANELS))})
+    gaps = [(upper[0] - lower[1]) * layout.height for lower, upper in itertools.pairwise(rows)]
+    assert len(rows) == 3 and min(gaps) >= 70  # pixels between rows: tick labels, "step" and a title fit
