@@ -180,8 +180,8 @@ def heldout_loss(model: Transformer, tokenizer: Tokenizer, docs_by_source: Mappi
     losses: dict[str, float] = {}
     for source, docs in docs_by_source.items():
         ids: list[int] = []
-        for tokens in tokenizer.encode_batch(list(docs)):
-            ids += tokens
+        for encoded in tokenizer.encode_batch(list(docs)):
+            ids += encoded
             ids.append(tokenizer.eos_id)
         if len(ids) < 2:
             continue
@@ -390,7 +390,7 @@ def math_accuracy(model: Transformer | None, tokenizer: Tokenizer | None, items:
         _, max_new, stop = specs[indices[0]]
         for i, text in zip(indices, generate([specs[i][0] for i in indices], max_new, stop), strict=True):
             continuations[i] = text
-    details = []
+    details: list[dict[str, Any]] = []
     for item, text in zip(items, continuations, strict=True):
         kind = str(item.get("kind", "arithmetic"))
         predicted = extract_answer(text, kind)

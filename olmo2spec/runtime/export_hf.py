@@ -363,8 +363,8 @@ def export_hf(checkpoint_dir: Path, plan: Plan | None, out: Path, dtype: str = "
             files += _write_dolma2_tokenizer(plan, tmp)
         (tmp / "README.md").write_text(_readme(plan, checkpoint, marker, dtype, files), encoding="utf-8")
         mode = (tmp / "README.md").stat().st_mode & 0o777  # safetensors writes 0600; give weights the umask's mode
-        for weights in tmp.glob("*.safetensors"):
-            weights.chmod(mode)
+        for shard in tmp.glob("*.safetensors"):
+            shard.chmod(mode)
         if out.exists():
             out.rename(old)
         tmp.rename(out)

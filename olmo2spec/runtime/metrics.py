@@ -107,7 +107,7 @@ class MetricsThread:
     def _process(self, interval: Interval) -> dict[str, Any]:
         data = self._reduce(interval)
         first_bad = None
-        records = []
+        records: list[dict[str, Any]] = []  # one JSON row a step
         seconds_per_step = interval.seconds / max(1, len(interval.lrs))
         for i, lr in enumerate(interval.lrs):
             counted = data["tokens"][i]

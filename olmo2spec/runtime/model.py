@@ -150,7 +150,8 @@ class KVCache:
         keys, values = self.k[layer][:, :, :slots], self.v[layer][:, :, :slots]
         if T == 1:  # one new token: plain matmuls beat SDPA's masked path on small shapes (a CPU's decode)
             qg = q.view(B, n_kv, n_heads // n_kv, hs)  # the heads sharing a key/value head together
-            scores = (qg @ keys.transpose(-1, -2)) * hs ** -0.5  # (B, n_kv, g, slots)
+            scale: float = hs ** -0.5  # typeshed types int ** float as Any (it may be complex)
+            scores = (qg @ keys.transpose(-1, -2)) * scale  # (B, n_kv, g, slots)
             scores = scores.masked_fill(~self.mask.view(B, 1, 1, slots), float("-inf"))
             return (scores.softmax(dim=-1) @ values).view(B, n_heads, 1, hs)
         return F.scaled_dot_product_attention(q, keys, values, attn_mask=self.mask, enable_gqa=n_kv != n_heads)
@@ -190,7 +191,8 @@ class Attention(nn.Module):
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                enable_gqa=self.n_kv_heads != self.n_heads)  # (B, nh, T, hs)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, C))
+        out: torch.Tensor = self.o_proj(y.transpose(1, 2).reshape(B, T, C))  # torch types a module's call as Any
+        return out
 
     def init_weights(self, std: float, cutoff: float) -> None:
         for linear in (self.q_proj, self.k_proj, self.v_proj, self.o_proj):
@@ -210,7 +212,8 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(args.mlp_hidden, args.d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        out: torch.Tensor = self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return out
 
     def init_weights(self, std: float, cutoff: float) -> None:
         for linear in (self.gate_proj, self.up_proj, self.down_proj):
@@ -229,11 +232,14 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
                 layer: int = 0) -> torch.Tensor:
+        out: torch.Tensor
         if self.reordered:
             h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, cache, layer))
-            return h + self.post_feedforward_layernorm(self.mlp(h))
-        h = x + self.self_attn(self.post_attention_layernorm(x), cos, sin, cache, layer)
-        return h + self.mlp(self.post_feedforward_layernorm(h))
+            out = h + self.post_feedforward_layernorm(self.mlp(h))
+        else:
+            h = x + self.self_attn(self.post_attention_layernorm(x), cos, sin, cache, layer)
+            out = h + self.mlp(self.post_feedforward_layernorm(h))
+        return out
 
     def init_weights(self, std: float, cutoff: float) -> None:
         self.self_attn.init_weights(std, cutoff)
@@ -243,6 +249,10 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
+    # buffers (max_seq_len, head_dim) that no checkpoint holds: `init_rope` fills them
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
     def __init__(self, args: ModelArgs) -> None:
         super().__init__()
         self.args = args
@@ -278,7 +288,8 @@ class Transformer(nn.Module):
             cache.end(T)
         if last_only:
             x = x[:, -1]  # (B, C)
-        return self.lm_head(self.norm(x))  # type: ignore[no-any-return]
+        logits: torch.Tensor = self.lm_head(self.norm(x))
+        return logits
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -286,8 +297,8 @@ class Transformer(nn.Module):
         a = self.args
         bound = a.init_cutoff * a.init_std
         nn.init.trunc_normal_(self.embed_tokens.weight, std=a.init_std, a=-bound, b=bound)
-        for layer in self.layers:
-            layer.init_weights(a.init_std, a.init_cutoff)  # type: ignore[operator]
+        for block in self.blocks():
+            block.init_weights(a.init_std, a.init_cutoff)
         self.norm.init_weights()
         nn.init.trunc_normal_(self.lm_head.weight, std=a.init_std, a=-bound, b=bound)
         self.init_rope()
@@ -299,6 +310,10 @@ class Transformer(nn.Module):
         cos, sin = rope_tables(a.head_dim, a.max_seq_len, a.rope_theta, device=self.rope_cos.device)
         self.rope_cos.copy_(cos)
         self.rope_sin.copy_(sin)
+
+    def blocks(self) -> list[Block]:
+        """The blocks in order, inside whatever wrappers parallelism put around them (checkpointing, compile)."""
+        return [module for module in self.layers.modules() if isinstance(module, Block)]
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

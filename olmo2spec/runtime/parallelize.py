@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
-from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from olmo2spec.runtime.model import Transformer
 
@@ -30,12 +30,13 @@ def build_mesh(device_type: str, world_size: int, shard: int) -> DeviceMesh:
 
 
 def apply_parallelism(model: Transformer, mesh: DeviceMesh, *, bf16: bool, activation_checkpointing: bool,
-                      compile_blocks: bool) -> Transformer:
+                      compile_blocks: bool) -> FSDPModule:
+    """Shard `model` in place; returns it as FSDP's root module (gradient sync), the same object."""
     layers: list[nn.Module] = list(model.layers)
     if activation_checkpointing:
         layers = [checkpoint_wrapper(layer, preserve_rng_state=False) for layer in layers]
     if compile_blocks:  # after AC wrapping and before FSDP, so each compiled block is one FSDP unit
-        layers = [torch.compile(layer, fullgraph=True) for layer in layers]  # type: ignore[misc]
+        layers = [_compiled(layer) for layer in layers]
     model.layers = nn.ModuleList(layers)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
         MixedPrecisionPolicy()
@@ -44,5 +45,10 @@ def apply_parallelism(model: Transformer, mesh: DeviceMesh, *, bf16: bool, activ
         # the last block's parameters are needed again at once by backward: keep them gathered
         fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=i < len(model.layers) - 1)
     fully_shard([model.norm, model.lm_head], mesh=mesh, mp_policy=policy, reshard_after_forward=False)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
-    return model
+    return fully_shard(model, mesh=mesh, mp_policy=policy)
+
+
+def _compiled(layer: nn.Module) -> nn.Module:
+    compiled = torch.compile(layer, fullgraph=True)
+    assert isinstance(compiled, nn.Module)  # an OptimizedModule around `layer` (torch types it as a callable)
+    return compiled

@@ -229,7 +229,7 @@ def _prepare_out(out: Path) -> None:
 def _reader_class() -> Any:
     import torch.distributed.checkpoint as dcp
 
-    class CachedReader(dcp.FileSystemReader):  # type: ignore[misc]
+    class CachedReader(dcp.FileSystemReader):
         """A FileSystemReader that reads `.metadata` once instead of on every single-tensor load."""
 
         _cached: Any = None

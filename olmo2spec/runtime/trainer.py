@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
 from olmo2spec.data.loader import LoaderError, MixtureLoader, loader_for_run
@@ -64,6 +65,8 @@ class Trainer:
     grad_accum: int
     # model, optimizer, data
     model: Transformer
+    sharded: FSDPModule
+    """`model` itself, as FSDP's root module (gradient sync)."""
     optimizer: torch.optim.Optimizer
     loader: MixtureLoader
     # bookkeeping
@@ -98,13 +101,13 @@ class Trainer:
     def build_model(self) -> None:
         torch.manual_seed(self.ctx.plan.recipe.seed)
         with torch.device("meta"):
-            model = Transformer(ModelArgs.from_plan(self.ctx.plan))  # seq_len <= max_seq_len: checked
+            self.model = Transformer(ModelArgs.from_plan(self.ctx.plan))  # seq_len <= max_seq_len: checked
         par = self.stage.parallel
         mesh = build_mesh(self.dist.device.type, self.dist.world_size, par.shard_gpus)
         on_gpu = self.dist.device.type == "cuda"
-        self.model = apply_parallelism(model, mesh, bf16=on_gpu and par.mixed_precision == "bf16",
-                                       activation_checkpointing=par.activation_checkpointing,
-                                       compile_blocks=par.compile and on_gpu)
+        self.sharded = apply_parallelism(self.model, mesh, bf16=on_gpu and par.mixed_precision == "bf16",
+                                         activation_checkpointing=par.activation_checkpointing,
+                                         compile_blocks=par.compile and on_gpu)
         self.model.to_empty(device=self.dist.device)
         with warnings.catch_warnings():  # DTensor random init on CPU meshes warns; the init is what we want
             warnings.filterwarnings("ignore", message="DTensor random operators")
@@ -147,10 +150,10 @@ class Trainer:
     # -- the loop ----------------------------------------------------------------------------
     def forward_backward(self, tokens: torch.Tensor, labels: torch.Tensor, scale: float, sync: bool
                          ) -> tuple[torch.Tensor, torch.Tensor]:
-        self.model.set_requires_gradient_sync(sync)  # type: ignore[operator]
+        self.sharded.set_requires_gradient_sync(sync)
         logits = self.model(tokens)
         ce, z, _ = loss_sums(logits, labels, self.ctx.plan.optimizer.z_loss)
-        ((ce + z) * scale).backward()
+        torch.autograd.backward((ce + z) * scale)  # what Tensor.backward calls; typed, unlike it
         return ce.detach(), z.detach()
 
     def train_step(self, buffers: StepBuffers, index: int) -> float:
@@ -217,7 +220,8 @@ class Trainer:
         pending: Future[dict[str, Any]] | None = None
         every = self.ctx.plan.checkpoint.every_steps
         while self.step < total:
-            first, lrs, start = self.step, [], time.perf_counter()
+            lrs: list[float] = []
+            first, start = self.step, time.perf_counter()
             while self.step < total and len(lrs) < log_every:
                 lrs.append(self.train_step(buffers, len(lrs)))
                 if self.step % gc_every == 0:

@@ -139,3 +139,21 @@ def test_a_full_cache_refuses_more_tokens():
         model(torch.tensor([[1, 2, 3]]), cache=cache)
         with pytest.raises(ValueError, match="holds 4 tokens per row: 3 written, 2 more do not fit"):
             model(torch.tensor([[4, 5]]), cache=cache)
+
+
+
+def test_init_reaches_every_block_inside_activation_checkpoint_wrappers_with_the_same_draws():
+    """The trainer initialises after parallelism wrapped the blocks: the same weights as without wrappers."""
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    plain, wrapped = Transformer(ARGS), Transformer(ARGS)  # constructed from different draws
+    wrapped.layers = torch.nn.ModuleList(checkpoint_wrapper(layer, preserve_rng_state=False)
+                                         for layer in wrapped.layers)
+    for model in (plain, wrapped):
+        torch.manual_seed(0)
+        model.init_weights()
+    assert len(wrapped.blocks()) == ARGS.n_layers
+    unwrapped = {name.replace("_checkpoint_wrapped_module.", ""): p for name, p in wrapped.named_parameters()}
+    assert list(unwrapped) == [name for name, _ in plain.named_parameters()]
+    for name, p in plain.named_parameters():
+        assert torch.equal(p, unwrapped[name]), name

@@ -149,7 +149,7 @@ class Checkpointer:
                 set_model_state_dict(model, model_sd)
             else:
                 model_sd, optim_sd = get_state_dict(model, optimizer)
-                state = {"model": model_sd, "optim": optim_sd}
+                state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}
                 dcp.load(state, checkpoint_id=str(path))
                 set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
             extra = path / f"extra-rank{_rank()}.pt"

@@ -66,6 +66,5 @@ def check_fits(path: Path, plan: Plan, found: Mapping[str, Any]) -> None:
 
 def _shape(value: Any) -> tuple[int, ...]:
     shape = getattr(value, "shape", None)
-    if shape is None:
-        shape = getattr(value, "size", ())  # DCP's TensorStorageMetadata; () for a non-tensor entry
-    return tuple(shape)
+    # else DCP's TensorStorageMetadata; () for a non-tensor entry
+    return tuple(shape if shape is not None else getattr(value, "size", ()))

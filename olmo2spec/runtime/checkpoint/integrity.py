@@ -26,7 +26,7 @@ import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from olmo2spec.atomic import write_atomic
 from olmo2spec.runtime.checkpoint.steps import COMPLETE, PLAN, complete_steps, step_dir, step_number
@@ -144,10 +144,10 @@ def listed_files(path: Path, marker: dict[str, Any] | None = None, *, warn: bool
         files = None
     if not _well_formed(files):  # its marker vouches for it, but it is not what `seal` writes
         raise _damaged(path, f"{CHECKSUMS} is not the file list a save writes")
-    return files  # type: ignore[return-value]
+    return files
 
 
-def _well_formed(files: Any) -> bool:
+def _well_formed(files: Any) -> TypeGuard[dict[str, dict[str, Any]]]:
     """{plain file name: {"bytes": int, "sha256": str}}, as `seal` writes it."""
     return isinstance(files, dict) and all(
         isinstance(name, str) and name and "/" not in name and name not in (".", "..")
@@ -261,4 +261,4 @@ def unreadable(path: Path, exc: BaseException) -> CheckpointError:
 def dcp_cause(exc: BaseException) -> BaseException:
     """The exception inside a DCP CheckpointException (which holds one per failed rank)."""
     failures = getattr(exc, "failures", None)
-    return next(iter(failures.values()))[0] if failures else exc  # type: ignore[no-any-return]
+    return next(iter(failures.values()))[0] if failures else exc

@@ -27,7 +27,7 @@ def load_model_weights(path: Path) -> dict[str, torch.Tensor]:
     Raises:
         CheckpointError: a damaged step (naming the file), or one DCP cannot read.
     """
-    from torch.distributed.checkpoint.format_utils import _EmptyStateDictLoadPlanner
+    from torch.distributed.checkpoint.default_planner import _EmptyStateDictLoadPlanner
     from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
 
     model_files(path)
