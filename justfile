@@ -54,7 +54,7 @@ lab: install-dev
     port="$({{python}} -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     token="$({{python}} -c 'import secrets; print(secrets.token_hex(16))')"
     root=""; if [ "$(id -u)" = 0 ]; then root="--allow-root"; fi
-    echo "JupyterLab: http://127.0.0.1:$port/lab?token=$token  (notebooks/: mixes.ipynb, runs.ipynb, soups.ipynb; Ctrl-C stops it)"
+    echo "JupyterLab: http://127.0.0.1:$port/lab?token=$token  (notebooks/: mixes.ipynb, microanneals.ipynb, runs.ipynb, soups.ipynb; Ctrl-C stops it)"
     exec {{python}} -m jupyter lab --no-browser --ip=127.0.0.1 --port="$port" --ServerApp.port_retries=0 \
         --IdentityProvider.token="$token" --ServerApp.root_dir="$PWD/notebooks" $root
 

@@ -14,13 +14,14 @@ from olmo2spec.plan.plan import Plan, SoupStagePlan, TrainStagePlan
 from olmo2spec.runtime.checkpoint import latest_complete
 from olmo2spec.textgrid import render_grid
 
-__all__ = ["CACHE", "cached_evaluation", "demo_rows", "render_kinds", "render_table", "verdicts"]
+__all__ = ["CACHE", "cached_evaluation", "demo_rows", "labelled_runs", "table_cells", "render_kinds", "render_table",
+           "verdicts"]
 
 CACHE = "demo-results.json"
 """A run directory's cached evaluation of its newest checkpoint."""
 
 
-def _models(plan: Plan) -> list[tuple[str, str]]:
+def labelled_runs(plan: Plan) -> list[tuple[str, str]]:
     """(label, run) for the pretrained model, every anneal ingredient and every soup, in DAG order."""
     rows: list[tuple[str, str]] = []
     for stage in plan.stages:
@@ -39,7 +40,7 @@ def _models(plan: Plan) -> list[tuple[str, str]]:
 def demo_rows(plan: Plan, checkpoint_root: Path, data_root: Path, limit: int | None = None) -> list[dict[str, Any]]:
     """Evaluate each model once (results cached beside its checkpoints as demo-results.json)."""
     rows = []
-    for label, run in _models(plan):
+    for label, run in labelled_runs(plan):
         path = latest_complete(checkpoint_root / run)
         if path is None:
             continue
@@ -73,12 +74,17 @@ def _pct(row: dict[str, Any], task: str) -> float:
     return float(row[task]["accuracy"]) * 100
 
 
-def render_table(rows: list[dict[str, Any]]) -> str:
+def table_cells(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """The table's header and cells: per model, held-out loss per source and math accuracy, dev and held-out."""
     sources = sorted(rows[0]["demo-heldout-loss"]) if rows else []
     header = ["model", *(f"loss {s}" for s in sources), "math dev %", "math held-out %"]
     body = [[r["label"], *(f"{r['demo-heldout-loss'][s]:.3f}" for s in sources), f"{_pct(r, 'demo-math-dev'):.1f}",
              f"{_pct(r, 'demo-math-heldout'):.1f}"] for r in rows]
-    return render_grid(header, body)
+    return header, body
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    return render_grid(*table_cells(rows))
 
 
 def render_kinds(rows: list[dict[str, Any]], task: str = "demo-math-heldout") -> str:

@@ -31,7 +31,7 @@ def fixture_runs(root: Path) -> Path:
 
 
 def test_every_notebook_is_found() -> None:
-    assert {p.name for p in NOTEBOOKS} >= {"mixes.ipynb", "runs.ipynb", "soups.ipynb"}
+    assert {p.name for p in NOTEBOOKS} >= {"mixes.ipynb", "microanneals.ipynb", "runs.ipynb", "soups.ipynb"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
