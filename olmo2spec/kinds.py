@@ -114,7 +114,7 @@ _ROWS = (
               chat_model=False, base_training=False, runner="olmo2spec.runtime.soup:run_soup_stage"),
     StageKind(name="sft", spec=SftStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
-              chat_model=True, base_training=False, runner=None),
+              chat_model=True, base_training=False, runner="olmo2spec.runtime.sft:run_sft_stage"),
     StageKind(name="dpo", spec=DpoStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
               chat_model=True, base_training=False, runner=None),

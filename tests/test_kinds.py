@@ -91,10 +91,19 @@ def _line_of(path: Path, text: str, after: str) -> int:
     return next(i for i, line in enumerate(lines[start:], start=start + 1) if line == text)
 
 
+POST_TRAINING = ("sft", "dpo", "rlvr")
+NOT_RUNNABLE = tuple(kind for kind in POST_TRAINING if not stage_kind(kind).runnable)
+"""The tiny recipe's stage kinds the runtime cannot run yet (the tiny recipe names each stage after its kind)."""
+
+
+def test_sft_is_runnable() -> None:
+    assert stage_kind("sft").runnable and "sft" not in NOT_RUNNABLE
+
+
 def test_check_warns_at_the_kind_of_each_stage_that_is_not_runnable() -> None:
     warnings = [d for d in check(TINY).warnings if d.code == "W301"]
-    assert [d.field for d in warnings] == ["stages.sft.kind", "stages.dpo.kind", "stages.rlvr.kind"]
-    for d, kind in zip(warnings, ("sft", "dpo", "rlvr"), strict=True):
+    assert [d.field for d in warnings] == [f"stages.{kind}.kind" for kind in NOT_RUNNABLE]
+    for d, kind in zip(warnings, NOT_RUNNABLE, strict=True):
         assert d.severity is Severity.WARNING
         assert d.location is not None and d.location.file.endswith("specs/tiny.toml")
         assert d.location.line == _line_of(TINY, f'kind = "{kind}"', f'name = "{kind}"')
@@ -114,7 +123,7 @@ def test_the_warning_points_into_the_fragment_that_declares_the_stage() -> None:
     assert [(d.location.file, d.location.line) for d in warnings if d.location] == [
         (str(fragment) if warnings[0].location and warnings[0].location.file.startswith("/") else
          "specs/posttrain/tulu3.toml", _line_of(fragment, f'kind = "{kind}"', f'name = "{kind}"'))
-        for kind in ("sft", "dpo", "rlvr")]
+        for kind in NOT_RUNNABLE]
 
 
 def test_explain_marks_the_stages_that_are_not_runnable() -> None:
@@ -122,10 +131,12 @@ def test_explain_marks_the_stages_that_are_not_runnable() -> None:
     render_plan(check(TINY).plan, Console(file=out, width=200, highlight=False))
     text = out.getvalue()
     words = " ".join(text.split())  # the caption wraps at the table's width
-    for kind in ("sft", "dpo", "rlvr"):
-        assert re.search(rf"│ {kind} +│ {kind} \(not yet runnable\) +│", text), kind
+    for kind in POST_TRAINING:
+        marked = re.search(rf"│ {kind} +│ {kind} \(not yet runnable\) +│", text)
+        assert bool(marked) == (kind in NOT_RUNNABLE), kind
     assert "│ eval-base     │ eval " in text
-    assert (f"not yet runnable: olmo2spec runtime {__version__} cannot run sft, dpo, rlvr stages yet; the bundle's "
+    assert (f"not yet runnable: olmo2spec runtime {__version__} cannot run {', '.join(NOT_RUNNABLE)} stages yet; "
+            "the bundle's "
             "launchers refuse them by name and a full run skips them and the stages after them") in words
 
 
@@ -133,7 +144,8 @@ def test_the_bundle_has_nothing_that_launches_a_stage_that_is_not_runnable() -> 
     files = render_bundle(check(TINY), "tiny.toml")
     launchable = {p.split("-", 1)[1].rsplit(".", 1)[0] for p in files if p.startswith(("stages/", "launch/slurm/"))}
     assert launchable == {"prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "eval-instruct",
-                          "export"}
+                          "export", *(set(POST_TRAINING) - set(NOT_RUNNABLE))}
     readme = files["README.md"].decode()
-    assert "| 07 | sft | sft (not yet runnable) |" in readme
-    assert "07 sft            sft         <- soup (not yet runnable)" in readme
+    assert "| 07 | sft | sft |" in readme and "07 sft            sft         <- soup\n" in readme
+    assert "| 08 | dpo | dpo (not yet runnable) |" in readme
+    assert "08 dpo            dpo         <- sft (not yet runnable)" in readme

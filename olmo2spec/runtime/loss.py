@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["IGNORE", "labels_for", "loss_sums"]
+__all__ = ["IGNORE", "labels_for", "loss_sums", "weighted_ce"]
 
 IGNORE = -100
 
@@ -35,3 +35,13 @@ def loss_sums(logits: torch.Tensor, labels: torch.Tensor, z_weight: float
     ce = ((lse - target) * valid).sum()
     z = (lse.pow(2) * valid).sum() * z_weight
     return ce, z, valid.sum()
+
+
+def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over tokens of weight x cross-entropy (fp32), for logits (B, T, V), labels and weights (B, T)
+    (a weight of 0 where the label is IGNORE): the loss of a step whose weights sum its tokens as it wants."""
+    logits = logits.flatten(0, 1).float()
+    labels = labels.flatten()
+    lse = torch.logsumexp(logits, dim=-1)
+    target = logits.gather(1, labels.clamp(min=0).unsqueeze(1)).squeeze(1)
+    return ((lse - target) * weights.flatten().float()).sum()

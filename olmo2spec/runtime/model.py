@@ -18,7 +18,8 @@ from torch import nn
 if TYPE_CHECKING:
     from olmo2spec.plan.plan import Plan
 
-__all__ = ["ModelArgs", "RMSNorm", "KVCache", "Attention", "MLP", "Block", "Transformer", "rope_tables"]
+__all__ = ["ModelArgs", "RMSNorm", "KVCache", "document_mask", "Attention", "MLP", "Block", "Transformer",
+           "rope_tables"]
 
 
 @attrs.frozen(kw_only=True)
@@ -86,6 +87,13 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """x: (B, nh, T, hs); cos, sin: (T, hs)."""
     return (x * cos.to(x.dtype)) + (_rotate_half(x) * sin.to(x.dtype))
+
+
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, T, T) bool: query t may attend to key s when s <= t and both are of the same document."""
+    T = doc_ids.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
+    return ((doc_ids.unsqueeze(2) == doc_ids.unsqueeze(1)) & causal).unsqueeze(1)
 
 
 class KVCache:
@@ -176,8 +184,9 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(kv_dim, args.norm_eps) if args.qk_norm else None
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
-        """x (B, T, C); cos, sin (T, hs) or (B, 1, T, hs); with a cache, x holds the new tokens only."""
+                layer: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T, C); cos, sin (T, hs) or (B, 1, T, hs); with a cache, x holds the new tokens only;
+        `mask` (B, 1, T, T), True where a query may attend to a key, replaces the causal mask."""
         B, T, C = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.q_norm is not None and self.k_norm is not None:  # over the whole projection, before heads
@@ -188,6 +197,8 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             y = cache.attend(layer, q, k, v)  # (B, nh, T, hs)
+        elif mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.n_kv_heads != self.n_heads)
         else:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                enable_gqa=self.n_kv_heads != self.n_heads)  # (B, nh, T, hs)
@@ -231,13 +242,13 @@ class Block(nn.Module):
         self.post_feedforward_layernorm = RMSNorm(args.d_model, args.norm_eps)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None,
-                layer: int = 0) -> torch.Tensor:
+                layer: int = 0, mask: torch.Tensor | None = None) -> torch.Tensor:
         out: torch.Tensor
         if self.reordered:
-            h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, cache, layer))
+            h = x + self.post_attention_layernorm(self.self_attn(x, cos, sin, cache, layer, mask))
             out = h + self.post_feedforward_layernorm(self.mlp(h))
         else:
-            h = x + self.self_attn(self.post_attention_layernorm(x), cos, sin, cache, layer)
+            h = x + self.self_attn(self.post_attention_layernorm(x), cos, sin, cache, layer, mask)
             out = h + self.mlp(self.post_feedforward_layernorm(h))
         return out
 
@@ -265,11 +276,14 @@ class Transformer(nn.Module):
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
+                last_only: bool = False, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) -> logits (B, T, vocab_rows), or (B, vocab_rows) of the last token with `last_only`.
 
         Without a cache: causal attention over `tokens`, at `positions` (B, T) (default 0..T-1).
-        With one: `tokens` are the next T of each row, attending to the cache's earlier ones too,
+        With `doc_ids` (B, T) too (packed documents, e.g. SFT's conversations): a token attends only
+        to earlier tokens of its own document (a block-diagonal causal mask); pass each document's
+        own positions (from 0) with it.
+        With a cache: `tokens` are the next T of each row, attending to the cache's earlier ones too,
         at the cache's positions by default; their keys and values join the cache.
         """
         T = tokens.shape[1]
@@ -281,9 +295,15 @@ class Transformer(nn.Module):
         else:
             cos, sin = self.rope_cos[:T], self.rope_sin[:T]
         x = self.embed_tokens(tokens)  # (B, T, C)
+        mask = None if doc_ids is None or cache is not None else document_mask(doc_ids)
         for i, layer in enumerate(self.layers):
             # training's call stays (x, cos, sin): a per-layer int would recompile each compiled block
-            x = layer(x, cos, sin) if cache is None else layer(x, cos, sin, cache, i)
+            if cache is not None:
+                x = layer(x, cos, sin, cache, i)
+            elif mask is not None:
+                x = layer(x, cos, sin, mask=mask)
+            else:
+                x = layer(x, cos, sin)
         if cache is not None:
             cache.end(T)
         if last_only:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import cattrs
 
-from olmo2spec.plan.plan import Plan, TrainStagePlan
+from olmo2spec.plan.plan import Plan, PostTrainStagePlan, TrainStagePlan
 
 __all__ = ["MetricsSink", "TensorBoardSink", "WandbSink", "open_sinks", "require_sinks", "SinkError", "TAGS"]
 
@@ -65,13 +65,14 @@ class TensorBoardSink:
 class WandbSink:
     """One W&B run per olmo2spec run, named <recipe>-<run>, grouped by recipe, resumed by its kept id."""
 
-    def __init__(self, run_dir: Path, plan: Plan, stage: TrainStagePlan, run: str) -> None:
+    def __init__(self, run_dir: Path, plan: Plan, stage: TrainStagePlan | PostTrainStagePlan, run: str) -> None:
         import wandb
 
         id_file = run_dir / "wandb-run-id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         config = {"recipe": plan.recipe.name, "stage": stage.name, "run": run, "steps": stage.steps,
-                  "batch_size": stage.batch_size, "seq_len": stage.seq_len,
+                  "batch_size": stage.batch_size,
+                  "seq_len": stage.seq_len if isinstance(stage, TrainStagePlan) else stage.max_seq_len,
                   "model": cattrs.unstructure(plan.model), "optimizer": cattrs.unstructure(plan.optimizer),
                   "lr": cattrs.unstructure(stage.lr)}
         self.run = wandb.init(project=plan.runtime.wandb_project, name=f"{plan.recipe.name}-{run}",
@@ -98,7 +99,8 @@ def require_sinks(plan: Plan) -> None:
                             f"installed: pip install {_PACKAGES[name]} (or remove it from metrics_sinks)")
 
 
-def open_sinks(plan: Plan, stage: TrainStagePlan, run: str, run_dir: Path, resume_step: int) -> list[MetricsSink]:
+def open_sinks(plan: Plan, stage: TrainStagePlan | PostTrainStagePlan, run: str, run_dir: Path,
+               resume_step: int) -> list[MetricsSink]:
     """The sinks `plan.runtime.metrics_sinks` names, opened (on rank 0 only)."""
     require_sinks(plan)
     sinks: list[MetricsSink] = []

@@ -39,7 +39,7 @@ from olmo2spec.runtime.optim import apply_lr, build_optimizer
 from olmo2spec.runtime.parallelize import apply_parallelism, build_mesh
 from olmo2spec.runtime.sinks import SinkError, open_sinks, require_sinks
 
-__all__ = ["Trainer", "run_train_stage", "TrainingError"]
+__all__ = ["Trainer", "run_train_stage", "run_with", "TrainingError"]
 
 
 class TrainingError(Exception):
@@ -75,9 +75,8 @@ class Trainer:
     step: int
 
     def __init__(self, ctx: RunContext, dist_info: Dist) -> None:
-        assert isinstance(ctx.stage, TrainStagePlan)
-        self.ctx, self.stage, self.dist = ctx, ctx.stage, dist_info
-        self.run = next(r for r in self.stage.runs if r.name == ctx.run)
+        self.ctx, self.dist = ctx, dist_info
+        self.bind_stage()
         require_sinks(ctx.plan)
         self.build_layout()
         self.build_model()
@@ -89,7 +88,21 @@ class Trainer:
                                          group=dist_info.checkpoint_group, plan=ctx.plan)
         self.step = 0
 
-    # -- setup ---------------------------------------------------------------------------
+    # -- setup (a stage kind's trainer overrides these) ----------------------------------------
+    def bind_stage(self) -> None:
+        """Take this kind's stage plan from the context: self.stage, self.run, self.seq_len."""
+        assert isinstance(self.ctx.stage, TrainStagePlan)
+        self.stage = self.ctx.stage
+        self.run = next(r for r in self.stage.runs if r.name == self.ctx.run)
+        self.seq_len = self.stage.seq_len
+
+    def tokens_before(self, step: int) -> int:
+        """Tokens the run has processed before optimizer step `step` (for the metrics of a resumed run)."""
+        return step * self.stage.tokens_per_step
+
+    def layout_text(self) -> str:
+        return f"micro-batch {self.micro_batch} x {self.grad_accum}"
+
     def build_layout(self) -> None:
         rows, world = self.stage.batch_size, self.dist.world_size
         if rows % world:
@@ -127,8 +140,13 @@ class Trainer:
             if marker.get("final"):
                 return False
             self.step = int(marker["step"])
-            self.say(f"resuming {self.run.name} from {own} (step {self.step:,})")
+            self.say(f"resuming {self.ctx.run} from {own} (step {self.step:,})")
             return True
+        self.start()
+        return True
+
+    def start(self) -> None:
+        """Begin a run that has no checkpoint of its own: from the predecessor's final checkpoint, if any."""
         if self.stage.init_from:
             try:
                 path = final_step(self.ctx.checkpoint_root / self.stage.init_from)
@@ -141,7 +159,6 @@ class Trainer:
             self.checkpointer.load(path, self.model, self.optimizer if self.stage.restore_optimizer else None)
             self.say(f"starting {self.run.name} from {path}"
                      f"{' with its optimizer state' if self.stage.restore_optimizer else ''}")
-        return True
 
     def say(self, text: str) -> None:
         if self.dist.main:
@@ -185,7 +202,7 @@ class Trainer:
 
     def train(self) -> int:
         if not self.restore():
-            self.say(f"{self.run.name} is already complete ({latest_complete(self.ctx.run_dir)})")
+            self.say(f"{self.ctx.run} is already complete ({latest_complete(self.ctx.run_dir)})")
             return 0
         plan, total = self.ctx.plan, self.stage.steps
         log_every, gc_every = plan.runtime.log_every, plan.runtime.gc_every
@@ -199,13 +216,13 @@ class Trainer:
             total_steps=total, flops_per_token=self.stage.cost.flops / max(1, self.stage.cost.tokens),
             # MFU against the plan's device; a GPU recipe tried on a CPU has none to compare with
             peak_flops=plan.cluster.gpu_peak_tflops * 1e12 if on_planned_device else 0.0,
-            world_size=self.dist.world_size, seq_len=self.stage.seq_len, spike_window=plan.runtime.spike_window,
+            world_size=self.dist.world_size, seq_len=self.seq_len, spike_window=plan.runtime.spike_window,
             spike_sigmas=plan.runtime.spike_sigmas, stop_file=os.environ.get("OLMO2SPEC_STOP_FILE"), say=self.say,
-            sinks=open_sinks(plan, self.stage, self.run.name, self.ctx.run_dir, self.step) if self.dist.main else [],
+            sinks=open_sinks(plan, self.stage, self.ctx.run, self.ctx.run_dir, self.step) if self.dist.main else [],
             masked_warn_share=plan.data.instance_filter_warn_share)
-        self.metrics.tokens_seen = self.step * self.stage.tokens_per_step
-        self.say(f"{self.stage.name}: run {self.run.name}, steps {self.step:,} -> {total:,}, {self.dist.world_size} "
-                 f"process(es) on {self.dist.device.type}, micro-batch {self.micro_batch} x {self.grad_accum}, "
+        self.metrics.tokens_seen = self.tokens_before(self.step)
+        self.say(f"{self.stage.name}: run {self.ctx.run}, steps {self.step:,} -> {total:,}, {self.dist.world_size} "
+                 f"process(es) on {self.dist.device.type}, {self.layout_text()}, "
                  f"{self.model.num_params():,} parameters")
         gc.disable()  # collected below at the same step on every rank (paper section 6.4)
         try:
@@ -238,7 +255,7 @@ class Trainer:
         if pending is not None and (code := self._react([pending.result()], checkpoint_due=False)) is not None:
             return code
         self.checkpointer.save(self.step, self.model, self.optimizer, self._meta(), final=True)
-        self.say(f"{self.run.name} finished: {self.step:,} steps; final checkpoint in {self.ctx.run_dir}")
+        self.say(f"{self.ctx.run} finished: {self.step:,} steps; final checkpoint in {self.ctx.run_dir}")
         return 0
 
     def _react(self, verdicts: list[dict[str, Any]], checkpoint_due: bool) -> int | None:
@@ -285,9 +302,14 @@ def _exit_code(exc: Exception) -> ExitCode:
 
 def run_train_stage(ctx: RunContext) -> int:
     """The runner of pretrain, anneal and microanneal stages (named in olmo2spec/kinds.py's table)."""
+    return run_with(Trainer, ctx)
+
+
+def run_with(trainer: type[Trainer], ctx: RunContext) -> int:
+    """Run one run with `trainer` (Trainer or a stage kind's subclass) in this process group; its exit code."""
     info = init_distributed(wanted_device(ctx.plan) == "cuda")
     try:
-        return Trainer(ctx, info).train()
+        return trainer(ctx, info).train()
     except (TrainingError, LoaderError, DataRootError, CheckpointError, SinkError) as exc:
         if info.main:
             print(f"error: {ctx.stage.name}: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
 # Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): sft dpo rlvr.
+# stages after them): dpo rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -86,6 +86,12 @@ stage_02() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/02-anneal.py --run-name anneal-seed42
 }
 
+# 03 sft (sft)
+stage_03() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage sft --run sft
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-sft.py --run-name sft
+}
+
 # 06 eval-instruct (eval)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -107,8 +113,7 @@ stage_08() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|eval-instruct|export|eval-base) ;;
-    sft) echo 'stage sft is not yet runnable: olmo2spec runtime 0.1.0 cannot run sft stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/sft, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal|sft|eval-instruct|export|eval-base) ;;
     dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
     rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
     *)
@@ -125,7 +130,7 @@ for target in "${TARGETS[@]}"; do
     all)
       stage_01
       stage_02
-      echo 'skipping sft: not yet runnable (olmo2spec runtime 0.1.0 cannot run sft stages yet)' >&2
+      stage_03
       echo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)' >&2
       echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
       echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
@@ -134,6 +139,7 @@ for target in "${TARGETS[@]}"; do
       ;;
     pretrain) stage_01 ;;
     anneal) stage_02 ;;
+    sft) stage_03 ;;
     eval-instruct) stage_06 ;;
     export) stage_07 ;;
     eval-base) stage_08 ;;

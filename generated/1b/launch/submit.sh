@@ -12,14 +12,14 @@
 #
 #   01 pretrain pretrain (start)
 #   02 anneal anneal <- pretrain
-#   03 sft sft <- anneal (not yet runnable)
+#   03 sft sft <- anneal
 #   04 dpo dpo <- sft (not yet runnable)
 #   05 rlvr rlvr <- dpo (not yet runnable)
 #   06 eval-instruct eval <- rlvr
 #   07 export export <- rlvr
 #   08 eval-base eval <- anneal
 #
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: sft dpo rlvr.
+# Not yet runnable by olmo2spec 0.1.0, so never submitted: dpo rlvr.
 # --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
@@ -61,7 +61,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
 case "$TARGET" in
-  sft) echo 'stage sft is not yet runnable: olmo2spec runtime 0.1.0 cannot run sft stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/sft, then launch the stages after it by name' >&2; exit 2 ;;
   dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
   rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
 esac
@@ -131,7 +130,7 @@ submit() {
 [ "$DRY_RUN" = 1 ] || printf '%-24s %s\n' stage job
 submit 01 pretrain launch/slurm/01-pretrain.sbatch
 submit 02 anneal launch/slurm/02-anneal.sbatch 01
-not_runnable 03 sft 'skipping sft: not yet runnable (olmo2spec runtime 0.1.0 cannot run sft stages yet)'
+submit 03 sft launch/slurm/03-sft.sbatch 02
 not_runnable 04 dpo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)'
 not_runnable 05 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
 submit 06 eval-instruct launch/slurm/06-eval-instruct.sbatch 05

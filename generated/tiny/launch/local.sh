@@ -8,7 +8,7 @@
 #              else 2 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
 # Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): sft dpo rlvr.
+# stages after them): dpo rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -116,6 +116,12 @@ stage_06() {
   run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-base.py --run-name eval-base
 }
 
+# 07 sft (sft)
+stage_07() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage sft --run sft
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-sft.py --run-name sft
+}
+
 # 10 eval-instruct (eval)
 stage_10() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -131,8 +137,7 @@ stage_11() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|prepare|pretrain|microanneal|anneal|soup|eval-base|eval-instruct|export) ;;
-    sft) echo 'stage sft is not yet runnable: olmo2spec runtime 0.1.0 cannot run sft stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/sft, then launch the stages after it by name' >&2; exit 2 ;;
+    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|eval-instruct|export) ;;
     dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
     rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
     *)
@@ -153,7 +158,7 @@ for target in "${TARGETS[@]}"; do
       stage_04
       stage_05
       stage_06
-      echo 'skipping sft: not yet runnable (olmo2spec runtime 0.1.0 cannot run sft stages yet)' >&2
+      stage_07
       echo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)' >&2
       echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
       echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
@@ -165,6 +170,7 @@ for target in "${TARGETS[@]}"; do
     anneal) stage_04 ;;
     soup) stage_05 ;;
     eval-base) stage_06 ;;
+    sft) stage_07 ;;
     eval-instruct) stage_10 ;;
     export) stage_11 ;;
   esac
