@@ -1,0 +1,123 @@
+"""The tiny recipe's sft stage, run for real on CPU: a few steps on the demo chat set lower the loss, a run
+killed mid-way resumes with exactly the same losses, and bad data or a missing start say so with their exit code."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from conftest import SPECS  # noqa: E402
+
+from olmo2spec.compiler import check  # noqa: E402
+from olmo2spec.data.demo import build_demo_corpus  # noqa: E402
+from olmo2spec.emit.bundle import build_bundle  # noqa: E402
+from olmo2spec.exitcodes import ExitCode  # noqa: E402
+from olmo2spec.runtime.checkpoint import Checkpointer, read_marker, step_dir  # noqa: E402
+from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
+
+STEPS = 6
+OVERRIDES = [f"stages.sft.examples={STEPS * 8}", "stages.sft.batch_size=8", "checkpoint.every_steps=2",
+             "runtime.log_every=1", "checkpoint.keep_last=10"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """Demo data, the bundle, and a start checkpoint standing in for the soup (a random model, saved final)."""
+    root = tmp_path_factory.mktemp("sft")
+    build_demo_corpus(root / "data")
+    result = check(SPECS / "tiny.toml", OVERRIDES)
+    build_bundle(result, root / "bundle", "tiny.toml")
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs.from_plan(result.plan))
+    model.init_weights()
+    with warnings.catch_warnings():  # DCP without a process group: "assuming ... a single process"
+        warnings.simplefilter("ignore")
+        Checkpointer(root / "start" / "soup", keep_last=1, permanent_every=0).save(
+            0, model, torch.optim.AdamW(model.parameters()), {"run": "soup"}, final=True)
+    return root
+
+
+def _start(root: Path, checkpoints: Path, data: Path | None = None, soup: bool = True) -> subprocess.Popen[bytes]:
+    if soup and not (checkpoints / "soup").exists():
+        shutil.copytree(root / "start" / "soup", checkpoints / "soup")
+    env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
+           "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"),
+                             "--stage", "sft"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _finish(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=600)
+    return process.returncode, out.decode(), err.decode()
+
+
+def _losses(checkpoints: Path) -> dict[int, float]:
+    lines = (checkpoints / "sft" / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(root: Path) -> Path:
+    checkpoints = root / "ckpt-a"
+    code, out, err = _finish(_start(root, checkpoints))
+    assert code == 0, out + err
+    assert "starting sft from" in out and "(model weights)" in out
+    return checkpoints
+
+
+def test_a_few_steps_lower_the_loss_and_end_in_a_final_checkpoint(uninterrupted: Path) -> None:
+    losses = _losses(uninterrupted)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    first, last = losses[1] + losses[2], losses[STEPS - 1] + losses[STEPS]
+    assert last < first - 0.5, losses
+    final = step_dir(uninterrupted / "sft", STEPS)
+    assert read_marker(final)["final"] is True
+
+
+def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(root: Path, uninterrupted: Path):
+    checkpoints = root / "ckpt-b"
+    process = _start(root, checkpoints)
+    marker = step_dir(checkpoints / "sft", 2) / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 2"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert not step_dir(checkpoints / "sft", STEPS).exists()
+    code, out, err = _finish(_start(root, checkpoints))
+    assert code == 0, out + err
+    assert "resuming sft from" in out
+    assert _losses(checkpoints) == _losses(uninterrupted)  # bit for bit
+    code, out, _ = _finish(_start(root, checkpoints))
+    assert code == 0 and "already complete" in out
+
+
+def test_a_conversation_without_an_answer_stops_the_run_naming_file_and_line(root: Path, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    chat = data / "post-training" / "demo-chat" / "train.jsonl"
+    chat.parent.mkdir(parents=True)
+    lines = (root / "data" / "post-training" / "demo-chat" / "train.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({"messages": [{"role": "user", "content": "no answer"}]})
+    chat.write_text("\n".join(lines) + "\n")
+    code, out, err = _finish(_start(root, tmp_path / "ckpt", data=data))
+    assert code == ExitCode.DATA, out + err
+    assert f"{chat}:3: " in err and "no assistant turn" in err and "Traceback" not in err
+    assert not (tmp_path / "ckpt" / "sft").exists() or not any((tmp_path / "ckpt" / "sft").glob("step-*"))
+
+
+def test_without_the_from_stage_checkpoint_the_run_says_which(root: Path, tmp_path: Path) -> None:
+    code, out, err = _finish(_start(root, tmp_path / "ckpt", soup=False))
+    assert code == ExitCode.CHECKPOINT, out + err
+    assert "sft starts from soup" in err and "Traceback" not in err
