@@ -29,6 +29,7 @@ __all__ = ["SftTrainer", "run_sft_stage"]
 
 
 class SftTrainer(Trainer):
+    # narrower than the Trainer's TrainStagePlan: the base methods reading fields only that has are overridden
     stage: PostTrainStagePlan  # type: ignore[assignment]
     batches: SftBatches
 
@@ -91,11 +92,11 @@ class SftTrainer(Trainer):
         mb, world = self.micro_batch, self.dist.world_size
         for i in range(batch.micro_batches):
             rows = slice(i * mb, (i + 1) * mb)
-            self.model.set_requires_gradient_sync(i == batch.micro_batches - 1)  # type: ignore[operator]
+            self.sharded.set_requires_gradient_sync(i == batch.micro_batches - 1)
             logits = self.model(tokens[rows], positions=positions[rows], doc_ids=doc_ids[rows])
             loss = weighted_ce(logits, labels[rows], weights[rows])
             # the ranks' losses add up to the batch's; FSDP averages gradients over ranks, so scale back up
-            (loss * world).backward()
+            torch.autograd.backward(loss * world)
             loss_sum += loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ctx.plan.optimizer.grad_clip,
                                               foreach=True)
