@@ -71,7 +71,8 @@ def _shape(stage: StagePlan) -> tuple[str, str, str, str, str]:
         runs = len(stage.runs) if isinstance(stage, TrainStagePlan) else 1
         tokens = format_tokens(stage.tokens) if isinstance(stage, TrainStagePlan) else f"{stage.examples:,} ex"
         layout = (f"{par.nodes}n x {par.gpus // par.nodes}, shard {par.shard_gpus} x {par.replicate}, "
-                  f"mb {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}")
+                  f"mb {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}"
+                  f"{', 1 FSDP unit' if par.fsdp_units == 'model' else ''}")
         return str(runs), f"{stage.steps:,}", tokens, layout, f"{stage.memory.total_gib:.1f}"
     if isinstance(stage, SoupStagePlan):
         weights = "uniform" if len(set(stage.weights)) == 1 else "weighted"

@@ -109,7 +109,8 @@ def _cells(stage: StagePlan) -> list[str]:
     par = stage.parallel
     tokens = format_tokens(stage.tokens) if isinstance(stage, TrainStagePlan) else f"{stage.examples:,} examples"
     layout = (f"{par.nodes} x {par.gpus // par.nodes}, shard {par.shard_gpus} x {par.replicate}, "
-              f"micro-batch {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}")
+              f"micro-batch {par.micro_batch} x {par.grad_accum}{', AC' if par.activation_checkpointing else ''}"
+              f"{', one FSDP unit' if par.fsdp_units == 'model' else ''}")
     hours = stage.cost.gpu_hours
     return [f"{stage.steps:,}", tokens, layout, f"{stage.memory.total_gib:.1f}",
             f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"]

@@ -30,7 +30,8 @@ class MemoryEstimate:
     optimizer_gib: float
     """Adam moments (2 x fp32), sharded."""
     transient_gib: float
-    """Unsharded working copies: the block being computed and the one prefetched, and their grads."""
+    """Unsharded working copies: the block being computed and the one prefetched, and their grads
+    (with fsdp_units = 'model': the whole model and all its grads)."""
     activations_gib: float
     """Saved for backward at this micro-batch and the chosen checkpointing setting."""
     activations_no_ac_gib: float
@@ -58,12 +59,14 @@ def _activation_elements_per_token(model: ModelSpec) -> int:
 
 def estimate_memory(*, model: ModelSpec, counts: ParamCounts, gpu: Gpu, seq_len: int, micro_batch: int,
                     shard_gpus: int, checkpointing: bool, vocab_rows: int, trainable_copies: int = 1,
-                    frozen_copies: int = 0) -> MemoryEstimate:
+                    frozen_copies: int = 0, whole_model_unit: bool = False) -> MemoryEstimate:
     """Estimate one GPU's memory for a training step.
 
     Args:
         trainable_copies: models being trained (RLVR with PPO trains a policy and a value model).
         frozen_copies: models only run forward (a DPO/RLVR reference), held in the compute dtype.
+        whole_model_unit: FSDP gathers the whole model at once (fsdp_units = 'model') and keeps it
+            through backward, with its unsharded gradients.
     """
     compute_bytes = 4 if gpu.name == "cpu" else 2  # fp32 on CPU, bf16 on GPUs
     p = counts.total * trainable_copies
@@ -71,6 +74,8 @@ def estimate_memory(*, model: ModelSpec, counts: ParamCounts, gpu: Gpu, seq_len:
     frozen = compute_bytes * counts.total * frozen_copies / shard_gpus
     largest_unit = max(counts.per_block, counts.output_head)
     transient = (2 * compute_bytes + 4) * largest_unit  # current + prefetched copy, plus its fp32 grad
+    if whole_model_unit:  # one gathered copy of everything, and every unsharded fp32 grad
+        transient = (compute_bytes + 4) * counts.total * trainable_copies
     tokens = micro_batch * seq_len
     per_block = _activation_elements_per_token(model) * compute_bytes * tokens
     without = model.n_layers * per_block

@@ -20,6 +20,7 @@ class Layout:
     shard_gpus: int
     micro_batch: int
     checkpointing: bool
+    fsdp_units: str
     memory: MemoryEstimate
 
 
@@ -53,14 +54,15 @@ def shard_candidates(gpus: int, gpus_per_node: int) -> list[int]:
 
 
 def choose_layout(*, gpus: int, gpus_per_node: int, per_rank_batch: int, shard: int | str,
-                  micro_batch: int | str, checkpointing: str,
-                  estimate: Callable[[int, int, bool], MemoryEstimate]) -> Layout:
+                  micro_batch: int | str, checkpointing: str, fsdp_units: list[str],
+                  estimate: Callable[[int, int, bool, str], MemoryEstimate]) -> Layout:
     """Pick shard group, micro-batch and activation checkpointing; explicit choices are kept.
 
     Rules (each "auto" is settled in this order):
       1. shard: the smallest candidate group where anything fits.
-      2. checkpointing: off if some micro-batch fits without it, else on.
-      3. micro-batch: the largest divisor of the per-rank batch that fits.
+      2. FSDP units: the first of `fsdp_units` (candidates in order of preference) that fits.
+      3. checkpointing: off if some micro-batch fits without it, else on.
+      4. micro-batch: the largest divisor of the per-rank batch that fits.
 
     Raises:
         NoFit: when nothing fits.
@@ -71,12 +73,14 @@ def choose_layout(*, gpus: int, gpus_per_node: int, per_rank_batch: int, shard: 
         ac_options = {"auto": [False, True], "none": [False], "full": [True]}[checkpointing]
         mb_options = (sorted(_divisors(per_rank_batch), reverse=True) if micro_batch == "auto"
                       else [int(micro_batch)])
-        for ac in ac_options:
-            for mb in mb_options:
-                mem = estimate(group, mb, ac)
-                if mem.total_gib <= mem.capacity_gib:
-                    return Layout(shard_gpus=group, micro_batch=mb, checkpointing=ac, memory=mem)
-                if smallest is None or mem.total_gib < smallest[0].total_gib:
-                    smallest = (mem, group, mb)
+        for units in fsdp_units:
+            for ac in ac_options:
+                for mb in mb_options:
+                    mem = estimate(group, mb, ac, units)
+                    if mem.total_gib <= mem.capacity_gib:
+                        return Layout(shard_gpus=group, micro_batch=mb, checkpointing=ac, fsdp_units=units,
+                                      memory=mem)
+                    if smallest is None or mem.total_gib < smallest[0].total_gib:
+                        smallest = (mem, group, mb)
     assert smallest is not None
     raise NoFit(*smallest)

@@ -74,6 +74,8 @@ class ParallelPlan:
     grad_accum: int
     """Micro-batches per optimizer step: batch / (gpus x micro_batch)."""
     activation_checkpointing: bool
+    fsdp_units: str
+    """'block' (one FSDP unit per transformer block) or 'model' (the whole model one unit)."""
     compile: bool
     mixed_precision: str
     """'bf16' (params bf16, reduce fp32) on GPUs; 'fp32' on CPU."""

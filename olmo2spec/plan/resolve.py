@@ -166,16 +166,22 @@ class _Resolver:
                               f"{gpus} GPUs", f"use a divisor of {gpus}, ideally whole nodes of {c.gpus_per_node}")
             return None
 
-        def estimate(shard: int, mb: int, ac: bool) -> MemoryEstimate:
+        def estimate(shard: int, mb: int, ac: bool, units: str) -> MemoryEstimate:
             return estimate_memory(model=self.recipe.model, counts=self.counts, gpu=self.gpu, seq_len=seq_len,
                                    micro_batch=mb, shard_gpus=shard, checkpointing=ac,
                                    vocab_rows=self.recipe.tokenizer.embedding_rows, trainable_copies=trainable,
-                                   frozen_copies=frozen)
+                                   frozen_copies=frozen, whole_model_unit=units == "model")
+
+        gpu_run = self.gpu.name != "cpu"
+        # On GPUs each block's all-gather overlaps the previous block's compute; on CPU nothing overlaps
+        # and each gloo collective costs the same few ms whatever its size, so fewer and larger wins.
+        units = {"auto": ["block"] if gpu_run else ["model", "block"]}.get(stage.fsdp_units, [stage.fsdp_units])
 
         try:
             chosen = choose_layout(gpus=gpus, gpus_per_node=c.gpus_per_node, per_rank_batch=per_rank,
                                    shard=stage.shard_gpus, micro_batch=stage.micro_batch,
-                                   checkpointing=stage.activation_checkpointing, estimate=estimate)
+                                   checkpointing=stage.activation_checkpointing, fsdp_units=units,
+                                   estimate=estimate)
         except NoFit as exc:
             m = exc.best
             self.report.error(
@@ -187,11 +193,10 @@ class _Resolver:
                 "shard over more GPUs (shard_gpus), add nodes, turn on activation_checkpointing, or shorten "
                 "sequences", at_key=True)
             return None
-        gpu_run = self.gpu.name != "cpu"
         parallel = ParallelPlan(
             nodes=nodes, gpus=gpus, shard_gpus=chosen.shard_gpus, replicate=gpus // chosen.shard_gpus,
             micro_batch=chosen.micro_batch, grad_accum=per_rank // chosen.micro_batch,
-            activation_checkpointing=chosen.checkpointing, compile=stage.compile,
+            activation_checkpointing=chosen.checkpointing, fsdp_units=chosen.fsdp_units, compile=stage.compile,
             mixed_precision="bf16" if gpu_run else "fp32", backend="nccl" if gpu_run else "gloo")
         return parallel, chosen.memory
 

@@ -1,9 +1,11 @@
 """Apply the plan's parallelism to the model, in one fixed order (torchtitan's parallelize_llama).
 
 activation checkpointing -> per-block torch.compile -> FSDP2 (`fully_shard`) on the embedding,
-each block, [final norm, output head], then the root. HSDP when the plan replicates across
+each block, [final norm, output head], then the root; or, with `fsdp_units = "model"`, on the root
+alone, gathered once per step and kept through backward. HSDP when the plan replicates across
 shard groups: a 2-D device mesh (replicate, shard). The plan decides what is on; this module
-only applies it.
+only applies it. Either way each parameter is sharded the same (dim 0 over the shard group), so
+the numbers a step computes do not depend on the units: only how many collectives it takes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def build_mesh(device_type: str, world_size: int, shard: int) -> DeviceMesh:
 
 
 def apply_parallelism(model: Transformer, mesh: DeviceMesh, *, bf16: bool, activation_checkpointing: bool,
-                      compile_blocks: bool) -> FSDPModule:
+                      compile_blocks: bool, fsdp_units: str = "block") -> FSDPModule:
     """Shard `model` in place; returns it as FSDP's root module (gradient sync), the same object."""
     layers: list[nn.Module] = list(model.layers)
     if activation_checkpointing:
@@ -40,6 +42,8 @@ def apply_parallelism(model: Transformer, mesh: DeviceMesh, *, bf16: bool, activ
     model.layers = nn.ModuleList(layers)
     policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else \
         MixedPrecisionPolicy()
+    if fsdp_units == "model":  # one all-gather and one reduce-scatter a step
+        return fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
     fully_shard(model.embed_tokens, mesh=mesh, mp_policy=policy)
     for i, layer in enumerate(model.layers):
         # the last block's parameters are needed again at once by backward: keep them gathered

@@ -120,7 +120,7 @@ class Trainer:
         on_gpu = self.dist.device.type == "cuda"
         self.sharded = apply_parallelism(self.model, mesh, bf16=on_gpu and par.mixed_precision == "bf16",
                                          activation_checkpointing=par.activation_checkpointing,
-                                         compile_blocks=par.compile and on_gpu)
+                                         compile_blocks=par.compile and on_gpu, fsdp_units=par.fsdp_units)
         self.model.to_empty(device=self.dist.device)
         with warnings.catch_warnings():  # DTensor random init on CPU meshes warns; the init is what we want
             warnings.filterwarnings("ignore", message="DTensor random operators")

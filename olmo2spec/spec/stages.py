@@ -100,6 +100,12 @@ class ParallelStage(StageSpec):
                               default="auto", validator=_auto_positive)
     activation_checkpointing: str = doc("'none', 'full' (every block), or 'auto' (only if needed to fit).",
                                         default="auto", validator=one_of(("auto", "none", "full")))
+    fsdp_units: str = doc("What FSDP gathers at a time: 'block' (each transformer block its own unit, gathered "
+                          "in turn so communication overlaps compute, as torchtitan does), 'model' (the whole "
+                          "model one unit, gathered once per step and kept through backward: 2 collectives a "
+                          "step instead of 2 per block), or 'auto' ('model' on CPU, where gloo's per-collective "
+                          "cost dominates a step and nothing overlaps, when it fits; else 'block').",
+                          default="auto", validator=one_of(("auto", "block", "model")))
     compile: bool = doc("torch.compile each block.", default=True)
 
 

@@ -267,6 +267,7 @@ CASES: list[Case] = [
           ("sources.*.category", "sources.demo-web.category", q(SUBST)),
           ("stages.*.filters", "stages.prepare.filters", qs(SUBST)),
           ("stages.*.activation_checkpointing", "stages.pretrain.activation_checkpointing", q(TICKS)),
+          ("stages.*.fsdp_units", "stages.anneal.fsdp_units", q(SEMI)),
           ("stages.*.loss", "stages.sft.loss", q(SUBST)),
           ("stages.*.chat_template", "stages.sft.chat_template", q(QUOTES)),
           ("stages.*.algorithm", "stages.rlvr.algorithm", q(HASH)),

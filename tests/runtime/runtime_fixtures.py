@@ -39,17 +39,17 @@ def _env(root: Path, checkpoints: Path) -> dict[str, str]:
             "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
 
 
-def _pretrain(root: Path, checkpoints: Path, nproc: int) -> subprocess.Popen[bytes]:
-    entry = root / "bundle" / "stages" / "02-pretrain.py"
+def _pretrain(root: Path, checkpoints: Path, nproc: int, bundle: str = "bundle") -> subprocess.Popen[bytes]:
+    entry = root / bundle / "stages" / "02-pretrain.py"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", str(entry),
            "--run-name", "pretrain"]
     return subprocess.Popen(cmd, env=_env(root, checkpoints), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
 
 
-def _losses(checkpoints: Path) -> dict[int, float]:
+def _losses(checkpoints: Path, key: str = "loss") -> dict[int, float]:
     lines = (checkpoints / "pretrain" / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+    return {r["step"]: r[key] for r in map(json.loads, lines)}
 
 
 def _finish(process: subprocess.Popen[bytes]) -> str:

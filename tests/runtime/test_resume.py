@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from runtime_fixtures import STEPS, _finish, _losses, _pretrain  # noqa: E402
+from runtime_fixtures import OVERRIDES, SPECS, STEPS, _finish, _losses, _pretrain  # noqa: E402
 
 
 def _descendants(pid: int) -> list[int]:
@@ -100,3 +100,19 @@ def test_a_run_resumes_at_another_world_size(bundle, uninterrupted, tmp_path):
     got, expected = _losses(checkpoints), _losses(uninterrupted)
     for step in range(9, STEPS + 1):  # one process sums in another order: equal to rounding
         assert got[step] == pytest.approx(expected[step], rel=1e-4), step
+
+
+def test_fsdp_units_change_the_collectives_not_the_numbers(bundle, uninterrupted, tmp_path):
+    """tiny plans one FSDP unit (CPU); per-block units, as on GPUs, train to the same bits from the same seed."""
+    from olmo2spec.compiler import check
+    from olmo2spec.emit.bundle import build_bundle
+
+    plan = check(SPECS / "tiny.toml", OVERRIDES)
+    assert plan.plan.stage("pretrain").parallel.fsdp_units == "model"
+    blocks = check(SPECS / "tiny.toml", [*OVERRIDES, 'stages.pretrain.fsdp_units="block"'])
+    assert blocks.plan.stage("pretrain").parallel.fsdp_units == "block"
+    build_bundle(blocks, bundle / "bundle-block", "tiny.toml")
+    checkpoints = tmp_path / "ckpt"
+    _finish(_pretrain(bundle, checkpoints, 2, bundle="bundle-block"))
+    for key in ("loss", "grad_norm", "z_loss"):
+        assert _losses(checkpoints, key) == _losses(uninterrupted, key), key

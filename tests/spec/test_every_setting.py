@@ -87,7 +87,7 @@ ALTERNATIVE: dict[str, Any] = {
     "mixes.demo-anneal.mix_pct": {"demo-web": 30, "demo-math": 70}, "mixes.demo-anneal.tokens": "1.2M",
     "mixes.*.description": "other",
     "stages.*.description": "other", "stages.*.nodes": 2, "stages.*.micro_batch": 4, "stages.*.shard_gpus": 1,
-    "stages.*.activation_checkpointing": "full", "stages.*.seed": 9,
+    "stages.*.activation_checkpointing": "full", "stages.*.fsdp_units": "block", "stages.*.seed": 9,
     "stages.prepare.from": "prepare-2", "stages.pretrain.from": "prepare-2", "stages.microanneal.from": "anneal",
     "stages.anneal.from": "microanneal", "stages.soup.from": "pretrain", "stages.sft.from": "pretrain",
     "stages.dpo.from": "soup", "stages.rlvr.from": "sft", "stages.eval-base.from": "pretrain",
