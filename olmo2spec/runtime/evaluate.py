@@ -32,8 +32,8 @@ so with `prompt_format="base"` (pretrained, annealed and souped models):
     word problem:  "<question>\\n"  greedy up to the end of the "#### N" line (or eos), at most 160
 
 and with `prompt_format="chat"` (models of sft/dpo/rlvr stages) the Tulu template OLMo 2's
-post-training uses, `"<|user|>\\n<question>\\n<|assistant|>\\n"`, greedy up to eos (the demo chat
-data answers "... The answer is N."), at most 160 new tokens.
+post-training uses (olmo2spec/data/chat.py), `"<bos><|user|>\\n<question>\\n<|assistant|>\\n"`,
+greedy up to eos (the demo chat data answers "... The answer is N."), at most 160 new tokens.
 
 The predicted answer (`extract_answer`): the first number after "####" if there is one; else
 the first number after the last "answer is"; else, for arithmetic, the first number after the
@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from olmo2spec.atomic import write_json_atomic
+from olmo2spec.data.chat import render
 from olmo2spec.data.tokenizer import Tokenizer
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.kinds import stage_kind
@@ -98,7 +99,7 @@ ARITHMETIC_NEW_TOKENS = 48
 """Enough for "1234 / 12 = 102, so the answer is 102." in bytes (the longest training answer)."""
 WORD_PROBLEM_NEW_TOKENS = 160
 """The longest worked solution plus "#### N" in the demo corpus's math is 152 bytes."""
-CHAT_USER, CHAT_ASSISTANT = "<|user|>\n", "\n<|assistant|>\n"
+CHAT_BOS = "<|endoftext|>"
 NEWLINE = re.compile(r"\n")
 AFTER_ANSWER_LINE = re.compile(r"####[^\n]*(\n)")
 """A continuation ends at the newline that closes its "#### N" line."""
@@ -305,7 +306,7 @@ def greedy_answers(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[s
     model.eval()
     eos = tokenizer.eos_id if eos is None else eos
     pattern = re.compile(stop) if isinstance(stop, str) else stop
-    encoded = [tokenizer.encode(p) for p in prompts]
+    encoded = [tokenizer.encode(p, allow_special=True) for p in prompts]  # a chat prompt's bos
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
     results: list[str] = [""] * len(prompts)
     if max_new_tokens <= 0:
@@ -357,7 +358,9 @@ def math_prompt(item: Mapping[str, Any], prompt_format: str) -> tuple[str, int, 
     """(prompt, max new tokens, stop pattern) of one math item in `prompt_format` ("base" or "chat")."""
     question = str(item["question"])
     if prompt_format == "chat":
-        return f"{CHAT_USER}{question}{CHAT_ASSISTANT}", WORD_PROBLEM_NEW_TOKENS, AFTER_ANSWER_LINE
+        # the chat format SFT trains on, bos included (both tokenizers' bos and eos are <|endoftext|>)
+        prompt = render([{"role": "user", "content": question}], CHAT_BOS, CHAT_BOS, add_generation_prompt=True)
+        return prompt, WORD_PROBLEM_NEW_TOKENS, AFTER_ANSWER_LINE
     if prompt_format != "base":
         raise EvalError(f"unknown prompt format {prompt_format!r}: choose {' or '.join(PROMPT_FORMATS)}")
     if item.get("kind") == "word_problem":

@@ -168,7 +168,7 @@ def test_prompts_follow_the_training_text():
     word = {"question": "Sam has 3 pens. How many?", "answer": "3", "kind": "word_problem"}
     assert ev.math_prompt(arithmetic, "base")[0] == "What is 77 times 14? "
     assert ev.math_prompt(word, "base")[:2] == ("Sam has 3 pens. How many?\n", ev.WORD_PROBLEM_NEW_TOKENS)
-    assert ev.math_prompt(word, "chat")[0] == "<|user|>\nSam has 3 pens. How many?\n<|assistant|>\n"
+    assert ev.math_prompt(word, "chat")[0] == "<|endoftext|><|user|>\nSam has 3 pens. How many?\n<|assistant|>\n"
     assert ev.answers_match("1078.0", "1078") and not ev.answers_match("107", "1078")
     with pytest.raises(ev.EvalError):
         ev.math_prompt(word, "fancy")
