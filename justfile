@@ -39,8 +39,13 @@ demo-range: install-dev
 golden: install
     for spec in specs/*.toml; do {{python}} -m olmo2spec build "$spec" || exit 1; done
 
-# The test suite, then lint and type checks.
+# The test suite (the notebooks in a real browser too, where a chromium is found or installable), then lint and types.
 test: install-dev
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # .ci/chromium.sh prints Debian's chromium (installing it as root with apt), or nothing and why not;
+    # tests/notebook/test_browser.py drives it, or skips naming what is missing.
+    export OLMO2SPEC_CHROMIUM="$(bash .ci/chromium.sh || true)"
     {{python}} -m pytest -q
     {{python}} -m ruff check olmo2spec tests benchmarks
     {{python}} -m mypy

@@ -11,11 +11,15 @@ from plotly.subplots import make_subplots
 __all__ = ["bar_chart", "set_bars", "grouped_bar_panels", "set_grouped_bars"]
 
 
-def bar_chart(title: str, axis: str, *, height: int = 320) -> go.FigureWidget:
-    """An empty horizontal bar chart: one bar per label, filled by `set_bars`."""
+def bar_chart(title: str, axis: str, *, height: int = 320, width: int = 560) -> go.FigureWidget:
+    """An empty horizontal bar chart: one bar per label, filled by `set_bars`.
+
+    A fixed width (plotly's own default is 700 px) so that it fits beside a table, or wraps under it.
+    """
     figure = go.FigureWidget(data=[go.Bar(orientation="h", x=[], y=[])])
-    figure.update_layout(title=title, xaxis_title=axis, height=height, margin={"l": 10, "r": 10, "t": 40, "b": 40},
-                         yaxis={"autorange": "reversed"}, template="plotly_white")
+    figure.update_layout(title=title, xaxis_title=axis, height=height, width=width,
+                         margin={"l": 10, "r": 10, "t": 40, "b": 40}, yaxis={"autorange": "reversed"},
+                         template="plotly_white")
     return figure
 
 

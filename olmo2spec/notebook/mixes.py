@@ -86,6 +86,7 @@ class _SourceRow:
         for widget, name in ((self.box, "share"), (self.slider, "slider"), (self.repeats, "repeats")):
             widget.add_class(f"olmo2spec-mix-{name}")  # stable handles for a browser test
         self.widget = widgets.HBox([self.box, self.slider, self.repeats])
+        self.widget.add_class("olmo2spec-mix-row")
         self._syncing = False
         self._follow_box()
         self.slider.observe(lambda _change: self._follow_slider(), names="value")
@@ -160,7 +161,9 @@ class MixExplorer(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships no ty
         self._cache = ComposeCache()  # the recipe's files, composed once; each edit only adds overrides
         super().__init__([
             widgets.HBox([self.recipe_picker, self.mix_picker]), self.form, self.sources, self.diagnostics,
-            self.command, widgets.HBox([self.table, self.chart]), self.stages,
+            self.command,
+            widgets.HBox([self.table, self.chart], layout={"flex_flow": "row wrap"}),  # the chart under, if narrow
+            self.stages,
             widgets.HBox([self.save_path, self.save_button]), self.save_status,
         ])
         self.recipe_picker.observe(lambda _c: self._load_recipe(None), names="value")

@@ -10,7 +10,7 @@ __all__ = ["html_table"]
 
 _STYLE = ("border-collapse:collapse;font-family:var(--jp-code-font-family,monospace);"
           "font-size:var(--jp-code-font-size,13px)")
-_CELL = "padding:2px 10px;border-bottom:1px solid var(--jp-border-color2,#ddd)"
+_CELL = "padding:2px 10px;white-space:nowrap;border-bottom:1px solid var(--jp-border-color2,#ddd)"  # names unbroken
 
 
 def _aligned(frame: pl.DataFrame, name: str) -> str:
