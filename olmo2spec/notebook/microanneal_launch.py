@@ -116,12 +116,23 @@ class Microanneal:
     def create(cls, run_root: Path, checked: Checked, recipe: Path, overrides: list[str], name: str,
                start: str, checkpoint_root: Path) -> Microanneal:
         """Build the bundle of `checked` (the recipe under `overrides`) into `<run_root>/<name>/bundle`, and record
-        how it was compiled. Raises FileExistsError when a microanneal of that name is there already."""
+        how it was compiled.
+
+        Raises:
+            FileExistsError: a microanneal of that name is there already, or one of its runs is under the checkpoint
+                root (the trainer would take that run's checkpoints for its own); nothing is written then.
+        """
         from olmo2spec.emit.bundle import build_bundle
 
         directory = Path(run_root) / name
         if (directory / RECORD).exists():
             raise FileExistsError(f"a microanneal named {name!r} is already in {directory}: choose another name")
+        stage = checked.plan.stage(name)
+        taken = [r.name for r in stage.runs if (Path(checkpoint_root) / r.name).exists()] \
+            if isinstance(stage, TrainStagePlan) else []
+        if taken:
+            raise FileExistsError(f"{Path(checkpoint_root) / taken[0]} exists already: a microanneal named {name!r} "
+                                  "would continue that run; choose another name")
         directory.mkdir(parents=True, exist_ok=True)
         build_bundle(checked, directory / "bundle", Path(recipe).name)
         write_json_atomic(directory / RECORD, {"name": name, "recipe": str(Path(recipe).absolute()),
@@ -242,6 +253,14 @@ class Microanneal:
             self.wait()
 
     # -- progress and outcome --------------------------------------------------------------------
+    def log_tail(self, lines: int = 8) -> str:
+        """The launcher's last lines (where a failed run says why)."""
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
     def progress(self) -> tuple[int, int]:
         """(steps done, steps in all) over the candidates' runs, from their metrics.jsonl."""
         steps = self.stage.steps

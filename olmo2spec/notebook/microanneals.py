@@ -125,6 +125,7 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
         self.stage_name: str | None = None
         """The recipe's microanneal stage, which the form's overrides vary."""
         self.current: Microanneal | None = None
+        self._known: dict[str, Microanneal] = {}
         self.rows: list[dict[str, Any]] = []
         """The comparison's rows (demo-report's) of the microanneal shown, once it has finished."""
 
@@ -242,13 +243,13 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
             self.status.value, self.table.value = "", ""
             self._edited()
             return
-        microanneal = next(m for m in find_microanneals(self.run_root, self.checkpoint_root) if m.name == name)
         if self.current is None or self.current.name != name:
-            self.current = microanneal
+            self.rows, self.table.value = [], ""
+            self.current = self._known.setdefault(name, Microanneal(self.run_root / name, self.checkpoint_root))
         self.form.layout.display = "none"
         self.show()
-        if self.current.state() == "finished":
-            self._follow()  # evaluates (or reads the cached results) in the background
+        if self.current.state() in ("running", "finished"):
+            self._follow()  # follows it, then evaluates (or reads the cached results) in the background
 
     # -- running --------------------------------------------------------------------------------
     def run(self) -> Microanneal | None:
@@ -264,6 +265,7 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
             except (FileExistsError, OSError) as exc:
                 self.status.value = f'<span style="color:#b00020">{html.escape(str(exc))}</span>'
                 return None
+            self._known[self.current.name] = self.current  # it holds the launcher's process (its exit status)
             self.refresh_list()
             self.pick.value = self.current.name
         if self.current.state() in ("running", "finished"):
@@ -330,7 +332,9 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
             self.progress.max, self.progress.value = max(1, total), done
             self.status.value = (f"<b>{html.escape(microanneal.name)}</b>: {state}, {done:,}/{total:,} steps over "
                                  f"{len(microanneal.runs)} candidate(s); log: {html.escape(str(microanneal.log))}"
-                                 + ("; Run resumes it from its checkpoints" if state == "stopped" else ""))
+                                 + ("; Resume continues it from its checkpoints" if state == "stopped" else "")
+                                 + (f"<pre>{html.escape(printable(microanneal.log_tail(), newlines=True))}</pre>"
+                                    if state.startswith("failed") else ""))
             self.run_button.description = "Resume" if state.startswith(("stopped", "failed")) else "Run"
             self.run_button.disabled = state in ("running", "finished")
             self.cancel_button.disabled = state != "running"

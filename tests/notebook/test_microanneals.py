@@ -127,11 +127,35 @@ def test_run_builds_the_bundle_and_starts_its_own_launcher(tmp_path: Path, monke
     assert widget.run_button.description == "Resume"
 
 
+def test_a_failed_launch_shows_the_launchers_last_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = subprocess.Popen
+
+    def popen(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        return real(["bash", "-c", "echo 'error: DATA_ROOT is not set' >&2; exit 6"], **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    widget = runner(tmp_path, poll_seconds=0.05)
+    microanneal = widget.run()
+    widget.wait(30)
+    assert microanneal is not None and microanneal.state() == "failed (exit 6)"
+    assert "error: DATA_ROOT is not set" in widget.status.value and widget.run_button.description == "Resume"
+
+
+def test_a_name_whose_runs_exist_under_the_checkpoint_root_is_refused(tmp_path: Path) -> None:
+    widget = runner(tmp_path)
+    widget.name.value = "old"
+    (tmp_path / "checkpoints" / "old-0").mkdir()
+    assert widget.run() is None
+    assert "old-0 exists already" in widget.status.value and not (tmp_path / "microanneals" / "old").exists()
+
+
 # --- one real microanneal ---------------------------------------------------------------------------------------
 
 SMALL = ("runtime.log_every=1", "checkpoint.every_steps=1000", "stages.pretrain.tokens=8192",
          "stages.pretrain.lr.warmup_steps=1")
 """A two-step pretraining; steps of 16 x 256 tokens, logged (and so checked for the stop file) at every step."""
+STEPS = 24
+"""The microanneal's: enough that Cancel, seen after step 2, lands before the end on a fast machine too."""
 
 
 def _shrink_heldout_text(data: Path) -> None:
@@ -145,7 +169,7 @@ def _shrink_heldout_text(data: Path) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Pretrain two steps for real; from the widget, start a 12-step microanneal, cancel it, resume it to the end."""
+    """Pretrain two steps for real; from the widget, start a 24-step microanneal, cancel it, resume it to the end."""
     from olmo2spec.data.demo import build_demo_corpus
     from olmo2spec.emit.bundle import build_bundle
 
@@ -160,7 +184,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     widget = MicroannealRunner(TINY, root / "checkpoints", root / "microanneals", root / "data", overrides=SMALL,
                                nproc=1, eval_limit=4, poll_seconds=0.2)
     widget.candidates.value = "demo-math"
-    widget.tokens.value = str(12 * 16 * 256)
+    widget.tokens.value = str(STEPS * 16 * 256)
     microanneal = widget.run()
     assert microanneal is not None
     run_dir = root / "checkpoints" / "ma-1-0"
@@ -183,17 +207,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_cancel_leaves_a_resumable_run(trained: dict[str, Any]) -> None:
     cancelled = trained["cancelled"]
     assert cancelled["state"] == "stopped" and cancelled["button"] == "Resume"
-    assert cancelled["steps"] and 2 <= cancelled["steps"][-1] < 12 and not cancelled["marker"].get("final")
+    assert cancelled["steps"] and 2 <= cancelled["steps"][-1] < STEPS and not cancelled["marker"].get("final")
     assert f"resuming ma-1-0 from {trained['root'] / 'checkpoints' / 'ma-1-0'}" in trained["log"]
 
 
 def test_a_microanneal_started_from_the_widget_trains_and_its_row_appears(trained: dict[str, Any]) -> None:
     widget = trained["widget"]
-    assert widget.current.state() == "finished" and widget.progress.value == widget.progress.max == 12
+    assert widget.current.state() == "finished" and widget.progress.value == widget.progress.max == STEPS
     assert [r["label"] for r in widget.rows] == ["pretrained", "microanneal: demo-math"]
     assert [r["run"] for r in widget.rows] == ["pretrain", "ma-1-0"]
     assert "microanneal: demo-math" in widget.table.value and "math held-out %" in widget.table.value
-    assert [t.name for t in widget.chart.data] == ["ma-1-0: demo-math"] and len(widget.chart.data[0].x) == 12
+    assert [t.name for t in widget.chart.data] == ["ma-1-0: demo-math"] and len(widget.chart.data[0].x) == STEPS
 
 
 def test_reopening_finds_the_finished_microanneal_without_rerunning_it(trained: dict[str, Any],
