@@ -2,14 +2,17 @@
 
 The model's parameter names are HF's minus the `model.` prefix, so the export is a key-by-key copy:
 every key is checked against the shapes the plan implies, then written as safetensors (sharded
-with an index above `MAX_SHARD_BYTES`). For dolma2 the export also gets a `tokenizer.json` built
-from the local cl100k_base ranks (no download): transformers loads it offline as a fast tokenizer
-that gives the same ids as `olmo2spec.data.tokenizer.Dolma2Tokenizer`.
+with an index above `MAX_SHARD_BYTES`). The export also gets a `tokenizer.json`, for dolma2 built
+from the local cl100k_base ranks (no download), for the byte tokenizer a byte-level one without
+merges: transformers loads it offline as a fast tokenizer that gives olmo2spec's ids. A model of a
+post-training stage (sft, dpo, rlvr) also gets the chat template it was trained in
+(`olmo2spec.data.chat.TULU_TEMPLATE`) in tokenizer_config.json.
 
 The export is atomic: written into a temporary sibling directory, then renamed into place. An
 existing directory is replaced only when it is itself an export (its config.json says olmo2).
 
-transformers is not needed to export (only to load the result); `tokenizers` is, for dolma2.
+transformers is not needed to export (only to load the result); `tokenizers` is, for dolma2 (without
+it a bytes model is exported without tokenizer files).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 import torch
 
+from olmo2spec.data.chat import TULU_TEMPLATE
+from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import Plan
 from olmo2spec.runtime.checkpoint import (
     CheckpointError,
@@ -255,9 +260,17 @@ def bytes_tokenizer_json() -> str:
     return str(tokenizer.to_str())
 
 
-def _write_dolma2_tokenizer(plan: Plan, out: Path) -> list[str]:
+def _write_tokenizer(plan: Plan, out: Path, chat: bool) -> list[str]:
+    """tokenizer.json, tokenizer_config.json (with the chat template for a chat model) and special_tokens_map.json."""
     tok = plan.tokenizer
-    out.joinpath("tokenizer.json").write_text(dolma2_tokenizer_json(tok.add_bos), encoding="utf-8")
+    if tok.name == "dolma2":
+        text = dolma2_tokenizer_json(tok.add_bos)
+    else:
+        try:
+            text = bytes_tokenizer_json()
+        except ExportError:  # without `tokenizers` a bytes model still exports, as before, without the files
+            return []
+    out.joinpath("tokenizer.json").write_text(text, encoding="utf-8")
     special = {"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|pad|>",
                "unk_token": "<|endoftext|>"}
     _write_json(out / "tokenizer_config.json", {
@@ -268,6 +281,7 @@ def _write_dolma2_tokenizer(plan: Plan, out: Path) -> list[str]:
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": plan.model.max_seq_len,
+        **({"chat_template": TULU_TEMPLATE} if chat else {}),
     })
     _write_json(out / "special_tokens_map.json", special)
     return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
@@ -276,16 +290,24 @@ def _write_dolma2_tokenizer(plan: Plan, out: Path) -> list[str]:
 # --- export -----------------------------------------------------------------------------------------------------
 
 
-def _readme(plan: Plan, checkpoint: Path, marker: dict[str, Any], dtype: str, files: list[str]) -> str:
+def _readme(plan: Plan, checkpoint: Path, marker: dict[str, Any], dtype: str, files: list[str], chat: bool) -> str:
     m, tok = plan.model, plan.tokenizer
     step = marker.get("step", "?")
     if tok.name == "dolma2":
         tokenizer = ("Tokenizer: dolma2 (cl100k_base + OLMo 2's special tokens), `tokenizer.json` built from the "
                      "local cl100k ranks; `AutoTokenizer.from_pretrained(\"<this dir>\")` gives olmo2spec's ids.")
+    elif "tokenizer.json" in files:
+        tokenizer = (f"Tokenizer: `{tok.name}`: token ids are UTF-8 bytes 0-255, eos {tok.eos_id}, pad {tok.pad_id}, "
+                     "written as a byte-level `tokenizer.json` without merges; "
+                     "`AutoTokenizer.from_pretrained(\"<this dir>\")` gives olmo2spec's ids.")
     else:
-        tokenizer = (f"Tokenizer: `{tok.name}`, which has no Hugging Face equivalent, so no tokenizer files are "
-                     f"written. Token ids are UTF-8 bytes 0-255, eos {tok.eos_id}, pad {tok.pad_id}: encode with "
+        tokenizer = (f"Tokenizer: `{tok.name}`: no tokenizer files (they need the `tokenizers` package). Token ids "
+                     f"are UTF-8 bytes 0-255, eos {tok.eos_id}, pad {tok.pad_id}: encode with "
                      f"`list(text.encode('utf-8'))` or `olmo2spec.data.tokenizer.load_tokenizer('{tok.name}')`.")
+    if chat and "tokenizer.json" in files:
+        tokenizer += (" Chat template: the Tulu template OLMo 2 Instruct uses (`<|endoftext|><|user|>\\n...\\n"
+                      "<|assistant|>\\n...<|endoftext|>`), in tokenizer_config.json: `apply_chat_template` gives the "
+                      "ids this model was finetuned on.")
     lines = [
         f"# {plan.recipe.name}: Hugging Face export",
         "",
@@ -307,6 +329,14 @@ def _readme(plan: Plan, checkpoint: Path, marker: dict[str, Any], dtype: str, fi
         "",
     ]
     return "\n".join(lines)
+
+
+def _chat_model(plan: Plan, marker: dict[str, Any]) -> bool:
+    """Whether the step was made by a stage whose models are prompted in the chat template (sft, dpo, rlvr)."""
+    try:
+        return stage_kind(plan.stage(str(marker.get("stage"))).kind).chat_model
+    except KeyError:  # a step that does not name its stage (a soup, an older step): a base model
+        return False
 
 
 def _is_export(path: Path) -> bool:
@@ -359,9 +389,9 @@ def export_hf(checkpoint_dir: Path, plan: Plan | None, out: Path, dtype: str = "
             "bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"],
             "pad_token_id": config["pad_token_id"]})
         files += ["config.json", "generation_config.json", "README.md"]
-        if plan.tokenizer.name == "dolma2":
-            files += _write_dolma2_tokenizer(plan, tmp)
-        (tmp / "README.md").write_text(_readme(plan, checkpoint, marker, dtype, files), encoding="utf-8")
+        chat = _chat_model(plan, marker)
+        files += _write_tokenizer(plan, tmp, chat)
+        (tmp / "README.md").write_text(_readme(plan, checkpoint, marker, dtype, files, chat), encoding="utf-8")
         mode = (tmp / "README.md").stat().st_mode & 0o777  # safetensors writes 0600; give weights the umask's mode
         for shard in tmp.glob("*.safetensors"):
             shard.chmod(mode)

@@ -135,14 +135,45 @@ def test_dolma2_tokenizer_loads_offline_and_matches(exports):  # type: ignore[no
         assert hf.decode(ids) == ours.decode(ids), repr(text)
 
 
-def test_bytes_export_has_no_tokenizer_files(exports):  # type: ignore[no-untyped-def]
+def test_bytes_export_tokenizer_loads_offline_and_matches(exports):  # type: ignore[no-untyped-def]
+    from olmo2spec.data.tokenizer import ByteTokenizer
+
     _, _, out = exports["mha"]
-    assert not (out / "tokenizer.json").exists() and not (out / "tokenizer_config.json").exists()
-    readme = (out / "README.md").read_text()
-    assert "no tokenizer files" in readme and "bytes" in readme
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "generation_config.json",
-                                                     "model.safetensors"]
+                                                     "model.safetensors", "special_tokens_map.json",
+                                                     "tokenizer.json", "tokenizer_config.json"]
     assert (out / "model.safetensors").stat().st_mode == (out / "config.json").stat().st_mode
+    assert "chat_template" not in json.loads((out / "tokenizer_config.json").read_text())  # a base model
+    hf = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    ours = ByteTokenizer()
+    assert (hf.eos_token_id, hf.pad_token_id, hf.bos_token_id, len(hf)) == (256, 257, 256, 258)
+    for text in ["Hello world", "héllo 日本語 🎉", "a<|endoftext|>b<|pad|>c", "  \n\t ", "", "<|user|>\nhi"]:
+        ids = ours.encode(text, allow_special=True)
+        assert hf.encode(text) == ids, repr(text)
+        assert hf.decode(ids) == ours.decode(ids), repr(text)
+
+
+@pytest.mark.parametrize("overrides", [[], DOLMA2], ids=["bytes", "dolma2"])
+def test_a_post_trained_model_carries_the_chat_template_it_was_trained_in(tmp_path: Path, overrides: list[str]):
+    from olmo2spec.data.chat import encode_chat
+    from olmo2spec.data.tokenizer import load_tokenizer
+
+    plan = make_plan(*overrides)
+    model = Transformer(ModelArgs.from_plan(plan))
+    model.init_weights()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Checkpointer(tmp_path / "sft", keep_last=1, permanent_every=0).save(
+            3, model, torch.optim.AdamW(model.parameters()), {"stage": "sft", "run": "sft"}, final=True)
+    out = export_hf(tmp_path / "sft", plan, tmp_path / "hf")
+    hf = transformers.AutoTokenizer.from_pretrained(out, local_files_only=True)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Add 2 and 3."},
+                {"role": "assistant", "content": "2 + 3 = 5."}, {"role": "user", "content": "And 4 and 4?"},
+                {"role": "assistant", "content": "8."}]
+    got = hf.apply_chat_template(messages, tokenize=True)
+    got = list(got if isinstance(got, list) else got["input_ids"])
+    assert got == encode_chat(load_tokenizer(plan.tokenizer.name), messages).ids.tolist()
+    assert "Chat template" in (out / "README.md").read_text()
 
 
 def test_bfloat16_export(tmp_path):  # type: ignore[no-untyped-def]
