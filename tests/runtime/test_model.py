@@ -142,18 +142,22 @@ def test_a_full_cache_refuses_more_tokens():
 
 
 
-def test_init_reaches_every_block_inside_activation_checkpoint_wrappers_with_the_same_draws():
+def test_init_reaches_every_block_inside_checkpoint_and_compile_wrappers_with_the_same_draws():
     """The trainer initialises after parallelism wrapped the blocks: the same weights as without wrappers."""
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
 
+    from olmo2spec.runtime.parallelize import _compiled
+
     plain, wrapped = Transformer(ARGS), Transformer(ARGS)  # constructed from different draws
-    wrapped.layers = torch.nn.ModuleList(checkpoint_wrapper(layer, preserve_rng_state=False)
+    # as apply_parallelism wraps them; compiling is lazy (at the first forward), so this runs on any CPU
+    wrapped.layers = torch.nn.ModuleList(_compiled(checkpoint_wrapper(layer, preserve_rng_state=False))
                                          for layer in wrapped.layers)
     for model in (plain, wrapped):
         torch.manual_seed(0)
         model.init_weights()
     assert len(wrapped.blocks()) == ARGS.n_layers
-    unwrapped = {name.replace("_checkpoint_wrapped_module.", ""): p for name, p in wrapped.named_parameters()}
+    unwrapped = {name.replace("_orig_mod.", "").replace("_checkpoint_wrapped_module.", ""): p
+                 for name, p in wrapped.named_parameters()}
     assert list(unwrapped) == [name for name, _ in plain.named_parameters()]
     for name, p in plain.named_parameters():
         assert torch.equal(p, unwrapped[name]), name
