@@ -124,6 +124,8 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
         self.outcome: ChoiceOutcome | None = None
         self.stage_name: str | None = None
         """The recipe's microanneal stage, which the form's overrides vary."""
+        self.pretrained: list[Pretrained] = []
+        """The finished pretrain runs under the checkpoint root: where a microanneal may start."""
         self.current: Microanneal | None = None
         self._known: dict[str, Microanneal] = {}
         self.rows: list[dict[str, Any]] = []
