@@ -227,19 +227,19 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
         self.command.value = f"<code>{html.escape(choice.command('build'))}</code>"
         frame = plan_frame(outcome)
         self.planned.value = html_table(frame, caption="planned runs") if frame.height else ""
-        if self.pick.value is None:
+        if not self.pick.value:
             self.run_button.disabled = not outcome.ok
 
     # -- the microanneals under the run root -----------------------------------------------------
     def refresh_list(self) -> None:
         found = find_microanneals(self.run_root, self.checkpoint_root)
         keep = self.pick.value
-        self.pick.options = [(NEW, None), *((m.name, m.name) for m in found)]
-        self.pick.value = keep if keep in [m.name for m in found] else None
+        self.pick.options = [(NEW, ""), *((m.name, m.name) for m in found)]  # "": None would show no selection
+        self.pick.value = keep if keep in [m.name for m in found] else ""
 
     def _picked(self) -> None:
         name = self.pick.value
-        if name is None:
+        if not name:
             self.current, self.rows = None, []
             self.form.layout.display = None
             self.status.value, self.table.value = "", ""

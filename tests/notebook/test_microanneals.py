@@ -97,6 +97,7 @@ def test_without_a_pretrained_checkpoint_it_says_where_it_looked(tmp_path: Path)
     widget = MicroannealRunner(TINY, tmp_path / "nothing", tmp_path / "microanneals", tmp_path / "data")
     assert widget.message.startswith("no pretrained checkpoint under ")
     assert str(tmp_path / "nothing") in widget.message and widget.run_button.disabled
+    assert widget.pick.label == "(a new microanneal)"
 
 
 def test_run_builds_the_bundle_and_starts_its_own_launcher(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,7 +230,8 @@ def test_reopening_finds_the_finished_microanneal_without_rerunning_it(trained: 
     root = trained["root"]
     widget = MicroannealRunner(TINY, root / "checkpoints", root / "microanneals", root / "data", overrides=SMALL,
                                eval_limit=4)
-    assert [label for label, _ in widget.pick.options] == ["(a new microanneal)", "ma-1"]
+    assert widget.pick.options == (("(a new microanneal)", ""), ("ma-1", "ma-1"))
+    assert widget.pick.label == "(a new microanneal)"  # shown as chosen, not blank
     assert widget.name.value == "ma-2"
     widget.pick.value = "ma-1"
     widget.wait(60)
