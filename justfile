@@ -82,6 +82,10 @@ bench-data: install
 bench-train: install-dev
     {{python}} benchmarks/bench_train.py
 
+# Tiny-recipe SFT step, conversation tokens/s: packed (ours) against transformers' padded batches, same run.
+bench-sft: install-dev
+    {{python}} benchmarks/bench_sft.py
+
 # A 4-ingredient soup of a 170M-parameter model: peak RSS and time, streamed against naive, same run.
 bench-soup: install-dev
     {{python}} benchmarks/bench_soup.py
@@ -104,4 +108,4 @@ bench-notebook: install-dev
     {{python}} benchmarks/bench_notebook.py
 
 # Every benchmark.
-bench: bench-compile bench-data bench-train bench-soup bench-notebook bench-generate
+bench: bench-compile bench-data bench-train bench-sft bench-soup bench-notebook bench-generate

@@ -5,8 +5,9 @@ a permutation of the dataset seeded by (seed, epoch); the last step may be short
 world_size-th of them and packs them, in order, into rows of `seq_len` tokens: a conversation goes
 into the current row if it fits, else starts a new one (one longer than `seq_len` is cut, as
 open-instruct truncates). Each token carries its conversation's id (`doc_ids`) and its position in
-it, so that attention stays inside a conversation. Every rank makes the same number of rows, whole
-micro-batches, padding with rows of padding, so that each runs the same forward/backward count.
+it, so that attention stays inside a conversation. Its rows go through the model `micro_rows` at a
+time; every rank runs as many micro-batches as the rank with the most rows (FSDP's collectives need
+the same count), one with no rows left gets a row of padding. Only the rows' ends are padding.
 
 The loss is a weighted sum of the next-token cross-entropies of the trained (assistant) tokens, the
 weights fixed by the whole global batch, so the loss does not depend on how conversations fall into
@@ -37,7 +38,7 @@ LOSSES = ("sum", "mean")
 
 @attrs.frozen
 class PackedBatch:
-    """One rank's rows of one step, as `micro_batches` equal slices of rows."""
+    """One rank's rows of one step, and the slices of them each forward/backward takes."""
 
     tokens: np.ndarray
     """(R, T) int64."""
@@ -49,7 +50,8 @@ class PackedBatch:
     """(R, T) int64: which conversation a token is of (-1: padding)."""
     weights: np.ndarray
     """(R, T) float32: each label's weight in the step's loss (0 where IGNORE)."""
-    micro_batches: int
+    micro_batches: list[slice]
+    """Row slices, one per forward/backward; as many on every rank."""
     trained_tokens: int
     """Labels of this rank's rows."""
     global_trained: int
@@ -123,8 +125,13 @@ class SftBatches:
         slots = list(range(len(chosen)))
         per_rank = [self._rows(chosen, slots[r::self.world_size]) for r in range(self.world_size)]
         most = max(len(rows) for rows in per_rank)
-        micro_batches = max(1, math.ceil(most / self.micro_rows))
-        shape = (micro_batches * self.micro_rows, self.seq_len)
+        count, mine_rows = max(1, math.ceil(most / self.micro_rows)), len(per_rank[self.rank])
+        micro = [slice(i * self.micro_rows, min((i + 1) * self.micro_rows, mine_rows)) for i in range(count)]
+        for i, part in enumerate(micro):
+            if part.start >= part.stop:  # nothing left for this rank: one row of padding of its own
+                micro[i] = slice(mine_rows, mine_rows + 1)
+                mine_rows += 1
+        shape = (mine_rows, self.seq_len)
         tokens = np.full(shape, self.pad_id, dtype=np.int64)
         labels = np.full(shape, IGNORE, dtype=np.int64)
         positions = np.zeros(shape, dtype=np.int64)
@@ -142,6 +149,6 @@ class SftBatches:
                 at += len(ids)
         mine = chosen[self.rank::self.world_size]
         return PackedBatch(tokens=tokens, labels=labels, positions=positions, doc_ids=doc_ids, weights=weights,
-                           micro_batches=micro_batches, trained_tokens=int(self.trained[mine].sum()),
+                           micro_batches=micro, trained_tokens=int(self.trained[mine].sum()),
                            global_trained=int(self.trained[chosen].sum()),
                            tokens_packed=int(self.lengths[mine].sum()))

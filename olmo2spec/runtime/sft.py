@@ -43,7 +43,7 @@ class SftTrainer(Trainer):
         self.micro_batch, self.grad_accum = max(1, self.stage.parallel.micro_batch), 0
 
     def layout_text(self) -> str:
-        return f"packed rows of {self.seq_len} tokens, {self.micro_batch} per micro-batch"
+        return f"packed rows of {self.seq_len} tokens, up to {self.micro_batch} per micro-batch"
 
     def build_loader(self) -> None:
         plan, stage = self.ctx.plan, self.stage
@@ -89,10 +89,9 @@ class SftTrainer(Trainer):
             torch.from_numpy(a).to(device, non_blocking=True)
             for a in (batch.tokens, batch.labels, batch.positions, batch.doc_ids, batch.weights))
         loss_sum = torch.zeros((), device=device)
-        mb, world = self.micro_batch, self.dist.world_size
-        for i in range(batch.micro_batches):
-            rows = slice(i * mb, (i + 1) * mb)
-            self.sharded.set_requires_gradient_sync(i == batch.micro_batches - 1)
+        world = self.dist.world_size
+        for i, rows in enumerate(batch.micro_batches):
+            self.sharded.set_requires_gradient_sync(i == len(batch.micro_batches) - 1)
             logits = self.model(tokens[rows], positions=positions[rows], doc_ids=doc_ids[rows])
             loss = weighted_ce(logits, labels[rows], weights[rows])
             # the ranks' losses add up to the batch's; FSDP averages gradients over ranks, so scale back up

@@ -138,8 +138,12 @@ def test_each_step_splits_over_ranks_into_whole_conversations_with_weights_summi
     seen: list[int] = []
     for step in range(steps):
         parts = [b.batch(step) for b in every]
-        assert len({p.micro_batches for p in parts}) == 1 and all(p.tokens.shape[0] == 2 * p.micro_batches
-                                                                    for p in parts)
+        assert len({len(p.micro_batches) for p in parts}) == 1
+        for p in parts:  # slices of at most 2 rows, never empty, covering every row once
+            assert all(0 < m.stop - m.start <= 2 for m in p.micro_batches)
+            assert [r for m in p.micro_batches for r in range(m.start, m.stop)] == list(range(p.tokens.shape[0]))
+            padding = np.all(p.doc_ids < 0, axis=1)
+            assert not np.any(padding[:-1] & ~padding[1:])  # rows all of padding only after the others
         assert abs(sum(float(p.weights.sum(dtype=np.float64)) for p in parts) - 1.0) < 1e-5
         for p in parts:
             assert np.all((p.labels == IGNORE) == (p.weights == 0))
