@@ -48,13 +48,18 @@ def root(tmp_path_factory):  # type: ignore[no-untyped-def]
     return root
 
 
-def _start(root: Path, checkpoints: Path, data: Path | None = None, soup: bool = True) -> subprocess.Popen[bytes]:
+def _start(root: Path, checkpoints: Path, data: Path | None = None, soup: bool = True,
+           nproc: int = 1) -> subprocess.Popen[bytes]:
     if soup and not (checkpoints / "soup").exists():
         shutil.copytree(root / "start" / "soup", checkpoints / "soup")
     env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
            "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"),
-                             "--stage", "sft"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage", "sft"]
+    else:  # as launch/local.sh starts it
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               str(root / "bundle" / "stages" / "07-sft.py"), "--run-name", "sft"]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def _finish(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
@@ -62,9 +67,9 @@ def _finish(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
-def _losses(checkpoints: Path) -> dict[int, float]:
+def _losses(checkpoints: Path, key: str = "loss") -> dict[int, float]:
     lines = (checkpoints / "sft" / "metrics.jsonl").read_text().splitlines()
-    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+    return {r["step"]: r[key] for r in map(json.loads, lines)}
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +107,19 @@ def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(ro
     assert _losses(checkpoints) == _losses(uninterrupted)  # bit for bit
     code, out, _ = _finish(_start(root, checkpoints))
     assert code == 0 and "already complete" in out
+
+
+def test_two_processes_train_on_the_same_batches_as_one(root: Path, uninterrupted: Path) -> None:
+    """Each rank packs its share of a step's conversations; the ranks' losses and gradients add up to the batch's."""
+    checkpoints = root / "ckpt-2p"
+    code, out, err = _finish(_start(root, checkpoints, nproc=2))
+    assert code == 0, out + err
+    one, two = _losses(uninterrupted), _losses(checkpoints)
+    assert sorted(two) == sorted(one)
+    assert all(abs(two[s] - one[s]) < 1e-4 for s in one), (one, two)
+    # the gradient before clipping too: FSDP's average over ranks is scaled back to the batch's sum
+    norms_one, norms_two = _losses(uninterrupted, "grad_norm"), _losses(checkpoints, "grad_norm")
+    assert all(abs(norms_two[s] / norms_one[s] - 1) < 1e-3 for s in one), (norms_one, norms_two)
 
 
 def test_a_conversation_without_an_answer_stops_the_run_naming_file_and_line(root: Path, tmp_path: Path) -> None:
