@@ -212,12 +212,17 @@ class Microanneal:
     def pgid(self) -> int | None:
         """The launcher's process group while any process of it lives (started here or by another kernel)."""
         if self.process is not None:
-            return self.process.pid if self.process.poll() is None or _group_alive(self.process.pid) else None
-        try:
-            pgid = int((self.directory / PID).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return pgid if _group_alive(pgid) else None
+            pgid: int | None = self.process.pid
+            alive = self.process.poll() is None or _group_alive(self.process.pid)
+        else:
+            try:
+                pgid = int((self.directory / PID).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            alive = _group_alive(pgid)
+        if not alive:  # gone: forget the number, which the system may give to another group later
+            (self.directory / PID).unlink(missing_ok=True)
+        return pgid if alive else None
 
     def running(self) -> bool:
         return self.pgid() is not None
