@@ -273,6 +273,7 @@ class MicroannealRunner(widgets.VBox):  # type: ignore[misc]  # ipywidgets ships
         if self.current.state() in ("running", "finished"):
             return self.current
         self.current.launch(self.data_root, self.nproc)
+        self.show()  # Cancel enabled at once, not at the watcher's first look
         self._follow()
         return self.current
 

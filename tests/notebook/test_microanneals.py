@@ -8,6 +8,7 @@ of the tiny recipe, then a microanneal started, cancelled, resumed and compared 
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -142,6 +143,28 @@ def test_a_failed_launch_shows_the_launchers_last_lines(tmp_path: Path, monkeypa
     widget.wait(30)
     assert microanneal is not None and microanneal.state() == "failed (exit 6)"
     assert "error: DATA_ROOT is not set" in widget.status.value and widget.run_button.description == "Resume"
+
+
+def test_cancel_lets_the_running_candidate_stop_and_starts_no_other(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stand-in launcher: a "trainer" that exits once the stop file appears, then the "next candidate"."""
+    real = subprocess.Popen
+    trainer = "import os, time\nwhile not os.path.exists(os.environ['OLMO2SPEC_STOP_FILE']): time.sleep(0.05)"
+    next_candidate = tmp_path / "next-candidate-started"
+
+    def popen(command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        script = f"{shlex.quote(sys.executable)} -c {shlex.quote(trainer)}; touch {shlex.quote(str(next_candidate))}"
+        return real(["bash", "-c", script], **kwargs)
+
+    monkeypatch.setattr(launch.subprocess, "Popen", popen)
+    widget = runner(tmp_path, poll_seconds=0.05)
+    microanneal = widget.run()
+    assert microanneal is not None and microanneal.running() and widget.cancel_button.disabled is False
+    widget.cancel(grace=60)
+    assert not microanneal.running() and microanneal.stop_file.exists()
+    assert not next_candidate.exists()  # the launcher was stopped: it started nothing after the stopped run
+    widget.wait(30)
+    assert microanneal.state() == "stopped" and widget.run_button.description == "Resume"
 
 
 def test_a_name_whose_runs_exist_under_the_checkpoint_root_is_refused(tmp_path: Path) -> None:
