@@ -13,7 +13,7 @@ install-dev:
     {{python}} -m pip install -q -e '.[dev]'
 
 # The main job: build the 13B bundle, then run the tiny recipe's base-model stages end to end on
-# this machine (demo data -> prepare -> pretrain -> microanneals -> 3 anneal ingredients -> soup
+# this machine (demo data -> prepare -> pretrain -> microanneals -> 2 anneal ingredients -> soup
 # -> eval, with an HF export of the soup) and print the table. Reruns skip what is done; .demo/
 # holds everything.
 demo: install-dev

@@ -27,7 +27,8 @@ from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 from olmo2spec.runtime.soup import run_soup_stage  # noqa: E402
 
 ANNEALS = ["anneal-seed42", "anneal-seed42069", "anneal-seed666"]
-SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.mlp_hidden=96"]
+SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.mlp_hidden=96",
+         "stages.anneal.seeds=[42, 42069, 666]"]  # three ingredients, as 7B soups (tiny has two)
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*torch.distributed is disabled:UserWarning"),
               pytest.mark.usefixtures("one_thread")]

@@ -320,7 +320,7 @@ def stage_runs(setup):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("damage", ["corrupted_shard", "garbage_complete"])
-@pytest.mark.parametrize(("stage", "source"), [("soup", "anneal-seed666"), ("eval-base", "soup"), ("export", "rlvr"),
+@pytest.mark.parametrize(("stage", "source"), [("soup", "anneal-seed42069"), ("eval-base", "soup"), ("export", "rlvr"),
                                                ("demo-report", "anneal-seed42")])
 def test_a_stage_reading_a_damaged_checkpoint_exits_with_the_message(setup, stage_runs, tmp_path, monkeypatch, capsys,
                                                                      stage, source, damage):

@@ -38,7 +38,8 @@ from olmo2spec.runtime.soup import (  # noqa: E402
 
 ARGS = ModelArgs(d_model=32, n_layers=2, n_heads=2, n_kv_heads=2, mlp_hidden=48, vocab_rows=64, max_seq_len=16)
 ANNEALS = ["anneal-seed42", "anneal-seed42069", "anneal-seed666"]
-SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.mlp_hidden=96"]
+SMALL = ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.n_kv_heads=2", "model.mlp_hidden=96",
+         "stages.anneal.seeds=[42, 42069, 666]"]  # three ingredients, as 7B soups (tiny has two)
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.distributed is disabled:UserWarning")
 

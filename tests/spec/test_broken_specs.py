@@ -272,8 +272,8 @@ CASES: dict[str, Case] = {
         "1 error, 0 warnings",
     )),
     "soup-weights-count": Case(lines=(
-        "tests/data/broken/soup-weights-count.toml:5:11: error[E036]: stages.soup.weights: 2 weights for 3 "
-        "ingredient runs (anneal-seed42, anneal-seed42069, anneal-seed666)",
+        "tests/data/broken/soup-weights-count.toml:5:11: error[E036]: stages.soup.weights: 3 weights for 2 "
+        "ingredient runs (anneal-seed42, anneal-seed42069)",
         "  hint: give one weight per run, or none",
         "1 error, 0 warnings",
     )),

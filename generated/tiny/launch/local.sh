@@ -100,8 +100,6 @@ stage_04() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run-name anneal-seed42
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed42069
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run-name anneal-seed42069
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage anneal --run anneal-seed666
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-anneal.py --run-name anneal-seed666
 }
 
 # 05 soup (soup)

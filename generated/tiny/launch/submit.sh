@@ -13,7 +13,7 @@
 #   01 prepare prepare (start)
 #   02 pretrain pretrain <- prepare
 #   03 microanneal microanneal <- pretrain [2 runs]
-#   04 anneal anneal <- pretrain [3 runs]
+#   04 anneal anneal <- pretrain [2 runs]
 #   05 soup soup <- anneal
 #   06 eval-base eval <- soup
 #   07 sft sft <- soup
