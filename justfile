@@ -107,5 +107,9 @@ slurm-test: install-dev
 bench-notebook: install-dev
     {{python}} benchmarks/bench_notebook.py
 
+# Tiny-anneal-shaped steps (2 gloo processes, 4 sequences): one FSDP unit against one per block, same run, same losses.
+bench-fsdp-units: install-dev
+    {{python}} benchmarks/bench_fsdp_units.py
+
 # Every benchmark.
-bench: bench-compile bench-data bench-train bench-sft bench-soup bench-notebook bench-generate
+bench: bench-compile bench-data bench-train bench-sft bench-soup bench-notebook bench-generate bench-fsdp-units
