@@ -117,7 +117,7 @@ _ROWS = (
               chat_model=True, base_training=False, runner="olmo2spec.runtime.sft:run_sft_stage"),
     StageKind(name="dpo", spec=DpoStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
-              chat_model=True, base_training=False, runner=None),
+              chat_model=True, base_training=False, runner="olmo2spec.runtime.dpo:run_dpo_stage"),
     StageKind(name="rlvr", spec=RlvrStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
               chat_model=True, base_training=False, runner=None),

@@ -29,13 +29,18 @@ __all__ = ["StepBuffers", "MetricsThread", "SpikeScore", "Interval"]
 SUMMED = ("ce_sum", "z_sum", "tokens", "instances", "masked")
 
 
+def _per_example_sums(names: Sequence[str]) -> tuple[str, ...]:
+    """A kind's own per-example metrics (DPO's rewards, ...): their sums, and the count they average over."""
+    return (*names, "examples") if names else ()
+
+
 class StepBuffers:
     """Device tensors holding one interval of per-step values, written without syncing."""
 
-    def __init__(self, size: int, device: torch.device) -> None:
+    def __init__(self, size: int, device: torch.device, per_example: Sequence[str] = ()) -> None:
         self.size = size
         self.values = {name: torch.zeros(size, dtype=torch.float64, device=device)
-                       for name in (*SUMMED, "grad_norm")}
+                       for name in (*SUMMED, *_per_example_sums(per_example), "grad_norm")}
 
     def put(self, index: int, **values: torch.Tensor | float) -> None:
         for name, value in values.items():
@@ -59,7 +64,7 @@ class MetricsThread:
                  flops_per_token: float, peak_flops: float, world_size: int, seq_len: int, spike_window: int,
                  spike_sigmas: float, stop_file: str | None, say: Callable[[str], None] = print,
                  sinks: Sequence[MetricsSink] = (),
-                 masked_warn_share: float = 1.0) -> None:
+                 masked_warn_share: float = 1.0, per_example: Sequence[str] = ()) -> None:
         self.path, self.group, self.rank, self.stage = path, group, rank, stage
         self.total_steps, self.flops_per_token, self.peak_flops = total_steps, flops_per_token, peak_flops
         self.world_size, self.seq_len, self.stop_file, self.say = world_size, seq_len, stop_file, say
@@ -68,6 +73,9 @@ class MetricsThread:
         self.grad_spikes = SpikeScore(spike_window, spike_sigmas)
         self.masked_warn_share, self.warned_masked = masked_warn_share, False
         self.tokens_seen = 0
+        self.per_example = tuple(per_example)
+        """Names whose step sums (over ranks) are divided by the step's `examples` in the records."""
+        self.summed = (*SUMMED, *_per_example_sums(self.per_example))
         self._queue: queue.Queue[tuple[Interval, Future[dict[str, Any]]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="olmo2spec-metrics", daemon=True)
         self._thread.start()
@@ -96,10 +104,10 @@ class MetricsThread:
         # only rank 0 looks for the stop file, so its row summed over ranks is the shared verdict
         stop = float(bool(self.stop_file) and self.rank == 0 and os.path.exists(self.stop_file or ""))
         stop_row = torch.full_like(host["grad_norm"], stop)
-        summed = torch.stack([*(host[name] for name in SUMMED), stop_row])
+        summed = torch.stack([*(host[name] for name in self.summed), stop_row])
         if self.group is not None:
             dist.all_reduce(summed, group=self.group)  # one collective per interval
-        out = {name: summed[i].tolist() for i, name in enumerate(SUMMED)}
+        out = {name: summed[i].tolist() for i, name in enumerate(self.summed)}
         out["grad_norm"] = host["grad_norm"].tolist()  # already global (computed over all shards)
         out["stop"] = summed[-1].tolist()
         return out
@@ -128,6 +136,7 @@ class MetricsThread:
                 "grad_norm": grad_norm, "tokens_per_s": tokens_per_s, "mfu": mfu,
                 "masked_share": data["masked"][i] / max(1.0, data["instances"][i]),
                 "loss_spike_score": self.loss_spikes.score, "grad_spike_score": self.grad_spikes.score,
+                **{name: data[name][i] / max(1.0, data["examples"][i]) for name in self.per_example},
             })
         if self.rank == 0:
             with open(self.path, "a", encoding="utf-8") as out:

@@ -72,6 +72,8 @@ class Trainer:
     # bookkeeping
     checkpointer: Checkpointer
     metrics: MetricsThread
+    per_example_metrics: tuple[str, ...] = ()
+    """A kind's own metrics, averaged over a step's examples (StepBuffers' `examples`) in metrics.jsonl."""
     step: int
 
     def __init__(self, ctx: RunContext, dist_info: Dist) -> None:
@@ -219,7 +221,7 @@ class Trainer:
             world_size=self.dist.world_size, seq_len=self.seq_len, spike_window=plan.runtime.spike_window,
             spike_sigmas=plan.runtime.spike_sigmas, stop_file=os.environ.get("OLMO2SPEC_STOP_FILE"), say=self.say,
             sinks=open_sinks(plan, self.stage, self.ctx.run, self.ctx.run_dir, self.step) if self.dist.main else [],
-            masked_warn_share=plan.data.instance_filter_warn_share)
+            masked_warn_share=plan.data.instance_filter_warn_share, per_example=self.per_example_metrics)
         self.metrics.tokens_seen = self.tokens_before(self.step)
         self.say(f"{self.stage.name}: run {self.ctx.run}, steps {self.step:,} -> {total:,}, {self.dist.world_size} "
                  f"process(es) on {self.dist.device.type}, {self.layout_text()}, "
@@ -233,7 +235,7 @@ class Trainer:
             gc.enable()
 
     def _loop(self, total: int, log_every: int, gc_every: int) -> int:
-        buffers = StepBuffers(log_every, self.dist.device)
+        buffers = StepBuffers(log_every, self.dist.device, self.per_example_metrics)
         pending: Future[dict[str, Any]] | None = None
         every = self.ctx.plan.checkpoint.every_steps
         while self.step < total:
