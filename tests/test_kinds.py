@@ -96,8 +96,9 @@ NOT_RUNNABLE = tuple(kind for kind in POST_TRAINING if not stage_kind(kind).runn
 """The tiny recipe's stage kinds the runtime cannot run yet (the tiny recipe names each stage after its kind)."""
 
 
-def test_sft_is_runnable() -> None:
+def test_sft_and_dpo_are_runnable() -> None:
     assert stage_kind("sft").runnable and "sft" not in NOT_RUNNABLE
+    assert stage_kind("dpo").runnable and "dpo" not in NOT_RUNNABLE
 
 
 def test_check_warns_at_the_kind_of_each_stage_that_is_not_runnable() -> None:
@@ -147,5 +148,6 @@ def test_the_bundle_has_nothing_that_launches_a_stage_that_is_not_runnable() -> 
                           "export", *(set(POST_TRAINING) - set(NOT_RUNNABLE))}
     readme = files["README.md"].decode()
     assert "| 07 | sft | sft |" in readme and "07 sft            sft         <- soup\n" in readme
-    assert "| 08 | dpo | dpo (not yet runnable) |" in readme
-    assert "08 dpo            dpo         <- sft (not yet runnable)" in readme
+    assert "| 08 | dpo | dpo |" in readme and "08 dpo            dpo         <- sft\n" in readme
+    assert "| 09 | rlvr | rlvr (not yet runnable) |" in readme
+    assert "09 rlvr           rlvr        <- dpo (not yet runnable)" in readme

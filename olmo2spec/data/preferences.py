@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,10 @@ def _response_only(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> Chat
     return ChatExample(ids=example.ids, trained=trained)
 
 
+def _field(index: int, prompt: int, side: str) -> str:
+    return f'"prompt[{index}]' if index < prompt else f'"{side}[{index - prompt}]'
+
+
 def _side(record: dict[str, Any], side: str) -> list[dict[str, str]]:
     if side not in record:
         raise ChatFormatError(f'field "{side}": missing; each line is {{"prompt": [...], "chosen": [...], '
@@ -58,13 +63,16 @@ def _side(record: dict[str, Any], side: str) -> list[dict[str, str]]:
     prompt = record.get("prompt", [])
     if not isinstance(prompt, list):
         raise ChatFormatError('field "prompt": not a list of messages')
+    last = messages[-1] if messages else None
+    role = last.get("role") if isinstance(last, dict) else None
+    if role != "assistant":
+        raise ChatFormatError(f'field "{side}": its last message is {f"the {role}" if role else "not"}\'s; end it '
+                              "with the assistant's response")
     try:
         checked = check_messages({"messages": prompt + messages})
-    except ChatFormatError as exc:
-        raise ChatFormatError(f"{side}: {exc}") from None
-    if checked[-1]["role"] != "assistant":
-        raise ChatFormatError(f'field "{side}": its last message is the {checked[-1]["role"]}\'s; end it with '
-                              "the assistant's response")
+    except ChatFormatError as exc:  # name the message by the field it is in
+        raise ChatFormatError(re.sub(r'"messages\[(\d+)\]', lambda m: _field(int(m[1]), len(prompt), side),
+                                     str(exc))) from None
     return checked
 
 

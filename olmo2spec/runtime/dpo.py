@@ -26,7 +26,7 @@ from olmo2spec.data.tokenizer import TokenizerError, load_tokenizer
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, final_step
+from olmo2spec.runtime.checkpoint import CheckpointError, final_step, latest_complete, read_marker
 from olmo2spec.runtime.dpo_loss import dpo_losses, response_logps
 from olmo2spec.runtime.dpo_reference import load_reference, reference_key, save_reference
 from olmo2spec.runtime.metrics import StepBuffers
@@ -48,7 +48,9 @@ class DpoTrainer(Trainer):
         assert isinstance(self.ctx.stage, PostTrainStagePlan) and self.ctx.stage.kind == "dpo"
         self.stage = self.ctx.stage
         self.seq_len = self.stage.max_seq_len
-        self.beta = float(self.stage.hyperparameters["beta"])
+        beta = self.stage.hyperparameters["beta"]
+        assert isinstance(beta, (int, float)), beta  # the spec's validator: a positive number
+        self.beta = float(beta)
         self.loss = str(self.stage.hyperparameters["loss"])
 
     def build_layout(self) -> None:
@@ -91,7 +93,9 @@ class DpoTrainer(Trainer):
                                 ExitCode.CHECKPOINT) from None
 
     def restore(self) -> bool:
-        self.prepare_reference()
+        own = latest_complete(self.ctx.run_dir)
+        if own is None or not read_marker(own).get("final"):  # a finished run needs no reference
+            self.prepare_reference()
         return super().restore()
 
     def start(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ def load_reference(run_dir: Path, key: dict[str, Any], pairs: int) -> tuple[np.n
             if json.loads(str(cached["key"])) != key or cached["logps"].shape != (pairs, 2):
                 return None
             return np.asarray(cached["logps"], dtype=np.float64), path
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # missing, torn or foreign
         return None
 
 

@@ -212,7 +212,7 @@ def test_submit_dry_run_chains_every_stage(env: Env, bundles: dict[str, Path], t
     jobs = _parse_submit(result.stdout)
 
     launched, notes = _launched(plan)
-    assert "sft" in launched and "dpo" not in launched and "eval-base" in launched
+    assert "dpo" in launched and "rlvr" not in launched and "eval-base" in launched
     assert result.stderr.splitlines() == notes
     stages = [s for s in plan["stages"] if s["name"] in launched]
     assert [number for number, _ in jobs] == [numbers[s["name"]] for s in stages]
@@ -266,7 +266,7 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     jobs = _parse_submit(result.stdout)
     names = [s["name"] for s in plan["stages"]]
     after, notes = _launched(plan, names[names.index("soup"):])
-    assert after == ["soup", "sft", "eval-base"]  # dpo and what follows it skipped
+    assert after == ["soup", "sft", "dpo", "eval-base"]  # rlvr and what follows it skipped
     assert result.stderr.splitlines() == notes
     assert [number for number, _ in jobs] == [numbers[n] for n in after]
     submitted = {f"$JOB_{numbers[n]}" for n in after}
@@ -389,7 +389,7 @@ def test_submit_only_one_stage(env: Env, bundles: dict[str, Path], tmp_path: Pat
     assert env.calls() == []
 
 
-@pytest.mark.parametrize("args", [["--only", "dpo"], ["--only=rlvr"]])
+@pytest.mark.parametrize("args", [["--only", "rlvr"], ["--only=rlvr"]])
 def test_submit_refuses_a_stage_that_is_not_runnable(env: Env, bundles: dict[str, Path], tmp_path: Path,
                                                     args: list[str]):
     name = args[-1].removeprefix("--only=")
@@ -452,8 +452,8 @@ def _submit_range(env: Env, tmp_path: Path, spec: str, *args: str) -> tuple[str,
 def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
     _, calls = _submit_range(env, tmp_path, "13b", "--from", "anneal-300b")
     assert [Path(c[-1]).name for c in calls] == ["03-anneal-300b.sbatch", "04-soup.sbatch", "05-sft.sbatch",
-                                                 "10-eval-base.sbatch"]
-    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1002"]]
+                                                 "06-dpo.sbatch", "10-eval-base.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1002"]]
 
 
 def test_submit_for_real_past_the_stages_that_are_not_runnable(env: Env, tmp_path: Path):
@@ -518,7 +518,7 @@ def test_local_dry_run_runs_every_stage_in_order(env: Env, bundles: dict[str, Pa
     exports = _exports(bundle, "cpu")
     assert lines[:len(exports)] == exports
     launched, notes = _launched(plan)
-    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft"]
+    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo"]
     assert lines[len(exports):] == _local_expected(bundle, [s for s in plan["stages"] if s["name"] in launched], 3)
     assert result.stderr.splitlines() == notes
     anneal_runs = [line for line in lines if "torch.distributed.run" in line and "-anneal.py" in line]
@@ -593,7 +593,7 @@ def test_local_runs_several_stages_in_the_order_given(env: Env, bundles: dict[st
                                                            plan["cluster"]["gpus_per_node"])]
 
 
-@pytest.mark.parametrize("args", [["dpo"], ["prepare", "dpo"], ["rlvr", "all"]])
+@pytest.mark.parametrize("args", [["rlvr"], ["prepare", "rlvr"], ["rlvr", "all"]])
 def test_local_refuses_a_stage_that_is_not_runnable_before_running_any(env: Env, bundles: dict[str, Path],
                                                                        tmp_path: Path, args: list[str]):
     name = next(a for a in args if a in ("dpo", "rlvr"))

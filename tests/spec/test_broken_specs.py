@@ -640,8 +640,8 @@ CASES: dict[str, Case] = {
 def _without_not_runnable(lines: list[str]) -> list[str]:
     """stderr without the W301 diagnostics (and their hints), the closing count lowered to match.
 
-    specs/tiny.toml's dpo and rlvr stages are not yet runnable, so every recipe extending it gets
-    a W301 for each; tests/test_kinds.py tests those, and the cases here state the rest.
+    specs/tiny.toml's rlvr stage is not yet runnable, so every recipe extending it gets
+    a W301 for it; tests/test_kinds.py tests those, and the cases here state the rest.
     """
     kept: list[str] = []
     dropped = {"error": 0, "warning": 0}
@@ -705,7 +705,7 @@ def test_without_strict_the_lint_is_a_warning(capsys: pytest.CaptureFixture[str]
     assert status == 0
     warning = [line.replace("error[W104]", "warning[W104]") for line in CASES["strict-eps"].lines[:-1]]
     assert _without_not_runnable(err.splitlines()) == warning
-    not_runnable = sum(1 for line in err.splitlines() if "warning[W301]" in line)  # dpo, rlvr: no runners yet
+    not_runnable = sum(1 for line in err.splitlines() if "warning[W301]" in line)  # rlvr: no runner yet
     assert out.startswith("ok: tests/data/broken/strict-eps.toml: ")
     assert out.endswith(f", {1 + not_runnable} warnings\n")
 

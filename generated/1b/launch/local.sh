@@ -8,7 +8,7 @@
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
 # Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): dpo rlvr.
+# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,6 +92,12 @@ stage_03() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/03-sft.py --run-name sft
 }
 
+# 04 dpo (dpo)
+stage_04() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-dpo.py --run-name dpo
+}
+
 # 06 eval-instruct (eval)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -113,8 +119,7 @@ stage_08() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|sft|eval-instruct|export|eval-base) ;;
-    dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal|sft|dpo|eval-instruct|export|eval-base) ;;
     rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
     *)
       echo "unknown stage: $target" >&2
@@ -131,7 +136,7 @@ for target in "${TARGETS[@]}"; do
       stage_01
       stage_02
       stage_03
-      echo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)' >&2
+      stage_04
       echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
       echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
       echo 'skipping export: it starts from rlvr, which is skipped' >&2
@@ -140,6 +145,7 @@ for target in "${TARGETS[@]}"; do
     pretrain) stage_01 ;;
     anneal) stage_02 ;;
     sft) stage_03 ;;
+    dpo) stage_04 ;;
     eval-instruct) stage_06 ;;
     export) stage_07 ;;
     eval-base) stage_08 ;;

@@ -13,13 +13,13 @@
 #   01 pretrain pretrain (start)
 #   02 anneal anneal <- pretrain
 #   03 sft sft <- anneal
-#   04 dpo dpo <- sft (not yet runnable)
+#   04 dpo dpo <- sft
 #   05 rlvr rlvr <- dpo (not yet runnable)
 #   06 eval-instruct eval <- rlvr
 #   07 export export <- rlvr
 #   08 eval-base eval <- anneal
 #
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: dpo rlvr.
+# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
 # --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
@@ -61,7 +61,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
 case "$TARGET" in
-  dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
   rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
 esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
@@ -131,7 +130,7 @@ submit() {
 submit 01 pretrain launch/slurm/01-pretrain.sbatch
 submit 02 anneal launch/slurm/02-anneal.sbatch 01
 submit 03 sft launch/slurm/03-sft.sbatch 02
-not_runnable 04 dpo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)'
+submit 04 dpo launch/slurm/04-dpo.sbatch 03
 not_runnable 05 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
 submit 06 eval-instruct launch/slurm/06-eval-instruct.sbatch 05
 submit 07 export launch/slurm/07-export.sbatch 05

@@ -8,7 +8,7 @@
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
 # Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): dpo rlvr.
+# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -108,6 +108,12 @@ stage_05() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-sft.py --run-name sft
 }
 
+# 06 dpo (dpo)
+stage_06() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-dpo.py --run-name dpo
+}
+
 # 08 eval-instruct (eval)
 stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -129,8 +135,7 @@ stage_10() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal-100b|anneal-300b|soup|sft|eval-instruct|export|eval-base) ;;
-    dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|eval-instruct|export|eval-base) ;;
     rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
     *)
       echo "unknown stage: $target" >&2
@@ -149,7 +154,7 @@ for target in "${TARGETS[@]}"; do
       stage_03
       stage_04
       stage_05
-      echo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)' >&2
+      stage_06
       echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
       echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
       echo 'skipping export: it starts from rlvr, which is skipped' >&2
@@ -160,6 +165,7 @@ for target in "${TARGETS[@]}"; do
     anneal-300b) stage_03 ;;
     soup) stage_04 ;;
     sft) stage_05 ;;
+    dpo) stage_06 ;;
     eval-instruct) stage_08 ;;
     export) stage_09 ;;
     eval-base) stage_10 ;;

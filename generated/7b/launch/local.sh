@@ -8,7 +8,7 @@
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
 # Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): dpo rlvr.
+# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -102,6 +102,12 @@ stage_04() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-sft.py --run-name sft
 }
 
+# 05 dpo (dpo)
+stage_05() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-dpo.py --run-name dpo
+}
+
 # 07 eval-instruct (eval)
 stage_07() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -123,8 +129,7 @@ stage_09() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|soup|sft|eval-instruct|export|eval-base) ;;
-    dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal|soup|sft|dpo|eval-instruct|export|eval-base) ;;
     rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
     *)
       echo "unknown stage: $target" >&2
@@ -142,7 +147,7 @@ for target in "${TARGETS[@]}"; do
       stage_02
       stage_03
       stage_04
-      echo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)' >&2
+      stage_05
       echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
       echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
       echo 'skipping export: it starts from rlvr, which is skipped' >&2
@@ -152,6 +157,7 @@ for target in "${TARGETS[@]}"; do
     anneal) stage_02 ;;
     soup) stage_03 ;;
     sft) stage_04 ;;
+    dpo) stage_05 ;;
     eval-instruct) stage_07 ;;
     export) stage_08 ;;
     eval-base) stage_09 ;;

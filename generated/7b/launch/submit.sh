@@ -14,13 +14,13 @@
 #   02 anneal anneal <- pretrain [3 runs]
 #   03 soup soup <- anneal
 #   04 sft sft <- soup
-#   05 dpo dpo <- sft (not yet runnable)
+#   05 dpo dpo <- sft
 #   06 rlvr rlvr <- dpo (not yet runnable)
 #   07 eval-instruct eval <- rlvr
 #   08 export export <- rlvr
 #   09 eval-base eval <- soup
 #
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: dpo rlvr.
+# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
 # --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
@@ -62,7 +62,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
 case "$TARGET" in
-  dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
   rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
 esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
@@ -133,7 +132,7 @@ submit 01 pretrain launch/slurm/01-pretrain.sbatch
 submit 02 anneal launch/slurm/02-anneal.sbatch 01
 submit 03 soup launch/slurm/03-soup.sbatch 02
 submit 04 sft launch/slurm/04-sft.sbatch 03
-not_runnable 05 dpo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)'
+submit 05 dpo launch/slurm/05-dpo.sbatch 04
 not_runnable 06 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
 submit 07 eval-instruct launch/slurm/07-eval-instruct.sbatch 06
 submit 08 export launch/slurm/08-export.sbatch 06

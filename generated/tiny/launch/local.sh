@@ -8,7 +8,7 @@
 #              else 2 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
 # Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): dpo rlvr.
+# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -120,6 +120,12 @@ stage_07() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-sft.py --run-name sft
 }
 
+# 08 dpo (dpo)
+stage_08() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage dpo --run dpo
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/08-dpo.py --run-name dpo
+}
+
 # 10 eval-instruct (eval)
 stage_10() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -135,8 +141,7 @@ stage_11() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|eval-instruct|export) ;;
-    dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
+    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|dpo|eval-instruct|export) ;;
     rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
     *)
       echo "unknown stage: $target" >&2
@@ -157,7 +162,7 @@ for target in "${TARGETS[@]}"; do
       stage_05
       stage_06
       stage_07
-      echo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)' >&2
+      stage_08
       echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
       echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
       echo 'skipping export: it starts from rlvr, which is skipped' >&2
@@ -169,6 +174,7 @@ for target in "${TARGETS[@]}"; do
     soup) stage_05 ;;
     eval-base) stage_06 ;;
     sft) stage_07 ;;
+    dpo) stage_08 ;;
     eval-instruct) stage_10 ;;
     export) stage_11 ;;
   esac

@@ -17,12 +17,12 @@
 #   05 soup soup <- anneal
 #   06 eval-base eval <- soup
 #   07 sft sft <- soup
-#   08 dpo dpo <- sft (not yet runnable)
+#   08 dpo dpo <- sft
 #   09 rlvr rlvr <- dpo (not yet runnable)
 #   10 eval-instruct eval <- rlvr
 #   11 export export <- rlvr
 #
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: dpo rlvr.
+# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
 # --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
@@ -64,7 +64,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
 case "$TARGET" in
-  dpo) echo 'stage dpo is not yet runnable: olmo2spec runtime 0.1.0 cannot run dpo stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/dpo, then launch the stages after it by name' >&2; exit 2 ;;
   rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
 esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
@@ -138,7 +137,7 @@ submit 04 anneal launch/slurm/04-anneal.sbatch 02
 submit 05 soup launch/slurm/05-soup.sbatch 04
 submit 06 eval-base launch/slurm/06-eval-base.sbatch 05
 submit 07 sft launch/slurm/07-sft.sbatch 05
-not_runnable 08 dpo 'skipping dpo: not yet runnable (olmo2spec runtime 0.1.0 cannot run dpo stages yet)'
+submit 08 dpo launch/slurm/08-dpo.sbatch 07
 not_runnable 09 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
 submit 10 eval-instruct launch/slurm/10-eval-instruct.sbatch 09
 submit 11 export launch/slurm/11-export.sbatch 09
