@@ -148,6 +148,8 @@ class TrainStagePlan(_StageCommon):
     mix_epochs: float
     """Tokens per run / the mix's budget; over 1 only with repeat_mix."""
     lr: LrSchedule
+    optimizer: OptimizerSpec
+    """The recipe's [optimizer] with the stage's `optimizer` keys over it: what this stage trains with."""
     parallel: ParallelPlan
     memory: MemoryEstimate
     cost: Cost
@@ -174,6 +176,8 @@ class PostTrainStagePlan(_StageCommon):
     steps: int
     seed: int
     lr: LrSchedule
+    optimizer: OptimizerSpec
+    """The recipe's [optimizer] with the stage's `optimizer` keys over it: what this stage trains with."""
     hyperparameters: dict[str, Hyper]
     """The kind's own settings (DPO beta, PPO clipping, ...), every one explicit."""
     parallel: ParallelPlan

@@ -60,6 +60,7 @@ from olmo2spec.spec.stages import (
     StageSpec,
     TrainStage,
 )
+from olmo2spec.spec.training import resolve_optimizer
 
 __all__ = ["resolve"]
 
@@ -284,7 +285,8 @@ class _Resolver:
             name=stage.name, kind=stage.kind, description=stage.description, depends_on=self.depends(stage),
             init_from=init, restore_optimizer=restore and parent is not None, runs=runs,
             batch_size=batch, seq_len=seq_len, tokens_per_step=tps, steps=steps, tokens=steps * tps,
-            mix_epochs=mix_epochs, lr=lr, parallel=parallel, memory=memory,
+            mix_epochs=mix_epochs, lr=lr, optimizer=resolve_optimizer(self.recipe.optimizer, stage.optimizer),
+            parallel=parallel, memory=memory,
             cost=self.cost(steps * tps * len(runs), seq_len, parallel.gpus))
 
     def microanneal_mixes(self, stage: MicroannealStage, path: Path) -> tuple[list[RunPlan], list[str], int]:
@@ -348,6 +350,7 @@ class _Resolver:
             init_from=self.runs_of(stage.from_ or "")[-1] if self.runs_of(stage.from_ or "") else "",
             dataset=stage.dataset, examples=stage.examples, epochs=epochs, batch_size=stage.batch_size,
             max_seq_len=stage.max_seq_len, steps=steps, seed=stage.seed or self.recipe.recipe.seed, lr=lr,
+            optimizer=resolve_optimizer(self.recipe.optimizer, stage.optimizer),
             hyperparameters=hyper, parallel=parallel, memory=memory,
             cost=self.cost(tokens, seq, parallel.gpus, multiplier))
 

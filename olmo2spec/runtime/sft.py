@@ -97,7 +97,7 @@ class SftTrainer(Trainer):
             # the ranks' losses add up to the batch's; FSDP averages gradients over ranks, so scale back up
             torch.autograd.backward(loss * world)
             loss_sum += loss.detach()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ctx.plan.optimizer.grad_clip,
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
                                               foreach=True)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()

@@ -82,7 +82,7 @@ class Trainer:
         require_sinks(ctx.plan)
         self.build_layout()
         self.build_model()
-        self.optimizer = build_optimizer(self.model, ctx.plan.optimizer)
+        self.optimizer = build_optimizer(self.model, self.stage.optimizer)
         self.build_loader()
         policy = ctx.plan.checkpoint
         self.checkpointer = Checkpointer(ctx.run_dir, keep_last=policy.keep_last,
@@ -171,7 +171,7 @@ class Trainer:
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         self.sharded.set_requires_gradient_sync(sync)
         logits = self.model(tokens)
-        ce, z, _ = loss_sums(logits, labels, self.ctx.plan.optimizer.z_loss)
+        ce, z, _ = loss_sums(logits, labels, self.stage.optimizer.z_loss)
         torch.autograd.backward((ce + z) * scale)  # what Tensor.backward calls; typed, unlike it
         return ce.detach(), z.detach()
 
@@ -191,7 +191,7 @@ class Trainer:
             ce, z = self.forward_backward(tokens[rows], labels[rows], scale, sync=i == self.grad_accum - 1)
             ce_sum += ce
             z_sum += z
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ctx.plan.optimizer.grad_clip,
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
                                               foreach=True)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()

@@ -26,6 +26,7 @@ from olmo2spec.spec.fields import (
     unit_interval,
 )
 from olmo2spec.spec.schedules import Schedule
+from olmo2spec.spec.training import OptimizerOverride
 from olmo2spec.spec.types import AutoInt, Tokens
 
 __all__ = [
@@ -107,6 +108,10 @@ class ParallelStage(StageSpec):
                           "cost dominates a step and nothing overlaps, when it fits; else 'block').",
                           default="auto", validator=one_of(("auto", "block", "model")))
     compile: bool = doc("torch.compile each block.", default=True)
+    optimizer: OptimizerOverride = doc(
+        "This stage's optimizer settings over the recipe's [optimizer]: only the keys given change, e.g. "
+        "optimizer = { weight_decay = 0.0, betas = [0.9, 0.999] } (Tulu 3's post-training).",
+        factory=OptimizerOverride)
 
 
 @attrs.frozen(kw_only=True)

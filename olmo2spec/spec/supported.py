@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from olmo2spec.spec.diagnostics import Reporter
 from olmo2spec.spec.recipe import Recipe
-from olmo2spec.spec.stages import MicroannealStage
+from olmo2spec.spec.stages import MicroannealStage, PostTrainStage
+from olmo2spec.spec.training import resolve_optimizer
 
 __all__ = ["check_supported", "TOKENIZER_IDS"]
 
@@ -39,6 +40,14 @@ def check_supported(recipe: Recipe, report: Reporter) -> None:
             report.error("E026", ("stages", i, "repeat_mix"), "repeat_mix = true does nothing in a microanneal: "
                          "each run's mix is made for its token budget, and max_repeats bounds how often a "
                          "candidate is seen", "remove it; raise max_repeats to let a candidate repeat")
+        z_loss = resolve_optimizer(recipe.optimizer, stage.optimizer).z_loss if isinstance(stage, PostTrainStage) \
+            else 0.0
+        if z_loss:
+            given = stage.optimizer.z_loss is not None  # type: ignore[union-attr]
+            report.error("E026", ("stages", i, "optimizer", "z_loss") if given else ("stages", i, "kind"),
+                         f"z_loss {z_loss:g}{'' if given else ' (from [optimizer])'} is not supported by the "
+                         f"runtime's {stage.kind} loss, which has no z-loss term (nor has open-instruct's)",
+                         "write optimizer = { z_loss = 0.0 } on the stage")
     ids = TOKENIZER_IDS.get(tok.name)
     if ids is None:
         return  # an unknown name is reported where it is read

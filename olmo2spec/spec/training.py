@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from olmo2spec.spec.fields import doc, each, non_negative, one_of, positive, safe_name, unit_interval
 
-__all__ = ["OptimizerSpec", "DataSpec", "CheckpointSpec", "RuntimeSpec", "METRICS_SINKS"]
+__all__ = ["OptimizerSpec", "OptimizerOverride", "resolve_optimizer", "DataSpec", "CheckpointSpec", "RuntimeSpec",
+           "METRICS_SINKS"]
 
 METRICS_SINKS = ("tensorboard", "wandb")
 """Where rank 0 can send each metrics record besides metrics.jsonl."""
@@ -20,10 +23,10 @@ def _no_repeats(_inst: object, _attr: object, value: list[str]) -> None:
         raise SpecValueError(f"{', '.join(repr(v) for v in twice)} listed more than once", "list each sink once")
 
 
-def _two_betas(_inst: object, _attr: object, value: list[float]) -> None:
+def _two_betas(_inst: object, _attr: object, value: list[float] | None) -> None:
     from olmo2spec.spec.fields import SpecValueError
 
-    if len(value) != 2 or not all(0 <= b < 1 for b in value):
+    if value is not None and (len(value) != 2 or not all(0 <= b < 1 for b in value)):
         raise SpecValueError(f"must be two numbers in [0, 1) (got {value!r})", "e.g. betas = [0.9, 0.95]")
 
 
@@ -42,6 +45,31 @@ class OptimizerSpec:
     grad_clip: float = doc("Clip the global gradient norm to this value.", default=1.0, validator=positive)
     z_loss: float = doc("Weight of the z-loss, 1e-5 x logsumexp^2 (section 3.3.3, Table 1).", default=1e-5,
                         validator=non_negative)
+
+
+@attrs.frozen(kw_only=True)
+class OptimizerOverride:
+    """A training stage's `optimizer = { ... }`: the keys given replace the recipe's [optimizer] for that stage
+    (post-training uses no weight decay and AdamW's default betas, where pretraining does not)."""
+
+    betas: list[float] | None = doc("Adam (beta1, beta2) of this stage.", default=None, validator=_two_betas)
+    eps: float | None = doc("Adam epsilon of this stage.", default=None, validator=positive)
+    weight_decay: float | None = doc("Decoupled weight decay of this stage.", default=None, validator=non_negative)
+    decay_embeddings: bool | None = doc("Apply weight decay to the token embedding in this stage.", default=None)
+    decay_norms: bool | None = doc("Apply weight decay to norm weights in this stage.", default=None)
+    grad_clip: float | None = doc("Clip the global gradient norm to this value in this stage.", default=None,
+                                  validator=positive)
+    z_loss: float | None = doc("Weight of the z-loss in this stage.", default=None, validator=non_negative)
+
+    def given(self) -> dict[str, Any]:
+        """The keys the stage sets, by field name."""
+        return {a.name: getattr(self, a.name) for a in attrs.fields(OptimizerOverride)
+                if getattr(self, a.name) is not None}
+
+
+def resolve_optimizer(recipe: OptimizerSpec, stage: OptimizerOverride) -> OptimizerSpec:
+    """The stage's optimizer: the recipe's [optimizer] with the stage's keys over it."""
+    return attrs.evolve(recipe, **stage.given())
 
 
 @attrs.frozen(kw_only=True)

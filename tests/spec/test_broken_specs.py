@@ -104,6 +104,29 @@ CASES: dict[str, Case] = {
         "  hint: did you mean `warmup_steps`?",
         "1 error, 0 warnings",
     )),
+    "stage-optimizer-unknown-key": Case(lines=(
+        "tests/data/broken/stage-optimizer-unknown-key.toml:5:15: error[E010]: stages.sft.optimizer.weight_decy: "
+        "unknown key",
+        "  hint: did you mean `weight_decay`?",
+        "1 error, 0 warnings",
+    )),
+    "stage-optimizer-bad-value": Case(lines=(
+        "tests/data/broken/stage-optimizer-bad-value.toml:5:23: error[E013]: stages.dpo.optimizer.betas: must be two "
+        "numbers in [0, 1) (got [0.9])",
+        "  hint: e.g. betas = [0.9, 0.95]",
+        "tests/data/broken/stage-optimizer-bad-value.toml:5:45: error[E013]: stages.dpo.optimizer.weight_decay: must "
+        "not be negative (got -0.1)",
+        "tests/data/broken/stage-optimizer-bad-value.toml:5:63: error[E012]: stages.dpo.optimizer.grad_clip: expected "
+        "a number (got '1')",
+        "  hint: write it like 3e-4",
+        "3 errors, 0 warnings",
+    )),
+    "stage-optimizer-z-loss": Case(lines=(
+        "tests/data/broken/stage-optimizer-z-loss.toml:5:24: error[E026]: stages.sft.optimizer.z_loss: z_loss 1e-05 "
+        "is not supported by the runtime's sft loss, which has no z-loss term (nor has open-instruct's)",
+        "  hint: write optimizer = { z_loss = 0.0 } on the stage",
+        "1 error, 0 warnings",
+    )),
     "unknown-stage-kind": Case(lines=(
         "tests/data/broken/unknown-stage-kind.toml:5:8: error[E013]: stages.pretrain.kind: unknown stage kind "
         "'pretrian'",

@@ -102,7 +102,7 @@ ALTERNATIVE: dict[str, Any] = {
     "stages.anneal.mix": "demo-pretrain", "stages.anneal.tokens": "0.5M", "stages.anneal.steps": 100,
     "stages.anneal.seeds": [1, 2],
     "stages.anneal.micro_batch": 1, "stages.anneal.seq_len": 128, "stages.anneal.batch_size": 32,
-    "stages.soup.ingredients": ["anneal", "microanneal"], "stages.soup.weights": [0.5, 0.25, 0.25],
+    "stages.soup.ingredients": ["anneal", "microanneal"], "stages.soup.weights": [0.25, 0.75],
     "stages.eval-base.suite": "olmes-base", "stages.eval-base.tasks": ["gsm8k::olmes"],
     "stages.sft.dataset": "other", "stages.dpo.dataset": "other", "stages.rlvr.dataset": "other",
     "stages.sft.batch_size": 32, "stages.dpo.batch_size": 32, "stages.rlvr.batch_size": 16,
@@ -110,6 +110,10 @@ ALTERNATIVE: dict[str, Any] = {
     "stages.rlvr.verifiers": ["math"], "stages.rlvr.algorithm": "ppo",
     "stages.*.lr.linear.start": 2e-3, "stages.*.lr.linear.end": 1e-5, "stages.*.lr.linear.warmup_steps": 3,
     "stages.*.lr.cosine.final": 0.2, "stages.*.lr.cosine.horizon": "4M",
+    # a stage's optimizer keys are unset (None) unless the stage gives them
+    "stages.*.optimizer.betas": [0.8, 0.99], "stages.*.optimizer.eps": 1e-6, "stages.*.optimizer.weight_decay": 0.05,
+    "stages.*.optimizer.decay_embeddings": True, "stages.rlvr.optimizer.decay_embeddings": False,
+    "stages.*.optimizer.decay_norms": False, "stages.*.optimizer.grad_clip": 0.5, "stages.*.optimizer.z_loss": 1e-4,
 }
 """The value tried for a field, where the automatic one is not a valid recipe."""
 

@@ -1,0 +1,68 @@
+"""A training stage's `optimizer = { ... }` over the recipe's [optimizer]: resolved into the stage's plan, and
+what the runtime builds the stage's AdamW from."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from conftest import SPECS
+
+from olmo2spec.compiler import check
+from olmo2spec.plan.plan import from_json, to_json
+from olmo2spec.spec.training import OptimizerSpec
+
+torch = pytest.importorskip("torch")
+
+from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
+from olmo2spec.runtime.optim import build_optimizer  # noqa: E402
+
+
+def test_a_partial_override_keeps_the_rest_of_the_recipes_optimizer() -> None:
+    plan = check(SPECS / "tiny.toml", ["stages.pretrain.optimizer={weight_decay = 0.05, grad_clip = 0.5}"]).plan
+    recipe = plan.optimizer
+    pretrain = plan.stage("pretrain").optimizer  # type: ignore[union-attr]
+    assert pretrain == attrs.evolve(recipe, weight_decay=0.05, grad_clip=0.5)
+    assert plan.stage("anneal").optimizer == recipe  # type: ignore[union-attr]  # a stage without one: the recipe's
+
+
+def test_tiny_post_training_stages_say_what_open_instruct_used() -> None:
+    plan = check(SPECS / "tiny.toml").plan
+    for name in ("sft", "dpo"):
+        assert plan.stage(name).optimizer == attrs.evolve(  # type: ignore[union-attr]
+            plan.optimizer, weight_decay=0.0, betas=[0.9, 0.999], z_loss=0.0)
+    rlvr = plan.stage("rlvr").optimizer  # type: ignore[union-attr]
+    assert (rlvr.weight_decay, rlvr.betas, rlvr.decay_embeddings, rlvr.z_loss) == (0.01, [0.9, 0.999], True, 0.0)
+    assert plan.stage("pretrain").optimizer == plan.optimizer  # type: ignore[union-attr]
+    assert plan.optimizer.weight_decay == 0.1
+
+
+@pytest.mark.parametrize("size", ["1b", "7b", "13b", "32b"])
+def test_paper_recipes_post_train_without_weight_decay(size: str) -> None:
+    plan = check(SPECS / f"{size}.toml").plan
+    for stage in plan.stages:
+        if stage.kind in ("sft", "dpo"):
+            assert stage.optimizer.weight_decay == 0.0 and stage.optimizer.betas == [0.9, 0.999]  # type: ignore[union-attr]
+        if stage.kind in ("pretrain", "anneal"):
+            assert stage.optimizer == plan.optimizer  # type: ignore[union-attr]
+
+
+def test_the_stage_optimizer_survives_plan_json() -> None:
+    plan = check(SPECS / "tiny.toml").plan
+    again = from_json(to_json(plan))
+    assert again.stage("sft").optimizer == plan.stage("sft").optimizer  # type: ignore[union-attr]
+    assert isinstance(again.stage("sft").optimizer, OptimizerSpec)  # type: ignore[union-attr]
+
+
+def _settings(optimizer: torch.optim.Optimizer) -> list[tuple[float, tuple[float, float], int]]:
+    return [(g["weight_decay"], g["betas"], len(g["params"])) for g in optimizer.param_groups]
+
+
+def test_the_runtime_builds_each_stages_optimizer_from_its_plan() -> None:
+    plan = check(SPECS / "tiny.toml").plan
+    model = Transformer(ModelArgs.from_plan(plan))
+    sft = _settings(build_optimizer(model, plan.stage("sft").optimizer))  # type: ignore[union-attr]
+    pretrain = _settings(build_optimizer(model, plan.stage("pretrain").optimizer))  # type: ignore[union-attr]
+    assert [(wd, betas) for wd, betas, _ in sft] == [(0.0, (0.9, 0.999)), (0.0, (0.9, 0.999))]
+    assert [(wd, betas) for wd, betas, _ in pretrain] == [(0.1, (0.9, 0.95)), (0.0, (0.9, 0.95))]
+    rlvr = _settings(build_optimizer(model, plan.stage("rlvr").optimizer))  # type: ignore[union-attr]
+    assert rlvr[0][0] == 0.01 and rlvr[1][2] == 0  # decay on every weight, the embedding too
