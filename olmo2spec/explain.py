@@ -13,6 +13,7 @@ from olmo2spec.kinds import STAGE_KINDS, stage_kind
 from olmo2spec.plan.mixes import MixPlan, MixRow
 from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, StagePlan, TrainStagePlan
 from olmo2spec.spec.quantity import format_tokens
+from olmo2spec.spec.training import OptimizerSpec
 from olmo2spec.terminal import printable
 
 __all__ = ["render_plan", "mix_table", "mix_title", "mix_cells", "MIX_COLUMNS"]
@@ -114,6 +115,28 @@ def schedules_table(plan: Plan) -> Table:
     return t
 
 
+def _optimizer(spec: OptimizerSpec, keys: list[str]) -> str:
+    shown = {"betas": lambda: f"betas ({spec.betas[0]:g}, {spec.betas[1]:g})", "eps": lambda: f"eps {spec.eps:g}",
+             "weight_decay": lambda: f"weight decay {spec.weight_decay:g}",
+             "decay_embeddings": lambda: f"decay embeddings {'on' if spec.decay_embeddings else 'off'}",
+             "decay_norms": lambda: f"decay norms {'on' if spec.decay_norms else 'off'}",
+             "grad_clip": lambda: f"clip {spec.grad_clip:g}", "z_loss": lambda: f"z-loss {spec.z_loss:g}"}
+    return ", ".join(shown[k]() for k in keys if k in shown)
+
+
+def optimizer_table(plan: Plan) -> Table:
+    """The recipe's [optimizer], then each training stage that changes it, with only what it changes."""
+    recipe = plan.optimizer
+    keys = ["betas", "eps", "weight_decay", "decay_embeddings", "decay_norms", "grad_clip", "z_loss"]
+    t = _table("Optimizer (AdamW)", "stage", "settings", right_from=2)
+    _row(t, "[optimizer]", _optimizer(recipe, keys))
+    for stage in plan.stages:
+        if isinstance(stage, (TrainStagePlan, PostTrainStagePlan)):
+            changed = [k for k in keys if getattr(stage.optimizer, k) != getattr(recipe, k)]
+            _row(t, stage.name, _optimizer(stage.optimizer, changed) if changed else "as [optimizer]")
+    return t
+
+
 def mix_table(mix: MixPlan) -> Table:
     t = _table(mix_title(mix), *MIX_COLUMNS)
     for i, row in enumerate(mix.rows):
@@ -172,5 +195,6 @@ def render_plan(plan: Plan, console: Console) -> None:
     if plan.recipe.description:
         title.append(f": {printable(plan.recipe.description)}", style="")
     mixes = [mix_table(m) for m in plan.mixes.values()]
-    console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), *mixes,
+    console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), optimizer_table(plan),
+                        *mixes,
                         memory_table(plan), estimates_table(plan)))

@@ -66,3 +66,17 @@ def test_the_runtime_builds_each_stages_optimizer_from_its_plan() -> None:
     assert [(wd, betas) for wd, betas, _ in pretrain] == [(0.1, (0.9, 0.95)), (0.0, (0.9, 0.95))]
     rlvr = _settings(build_optimizer(model, plan.stage("rlvr").optimizer))  # type: ignore[union-attr]
     assert rlvr[0][0] == 0.01 and rlvr[1][2] == 0  # decay on every weight, the embedding too
+
+
+def test_explain_shows_what_each_stage_changes() -> None:
+    from rich.console import Console
+
+    from olmo2spec.explain import optimizer_table
+
+    console = Console(width=200, record=True)
+    console.print(optimizer_table(check(SPECS / "tiny.toml").plan))
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in console.export_text().splitlines()
+            if line.count("│") == 3}
+    assert rows["pretrain"] == "as [optimizer]"
+    assert rows["sft"] == "betas (0.9, 0.999), weight decay 0, z-loss 0"
+    assert "weight decay 0.1" in rows["[optimizer]"]
