@@ -173,7 +173,7 @@ class DpoTrainer(Trainer):
             sums["rejected_reward"] += (rejected.double() * mask).sum()
             sums["margin"] += ((chosen - rejected).double() * mask).sum()
             sums["accuracy"] += ((chosen > rejected).double() * mask).sum()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.ctx.plan.optimizer.grad_clip,
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
                                               foreach=True)
         if isinstance(norm, DTensor):
             norm = norm.full_tensor()
