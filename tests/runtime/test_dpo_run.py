@@ -14,6 +14,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -27,7 +28,7 @@ from olmo2spec.exitcodes import ExitCode  # noqa: E402
 from olmo2spec.runtime.checkpoint import Checkpointer, read_marker, step_dir  # noqa: E402
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 
-PAIRS, EPOCHS, BATCH = 16, 5, 8
+PAIRS, EPOCHS, BATCH = 16, 4, 8
 STEPS = PAIRS * EPOCHS // BATCH
 OVERRIDES = [f"stages.dpo.examples={PAIRS}", f"stages.dpo.epochs={EPOCHS}", f"stages.dpo.batch_size={BATCH}",
              "stages.dpo.lr.start=1e-3", "checkpoint.every_steps=2", "runtime.log_every=1", "checkpoint.keep_last=10"]
@@ -51,12 +52,17 @@ def root(tmp_path_factory):  # type: ignore[no-untyped-def]
     return root
 
 
-def _start(root: Path, checkpoints: Path, data: Path | None = None, start: bool = True) -> subprocess.Popen[bytes]:
+def _start(root: Path, checkpoints: Path, data: Path | None = None, start: bool = True,
+           nproc: int = 1) -> subprocess.Popen[bytes]:
     if start and not (checkpoints / "sft").exists():
         shutil.copytree(root / "start" / "sft", checkpoints / "sft")
     env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
            "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage", "dpo"]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage", "dpo"]
+    else:  # as launch/local.sh starts it
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               str(root / "bundle" / "stages" / "08-dpo.py"), "--run-name", "dpo"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -112,6 +118,20 @@ def test_a_killed_run_resumes_with_exactly_the_losses_and_reuses_the_reference(r
     assert _losses(checkpoints) == _losses(uninterrupted)  # bit for bit
     code, out, _ = _finish(_start(root, checkpoints))
     assert code == 0 and "already complete" in out and "reference" not in out
+
+
+def test_two_processes_train_on_the_same_pairs_as_one(root: Path, uninterrupted: Path) -> None:
+    """Each rank computes its share of the reference log-probs and takes its share of a step's pairs."""
+    checkpoints = root / "ckpt-2p"
+    code, out, err = _finish(_start(root, checkpoints, nproc=2))
+    assert code == 0, out + err
+    one, two = _records(uninterrupted), _records(checkpoints)
+    assert sorted(two) == sorted(one)
+    for key in ("loss", "grad_norm", "margin"):
+        assert all(abs(two[s][key] - one[s][key]) < 1e-4 * max(1.0, abs(one[s][key])) for s in one), key
+    assert [two[s]["accuracy"] for s in two] == [one[s]["accuracy"] for s in one]
+    cached = [np.load(p)["logps"] for d in (uninterrupted, checkpoints) for p in (d / "dpo").glob("ref*.npz")]
+    assert len(cached) == 2 and np.allclose(cached[0], cached[1], atol=1e-5)
 
 
 def test_a_changed_dataset_computes_the_reference_again(root: Path, uninterrupted: Path, tmp_path: Path) -> None:
