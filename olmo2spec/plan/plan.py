@@ -303,6 +303,20 @@ def to_json(plan: Plan) -> str:
     return json.dumps(to_dict(plan), indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
 
 
+def _stage_optimizers_of_older_plans(data: dict[str, Any]) -> None:
+    """Plans written before stages had their own `optimizer` trained every stage with the recipe's: give each
+    training stage that one, so that an older bundle still runs, as it did."""
+    from olmo2spec.kinds import STAGE_KINDS  # the table names this module's classes: imported when plans are read
+
+    training = {name for name, row in STAGE_KINDS.items() if "optimizer" in attrs.fields_dict(row.plan)}
+    stages, optimizer = data.get("stages"), data.get("optimizer")
+    if not isinstance(stages, list) or not isinstance(optimizer, dict):
+        return  # not a plan: structuring says so
+    for stage in stages:
+        if isinstance(stage, dict) and stage.get("kind") in training and "optimizer" not in stage:
+            stage["optimizer"] = optimizer
+
+
 def from_json(text: str) -> Plan:
     """Read plan.json.
 
@@ -318,6 +332,7 @@ def from_json(text: str) -> Plan:
             f"plan version {data.get('version')!r} (olmo2spec {data.get('olmo2spec_version')}) is not "
             f"{PLAN_VERSION} (olmo2spec {__version__}); rebuild the bundle with this olmo2spec, or install the "
             f"version that built it")
+    _stage_optimizers_of_older_plans(data)
     try:
         return _converter.structure(data, Plan)
     except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:

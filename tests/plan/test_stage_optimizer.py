@@ -3,6 +3,9 @@ what the runtime builds the stage's AdamW from."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import attrs
 import pytest
 from conftest import SPECS
@@ -12,6 +15,7 @@ from olmo2spec.plan.plan import from_json, to_json
 from olmo2spec.spec.training import OptimizerSpec
 
 torch = pytest.importorskip("torch")
+ROOT = Path(__file__).resolve().parents[2]
 
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
 from olmo2spec.runtime.optim import build_optimizer  # noqa: E402
@@ -80,3 +84,21 @@ def test_explain_shows_what_each_stage_changes() -> None:
     assert rows["pretrain"] == "as [optimizer]"
     assert rows["sft"] == "betas (0.9, 0.999), weight decay 0, z-loss 0"
     assert "weight decay 0.1" in rows["[optimizer]"]
+
+
+def test_a_plan_written_before_stage_optimizers_trains_every_stage_with_the_recipes() -> None:
+    import json
+
+    data = json.loads((ROOT / "generated" / "tiny" / "plan.json").read_text())
+    for stage in data["stages"]:
+        stage.pop("optimizer", None)
+    plan = from_json(json.dumps(data))
+    for name in ("pretrain", "anneal", "sft", "dpo"):
+        assert plan.stage(name).optimizer == plan.optimizer  # type: ignore[union-attr]
+
+
+def test_no_runner_trains_with_the_recipes_optimizer_instead_of_its_stages() -> None:
+    """Each stage's settings are its plan's `optimizer`; `plan.optimizer` is the recipe's, for the record only."""
+    readers = [p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "olmo2spec" / "runtime").rglob("*.py"))
+               if re.search(r"plan\.optimizer\.", p.read_text())]
+    assert readers == []
