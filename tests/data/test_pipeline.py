@@ -54,7 +54,7 @@ def test_every_anneal_ingredient_has_its_own_data_order(prepared):
     stage = plan.stage("anneal")
     assert isinstance(stage, TrainStagePlan)
     firsts = [loader_for_run(plan, stage, run, data_root=data).batch(0).tokens for run in stage.runs]
-    assert not np.array_equal(firsts[0], firsts[1]) and not np.array_equal(firsts[1], firsts[2])
+    assert len(firsts) == 2 and not np.array_equal(firsts[0], firsts[1])
 
 
 def test_instances_are_the_prepared_bytes(prepared):

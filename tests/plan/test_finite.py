@@ -17,7 +17,8 @@ TINY = str(Path(__file__).resolve().parents[2] / "specs" / "tiny.toml")
 
 @pytest.mark.parametrize("weights", ["[1e308, 1e308, 1e308]", "[5e-324, 5e-324, 5e-324]", "[1.7e308, 1e-10, 0]"])
 def test_soup_weights_normalise_without_overflow(weights: str) -> None:
-    soup = check(TINY, [f"stages.soup.weights={weights}"]).plan.stage("soup")
+    three = "stages.anneal.seeds=[42, 42069, 666]"  # three ingredients (tiny has two)
+    soup = check(TINY, [three, f"stages.soup.weights={weights}"]).plan.stage("soup")
     assert isinstance(soup, SoupStagePlan)
     assert all(math.isfinite(w) and w >= 0 for w in soup.weights)
     assert math.isclose(sum(soup.weights), 1.0)
