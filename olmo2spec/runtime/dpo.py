@@ -17,12 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.distributed.tensor import DTensor
 
-from olmo2spec.data.chat import ChatFormatError, chat_file
 from olmo2spec.data.preferences import PreferenceBatches, read_preference_file
-from olmo2spec.data.sources import DataRootError, data_root
-from olmo2spec.data.tokenizer import TokenizerError, load_tokenizer
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
@@ -62,19 +58,7 @@ class DpoTrainer(Trainer):
 
     def build_loader(self) -> None:
         plan, stage = self.ctx.plan, self.stage
-        root = data_root(None, plan.data.root)
-        if root is None:
-            raise DataRootError(f"dataset {stage.dataset!r} is under ${{DATA_ROOT}}/post-training/, but DATA_ROOT "
-                                "is not set: export DATA_ROOT=<the directory `olmo2spec demo-data` wrote>")
-        self.dataset = chat_file(root, stage.dataset)
-        try:
-            pairs = read_preference_file(self.dataset, load_tokenizer(plan.tokenizer.name), limit=stage.examples)
-        except (ChatFormatError, TokenizerError) as exc:
-            raise TrainingError(str(exc), ExitCode.DATA) from None
-        if len(pairs) < stage.examples:
-            raise TrainingError(f"{self.dataset} holds {len(pairs):,} preference pairs, fewer than the stage's "
-                                f"examples {stage.examples:,}: lower stages.{stage.name}.examples or add data",
-                                ExitCode.DATA)
+        self.dataset, pairs = self.read_dataset(read_preference_file, "preference pairs")
         self.batches = PreferenceBatches(pairs, batch_size=stage.batch_size, epochs=stage.epochs,
                                          seq_len=self.seq_len, seed=stage.seed, pad_id=plan.tokenizer.pad_id,
                                          micro_pairs=self.micro_batch, rank=self.dist.rank,
@@ -173,22 +157,13 @@ class DpoTrainer(Trainer):
             sums["rejected_reward"] += (rejected.double() * mask).sum()
             sums["margin"] += ((chosen - rejected).double() * mask).sum()
             sums["accuracy"] += ((chosen > rejected).double() * mask).sum()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
-                                              foreach=True)
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        norm = self.optimizer_step()
         # metrics divide the ranks' summed ce_sum by their summed `tokens`: here pairs, so the loss is the mean
         buffers.put(index, ce_sum=sums.pop("loss"), z_sum=0.0, tokens=float(batch.pairs),
                     instances=batch.tokens / self.seq_len, masked=0.0, grad_norm=norm,
                     examples=float(batch.pairs), **sums)
         self.step += 1
         return lr
-
-    def _meta(self) -> dict[str, object]:
-        return {"stage": self.stage.name, "run": self.ctx.run, "tokens": self.tokens_before(self.step),
-                "world_size": self.dist.world_size, "steps_total": self.stage.steps}
 
 
 def run_dpo_stage(ctx: RunContext) -> int:

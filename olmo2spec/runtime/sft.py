@@ -10,12 +10,9 @@ metrics, the non-finite stop and the exit codes are the Trainer's.
 from __future__ import annotations
 
 import torch
-from torch.distributed.tensor import DTensor
 
-from olmo2spec.data.chat import ChatFormatError, chat_file, read_chat_file
+from olmo2spec.data.chat import read_chat_file
 from olmo2spec.data.sft_batches import SftBatches
-from olmo2spec.data.sources import DataRootError, data_root
-from olmo2spec.data.tokenizer import TokenizerError, load_tokenizer
 from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
@@ -47,18 +44,7 @@ class SftTrainer(Trainer):
 
     def build_loader(self) -> None:
         plan, stage = self.ctx.plan, self.stage
-        root = data_root(None, plan.data.root)
-        if root is None:
-            raise DataRootError(f"dataset {stage.dataset!r} is under ${{DATA_ROOT}}/post-training/, but DATA_ROOT "
-                                "is not set: export DATA_ROOT=<the directory `olmo2spec demo-data` wrote>")
-        path = chat_file(root, stage.dataset)
-        try:
-            examples = read_chat_file(path, load_tokenizer(plan.tokenizer.name), limit=stage.examples)
-        except (ChatFormatError, TokenizerError) as exc:
-            raise TrainingError(str(exc), ExitCode.DATA) from None
-        if len(examples) < stage.examples:
-            raise TrainingError(f"{path} holds {len(examples):,} conversations, fewer than the stage's examples "
-                                f"{stage.examples:,}: lower stages.{stage.name}.examples or add data", ExitCode.DATA)
+        path, examples = self.read_dataset(read_chat_file, "conversations")
         self.batches = SftBatches(examples, batch_size=stage.batch_size, epochs=stage.epochs,
                                   seq_len=self.seq_len, seed=stage.seed, loss=str(stage.hyperparameters["loss"]),
                                   pad_id=plan.tokenizer.pad_id, micro_rows=self.micro_batch,
@@ -97,12 +83,7 @@ class SftTrainer(Trainer):
             # the ranks' losses add up to the batch's; FSDP averages gradients over ranks, so scale back up
             torch.autograd.backward(loss * world)
             loss_sum += loss.detach()
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
-                                              foreach=True)
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        norm = self.optimizer_step()
         # metrics divide the ranks' summed ce_sum by their summed tokens: this makes that the batch's loss
         trained = batch.global_trained or 1
         mine = batch.trained_tokens if batch.global_trained else 1 / world
@@ -110,10 +91,6 @@ class SftTrainer(Trainer):
                     instances=batch.tokens_packed / self.seq_len, masked=0.0, grad_norm=norm)
         self.step += 1
         return lr
-
-    def _meta(self) -> dict[str, object]:
-        return {"stage": self.stage.name, "run": self.ctx.run, "tokens": self.tokens_before(self.step),
-                "world_size": self.dist.world_size, "steps_total": self.stage.steps}
 
 
 def run_sft_stage(ctx: RunContext) -> int:

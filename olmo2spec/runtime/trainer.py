@@ -16,19 +16,22 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 
+from olmo2spec.data.chat import ChatFormatError, chat_file
 from olmo2spec.data.loader import LoaderError, MixtureLoader, loader_for_run
 from olmo2spec.data.sources import DataRootError, data_root
+from olmo2spec.data.tokenizer import Tokenizer, TokenizerError, load_tokenizer
 from olmo2spec.exitcodes import ExitCode
-from olmo2spec.plan.plan import RunPlan, TrainStagePlan
+from olmo2spec.plan.plan import PostTrainStagePlan, RunPlan, TrainStagePlan
 from olmo2spec.runtime.bundle import RunContext, wanted_device
 from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, final_step, latest_complete, read_marker
 from olmo2spec.runtime.distributed import Dist, init_distributed, shutdown
@@ -41,6 +44,8 @@ from olmo2spec.runtime.sinks import SinkError, open_sinks, require_sinks
 
 __all__ = ["Trainer", "run_train_stage", "run_with", "TrainingError"]
 
+
+Record = TypeVar("Record")
 
 class TrainingError(Exception):
     """A run cannot start or continue; the message says why and what to do."""
@@ -191,12 +196,7 @@ class Trainer:
             ce, z = self.forward_backward(tokens[rows], labels[rows], scale, sync=i == self.grad_accum - 1)
             ce_sum += ce
             z_sum += z
-        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
-                                              foreach=True)
-        if isinstance(norm, DTensor):
-            norm = norm.full_tensor()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        norm = self.optimizer_step()
         buffers.put(index, ce_sum=ce_sum, z_sum=z_sum, tokens=float(counted), instances=float(len(batch.tokens)),
                     masked=float(batch.masked), grad_norm=norm)
         self.step += 1
@@ -279,8 +279,39 @@ class Trainer:
             return 0
         return None
 
+    def read_dataset(self, read: Callable[[Path, Tokenizer, int | None], list[Record]], noun: str
+                     ) -> tuple[Path, list[Record]]:
+        """A post-training stage's dataset under ${DATA_ROOT}/post-training/: its path and first `examples`
+        records, tokenized by `read`; a missing DATA_ROOT, a bad record or too few records stop the run."""
+        plan, stage = self.ctx.plan, self.stage
+        assert isinstance(stage, PostTrainStagePlan), stage.kind  # only post-training stages read one
+        dataset, examples = stage.dataset, stage.examples
+        root = data_root(None, plan.data.root)
+        if root is None:
+            raise DataRootError(f"dataset {dataset!r} is under ${{DATA_ROOT}}/post-training/, but DATA_ROOT "
+                                "is not set: export DATA_ROOT=<the directory `olmo2spec demo-data` wrote>")
+        path = chat_file(root, dataset)
+        try:
+            records = read(path, load_tokenizer(plan.tokenizer.name), examples)
+        except (ChatFormatError, TokenizerError) as exc:
+            raise TrainingError(str(exc), ExitCode.DATA) from None
+        if len(records) < examples:
+            raise TrainingError(f"{path} holds {len(records):,} {noun}, fewer than the stage's examples "
+                                f"{examples:,}: lower stages.{stage.name}.examples or add data", ExitCode.DATA)
+        return path, records
+
+    def optimizer_step(self) -> torch.Tensor:
+        """Clip the gradients to the stage's norm, step and clear them; returns the norm before clipping."""
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.stage.optimizer.grad_clip,
+                                              foreach=True)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
     def _meta(self) -> dict[str, Any]:
-        return {"stage": self.stage.name, "run": self.run.name, "tokens": self.step * self.stage.tokens_per_step,
+        return {"stage": self.stage.name, "run": self.ctx.run, "tokens": self.tokens_before(self.step),
                 "world_size": self.dist.world_size, "steps_total": self.stage.steps}
 
 
