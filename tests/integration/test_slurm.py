@@ -27,7 +27,7 @@ FINISHED = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 OVERRIDES = ["stages.pretrain.tokens=40K", "stages.pretrain.lr.warmup_steps=2"]
 # the base-model DAG at the same scale: 5 steps per microanneal candidate and per anneal ingredient
 DAG_OVERRIDES = [*OVERRIDES, "stages.microanneal.tokens=20K", "stages.anneal.tokens=20K"]
-BASE_DAG = ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base"]  # sft on: no runners yet
+BASE_DAG = ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base"]  # then post-training
 DAG_TIMEOUT = 1200.0
 TRAINING = ("pretrain", "microanneal", "anneal")
 NOT_YET = "cannot run pretrain stages yet"
@@ -364,7 +364,7 @@ def test_base_model_dag_matches_local(cluster: dict[str, str], data_root: Path, 
     stages = {s["name"]: s for s in plan["stages"]}
     assert [s["name"] for s in plan["stages"]][:len(BASE_DAG)] == BASE_DAG
     runs = {name: [r["name"] for r in stages[name].get("runs", [{"name": name}])] for name in BASE_DAG}
-    assert len(runs["anneal"]) == 3 and len(runs["microanneal"]) == 2, runs
+    assert len(runs["anneal"]) == 2 and len(runs["microanneal"]) == 2, runs
 
     # 1. locally, one stage after another
     local_root, slurm_root = tmp_path / "checkpoints-local", tmp_path / "checkpoints-slurm"
@@ -390,7 +390,7 @@ def test_base_model_dag_matches_local(cluster: dict[str, str], data_root: Path, 
             pending["eval-base"]
         for stage in ("microanneal", "anneal"):
             assert pending[stage][0]["Dependency"] == f"afterok:{ids['pretrain']}(unfulfilled)", pending[stage]
-        assert [(r["JobState"], r.get("ArrayTaskId")) for r in anneal] == [("PENDING", "0-2")], anneal
+        assert [(r["JobState"], r.get("ArrayTaskId")) for r in anneal] == [("PENDING", "0-1")], anneal
         assert [(r["JobState"], r.get("ArrayTaskId")) for r in pending["microanneal"]] == [("PENDING", "0-1")]
 
         start = time.monotonic()
