@@ -19,17 +19,19 @@ the file, line and field and what to do.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import numpy as np
 
 from olmo2spec.data.tokenizer import Tokenizer, TokenizerError
 
+Record = TypeVar("Record")
+
 __all__ = ["TULU_TEMPLATE", "ROLES", "ChatFormatError", "ChatExample", "render", "encode_chat", "check_messages",
-           "read_chat_file", "chat_file"]
+           "read_chat_file", "read_jsonl_records", "chat_file"]
 
 TULU_TEMPLATE = (
     "{{ bos_token }}"
@@ -151,17 +153,26 @@ def read_chat_file(path: Path, tokenizer: Tokenizer, limit: int | None = None) -
         ChatFormatError: the file is missing or unreadable, or a line is not a valid conversation
             (the message names the file, the line and the field).
     """
-    examples: list[ChatExample] = []
+    return read_jsonl_records(path, lambda record: encode_chat(tokenizer, check_messages(record)), limit)
+
+
+def read_jsonl_records(path: Path, parse: Callable[[Any], Record], limit: int | None = None) -> list[Record]:
+    """`parse` of each of the first `limit` records (all when None) of a post-training JSON-lines file.
+
+    Raises:
+        ChatFormatError: the file is missing, unreadable or not UTF-8, a line is not JSON, or `parse`
+            refuses a record (ChatFormatError or TokenizerError): the message names the file and line.
+    """
+    records: list[Record] = []
     try:
         with open(path, encoding="utf-8") as lines:
             for lineno, line in enumerate(lines, 1):
-                if limit is not None and len(examples) >= limit:
+                if limit is not None and len(records) >= limit:
                     break
                 if not line.strip():
                     continue
                 try:
-                    messages = check_messages(json.loads(line))
-                    examples.append(encode_chat(tokenizer, messages))
+                    records.append(parse(json.loads(line)))
                 except json.JSONDecodeError as exc:
                     raise ChatFormatError(f"{path}:{lineno}: not JSON ({exc.msg} at column {exc.colno})") from None
                 except (ChatFormatError, TokenizerError) as exc:
@@ -173,4 +184,4 @@ def read_chat_file(path: Path, tokenizer: Tokenizer, limit: int | None = None) -
         raise ChatFormatError(f"{path}: not UTF-8 (byte {exc.start}): save the file as UTF-8") from None
     except OSError as exc:
         raise ChatFormatError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    return examples
+    return records

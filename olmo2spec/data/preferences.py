@@ -15,7 +15,6 @@ Everything is a function of the step, so a resumed run sees exactly the batches 
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -25,9 +24,9 @@ from typing import Any
 import attrs
 import numpy as np
 
-from olmo2spec.data.chat import ChatExample, ChatFormatError, check_messages, encode_chat, render
+from olmo2spec.data.chat import ChatExample, ChatFormatError, check_messages, encode_chat, read_jsonl_records, render
 from olmo2spec.data.sft_batches import IGNORE, next_token_labels
-from olmo2spec.data.tokenizer import Tokenizer, TokenizerError
+from olmo2spec.data.tokenizer import Tokenizer
 
 __all__ = ["PreferencePair", "PairBatch", "PreferenceBatches", "read_preference_file", "pair_arrays"]
 
@@ -83,32 +82,13 @@ def read_preference_file(path: Path, tokenizer: Tokenizer, limit: int | None = N
         ChatFormatError: the file is missing or unreadable, or a line is not a valid pair (the message
             names the file, the line and the field).
     """
-    pairs: list[PreferencePair] = []
-    try:
-        with open(path, encoding="utf-8") as lines:
-            for lineno, line in enumerate(lines, 1):
-                if limit is not None and len(pairs) >= limit:
-                    break
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                    if not isinstance(record, dict):
-                        raise ChatFormatError('not an object {"prompt": ..., "chosen": ..., "rejected": ...}')
-                    pairs.append(PreferencePair(chosen=_response_only(tokenizer, _side(record, "chosen")),
-                                                rejected=_response_only(tokenizer, _side(record, "rejected"))))
-                except json.JSONDecodeError as exc:
-                    raise ChatFormatError(f"{path}:{lineno}: not JSON ({exc.msg} at column {exc.colno})") from None
-                except (ChatFormatError, TokenizerError) as exc:
-                    raise ChatFormatError(f"{path}:{lineno}: {exc}") from None
-    except FileNotFoundError:
-        raise ChatFormatError(f"{path} not found: write the dataset there (`olmo2spec demo-data DIR` writes the "
-                              "demo's), or set DATA_ROOT to the directory that holds post-training/") from None
-    except UnicodeDecodeError as exc:
-        raise ChatFormatError(f"{path}: not UTF-8 (byte {exc.start}): save the file as UTF-8") from None
-    except OSError as exc:
-        raise ChatFormatError(f"{path}: cannot read it: {exc.strerror or exc}") from None
-    return pairs
+    def parse(record: Any) -> PreferencePair:
+        if not isinstance(record, dict):
+            raise ChatFormatError('not an object {"prompt": ..., "chosen": ..., "rejected": ...}')
+        return PreferencePair(chosen=_response_only(tokenizer, _side(record, "chosen")),
+                              rejected=_response_only(tokenizer, _side(record, "rejected")))
+
+    return read_jsonl_records(path, parse, limit)
 
 
 def pair_arrays(sequences: Sequence[tuple[np.ndarray, np.ndarray]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
