@@ -442,3 +442,117 @@ def test_base_model_dag_matches_local(cluster: dict[str, str], data_root: Path, 
         f"local:\n{local_out['eval-base']}\n{_dag_report(ended, {'eval-base'})}"
     for task in ("demo-math-dev", "demo-math-heldout"):  # the greedy continuations, item by item
         assert (slurm_eval / f"{task}.json").read_bytes() == (local_eval / f"{task}.json").read_bytes(), task
+
+
+# --- the post-training chain: sft -> dpo -> rlvr -> eval-instruct, export ------------------------
+
+POST_DAG = ["sft", "dpo", "rlvr", "eval-instruct", "export"]
+# two steps of 8 each for sft and dpo: the chain's plumbing, not what it learns (tests/runtime measure that)
+POST_OVERRIDES = [*OVERRIDES, "stages.sft.examples=16", "stages.sft.batch_size=8", "stages.dpo.examples=16",
+                  "stages.dpo.batch_size=8"]
+
+
+def _random_start(bundle: Path, run_dir: Path) -> None:
+    """A final checkpoint of a random model standing in for the soup: post-training starts from it."""
+    import warnings
+
+    import torch
+
+    from olmo2spec.compiler import check
+    from olmo2spec.runtime.checkpoint import Checkpointer
+    from olmo2spec.runtime.model import ModelArgs, Transformer
+
+    plan = check(SPECS / "tiny.toml", POST_OVERRIDES).plan
+    torch.manual_seed(0)
+    model = Transformer(ModelArgs.from_plan(plan))
+    model.init_weights()
+    with warnings.catch_warnings():  # DCP without a process group: "assuming ... a single process"
+        warnings.simplefilter("ignore")
+        Checkpointer(run_dir, keep_last=1, permanent_every=0).save(
+            0, model, torch.optim.AdamW(model.parameters()), {"run": run_dir.name}, final=True)
+
+
+def _runnable_chain(stages: dict[str, dict[str, object]]) -> list[str]:
+    """POST_DAG up to its first stage this runtime cannot run: submit.sh skips that one and every one after it."""
+    from olmo2spec.kinds import stage_kind
+
+    chain: list[str] = []
+    for name in POST_DAG:
+        if not stage_kind(str(stages[name]["kind"])).runnable:
+            break
+        chain.append(name)
+    return chain
+
+
+def test_post_training_chain_through_slurm(cluster: dict[str, str], data_root: Path, tmp_path: Path):
+    """submit.sh --from sft submits the post-training chain from a soup the test makes (a random model, final):
+    each job waits for the one it starts from, each completes, each run leaves its metrics and a final
+    checkpoint, the eval its results and the export a Hugging Face directory. A stage the runtime cannot run
+    yet is skipped with the stages after it, and submit.sh says so."""
+    from olmo2spec.runtime.checkpoint import final_step, read_marker
+
+    bundle = _build(tmp_path / "tiny", POST_OVERRIDES)
+    plan = json.loads((bundle / "plan.json").read_text())
+    stages = {s["name"]: s for s in plan["stages"]}
+    assert [s["name"] for s in plan["stages"]][-len(POST_DAG):] == POST_DAG
+    chain = _runnable_chain(stages)
+    assert chain[:2] == ["sft", "dpo"], chain
+    checkpoints = tmp_path / "checkpoints"
+    _random_start(bundle, checkpoints / "soup")
+    env = _env(DATA_ROOT=str(data_root), CHECKPOINT_ROOT=str(checkpoints))
+
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--from", "sft"], env, bundle.parent)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["stage", "job"], result.stdout
+    ids = dict(line.split() for line in lines[1:])
+    assert list(ids) == chain and all(i.isdigit() for i in ids.values()), result.stdout
+    for skipped in POST_DAG[len(chain):]:  # not runnable, or starting from one that is not
+        assert re.search(rf"^skipping {re.escape(skipped)}: ", result.stderr, re.M), result.stderr
+    try:
+        pending = {stage: _records(job_id, env) for stage, job_id in ids.items()}
+        assert "Dependency" not in pending["sft"][0] or pending["sft"][0]["Dependency"] in ("", "(null)"), \
+            pending["sft"]  # --from sft: the soup is taken as done
+        for stage in chain[1:]:
+            deps = ":".join(ids[d] for d in stages[stage]["depends_on"])
+            assert re.fullmatch(rf"afterok:{deps}\(unfulfilled\)", pending[stage][0]["Dependency"]), pending[stage]
+        start = time.monotonic()
+        ended = _wait_all(ids, {s: [d for d in stages[s]["depends_on"] if d in ids] for s in chain}, env)
+        seconds = time.monotonic() - start
+    finally:
+        _run(["scancel", *ids.values()], env, ROOT)
+    report = _dag_report(ended)
+    failed = [s for s, rs in ended.items() if not _completed(rs)]
+    assert not failed, f"jobs of {failed} did not complete ({seconds:.0f} s):\n{report}"
+
+    # each job after the one it starts from, in the bundle, logging where submit.sh puts logs
+    for stage in chain:
+        (record,) = ended[stage]
+        assert Path(record["StdOut"]).parent == bundle / "logs", report
+        for dep in stages[stage]["depends_on"]:
+            if dep in ended:
+                assert record["StartTime"] >= ended[dep][0]["EndTime"], f"{stage} started before {dep} ended\n{report}"
+
+    # what each stage left: training runs their per-step metrics and a final checkpoint, the eval its results,
+    # the export a Hugging Face directory
+    for stage in chain:
+        kind = stages[stage]["kind"]
+        if kind in ("sft", "dpo", "rlvr"):
+            steps = stages[stage]["steps"]
+            rows = _metrics(checkpoints / stage / "metrics.jsonl")
+            assert [r["step"] for r in rows] == list(range(1, steps + 1)), (stage, rows)
+            assert all(isinstance(r["loss"], float) for r in rows), (stage, rows)
+            final = final_step(checkpoints / stage)
+            marker = read_marker(final)
+            assert marker["final"] is True and marker["step"] == steps, (stage, marker)
+            start_from = checkpoints / stages[stage]["init_from"]  # the final checkpoint of the stage before
+            assert f"starting {stage} from {start_from}/step-" in _log(ended[stage][0]), _dag_report(ended, {stage})
+        elif kind == "eval":
+            (target,) = stages[stage]["targets"]
+            results = json.loads((checkpoints / stage / target / "results.json").read_text())
+            assert results, f"{stage}: empty results\n{_dag_report(ended, {stage})}"
+        elif kind == "export":
+            hf = checkpoints / stage / "hf"
+            assert (hf / "config.json").is_file() and (hf / "tokenizer.json").is_file(), sorted(hf.iterdir())
+            assert list(hf.glob("*.safetensors")), sorted(hf.iterdir())
+            assert json.loads((hf / "config.json").read_text())["model_type"] == "olmo2"
