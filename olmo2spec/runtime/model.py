@@ -18,7 +18,7 @@ from torch import nn
 if TYPE_CHECKING:
     from olmo2spec.plan.plan import Plan
 
-__all__ = ["ModelArgs", "RMSNorm", "KVCache", "document_mask", "Attention", "MLP", "Block", "Transformer",
+__all__ = ["ModelArgs", "RMSNorm", "KVCache", "document_mask", "Attention", "MLP", "Block", "Trunk", "Transformer",
            "rope_tables"]
 
 
@@ -259,7 +259,10 @@ class Block(nn.Module):
         self.post_feedforward_layernorm.init_weights()
 
 
-class Transformer(nn.Module):
+class Trunk(nn.Module):
+    """Embedding, blocks and final norm: what the language model and the scalar model share, by the same
+    names (so a policy's checkpoint loads into either). A subclass adds its output head."""
+
     # buffers (max_seq_len, head_dim) that no checkpoint holds: `init_rope` fills them
     rope_cos: torch.Tensor
     rope_sin: torch.Tensor
@@ -270,14 +273,18 @@ class Transformer(nn.Module):
         self.embed_tokens = nn.Embedding(args.vocab_rows, args.d_model)
         self.layers = nn.ModuleList(Block(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.d_model, args.norm_eps)
-        self.lm_head = nn.Linear(args.d_model, args.vocab_rows, bias=False)
         cos, sin = rope_tables(args.head_dim, args.max_seq_len, args.rope_theta)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
-    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens (B, T) -> logits (B, T, vocab_rows), or (B, vocab_rows) of the last token with `last_only`.
+    def head(self) -> nn.Module:
+        """The output head (sharded with the final norm)."""
+        raise NotImplementedError
+
+    def hidden_states(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
+                      cache: KVCache | None = None, last_only: bool = False,
+                      doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) -> the final norm's output (B, T, d_model), or (B, d_model) with `last_only`.
 
         Without a cache: causal attention over `tokens`, at `positions` (B, T) (default 0..T-1).
         With `doc_ids` (B, T) too (packed documents, e.g. SFT's conversations): a token attends only
@@ -308,20 +315,18 @@ class Transformer(nn.Module):
             cache.end(T)
         if last_only:
             x = x[:, -1]  # (B, C)
-        logits: torch.Tensor = self.lm_head(self.norm(x))
-        return logits
+        out: torch.Tensor = self.norm(x)
+        return out
 
     @torch.no_grad()
-    def init_weights(self) -> None:
-        """Every weight from N(0, init_std) truncated at +-init_cutoff std (paper 3.2); norms at 1; RoPE tables."""
+    def init_trunk(self) -> None:
+        """Embedding and blocks from N(0, init_std) truncated at +-init_cutoff std (paper 3.2); norms at 1."""
         a = self.args
         bound = a.init_cutoff * a.init_std
         nn.init.trunc_normal_(self.embed_tokens.weight, std=a.init_std, a=-bound, b=bound)
         for block in self.blocks():
             block.init_weights(a.init_std, a.init_cutoff)
         self.norm.init_weights()
-        nn.init.trunc_normal_(self.lm_head.weight, std=a.init_std, a=-bound, b=bound)
-        self.init_rope()
 
     @torch.no_grad()
     def init_rope(self) -> None:
@@ -338,3 +343,29 @@ class Transformer(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+
+class Transformer(Trunk):
+    """The language model: the trunk and an untied head over the vocabulary."""
+
+    def __init__(self, args: ModelArgs) -> None:
+        super().__init__(args)
+        self.lm_head = nn.Linear(args.d_model, args.vocab_rows, bias=False)
+
+    def head(self) -> nn.Module:
+        return self.lm_head
+
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False, doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) -> logits (B, T, vocab_rows), or (B, vocab_rows) of the last token with `last_only`
+        (the arguments as `hidden_states` takes them)."""
+        logits: torch.Tensor = self.lm_head(self.hidden_states(tokens, positions, cache, last_only, doc_ids))
+        return logits
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Every weight from N(0, init_std) truncated at +-init_cutoff std (paper 3.2); norms at 1; RoPE tables."""
+        self.init_trunk()
+        a = self.args
+        bound = a.init_cutoff * a.init_std
+        nn.init.trunc_normal_(self.lm_head.weight, std=a.init_std, a=-bound, b=bound)
+        self.init_rope()

@@ -1,7 +1,7 @@
 """Apply the plan's parallelism to the model, in one fixed order (torchtitan's parallelize_llama).
 
 activation checkpointing -> per-block torch.compile -> FSDP2 (`fully_shard`) on the embedding,
-each block, [final norm, output head], then the root; or, with `fsdp_units = "model"`, on the root
+each block, [final norm, output head (LM or score)], then the root; or, with `fsdp_units = "model"`, on the root
 alone, gathered once per step and kept through backward. HSDP when the plan replicates across
 shard groups: a 2-D device mesh (replicate, shard). The plan decides what is on; this module
 only applies it. Either way each parameter is sharded the same (dim 0 over the shard group), so
@@ -16,7 +16,7 @@ from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoi
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
-from olmo2spec.runtime.model import Transformer
+from olmo2spec.runtime.model import Trunk
 
 __all__ = ["build_mesh", "apply_parallelism"]
 
@@ -31,7 +31,7 @@ def build_mesh(device_type: str, world_size: int, shard: int) -> DeviceMesh:
     return init_device_mesh(device_type, (world_size // shard, shard), mesh_dim_names=("replicate", "shard"))
 
 
-def apply_parallelism(model: Transformer, mesh: DeviceMesh, *, bf16: bool, activation_checkpointing: bool,
+def apply_parallelism(model: Trunk, mesh: DeviceMesh, *, bf16: bool, activation_checkpointing: bool,
                       compile_blocks: bool, fsdp_units: str = "block") -> FSDPModule:
     """Shard `model` in place; returns it as FSDP's root module (gradient sync), the same object."""
     layers: list[nn.Module] = list(model.layers)
@@ -48,7 +48,7 @@ def apply_parallelism(model: Transformer, mesh: DeviceMesh, *, bf16: bool, activ
     for i, layer in enumerate(model.layers):
         # the last block's parameters are needed again at once by backward: keep them gathered
         fully_shard(layer, mesh=mesh, mp_policy=policy, reshard_after_forward=i < len(model.layers) - 1)
-    fully_shard([model.norm, model.lm_head], mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    fully_shard([model.norm, model.head()], mesh=mesh, mp_policy=policy, reshard_after_forward=False)
     return fully_shard(model, mesh=mesh, mp_policy=policy)
 
 

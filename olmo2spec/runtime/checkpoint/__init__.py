@@ -10,14 +10,14 @@ Layout of a run's directory ($CHECKPOINT_ROOT/<run>):
 - `steps`: names of step directories, which are complete, the newest.
 - `integrity`: the COMPLETE marker and checksums under every load (`seal`, `verify`).
 - `resolve`: the step a consumer uses (a run's newest or final one, or a step named directly).
-- `fit`: whether a step holds a plan's model; `described`: the plan a step carries.
+- `fit`: whether a step holds a plan's model, which weights it holds; `described`: the plan a step carries.
 - `weights`: a step's model weights in one process; `checkpointer`: a run's distributed saves and resumes.
 Consumers import from this package, not from its modules.
 """
 
 from olmo2spec.runtime.checkpoint.checkpointer import Checkpointer
 from olmo2spec.runtime.checkpoint.described import PLAN, plan_of, step_plan, write_plan
-from olmo2spec.runtime.checkpoint.fit import check_fits, misfit, model_shapes, strip_wrappers
+from olmo2spec.runtime.checkpoint.fit import check_fits, misfit, model_shapes, strip_wrappers, weight_names
 from olmo2spec.runtime.checkpoint.integrity import (
     CHECKSUMS,
     CheckpointError,
@@ -42,6 +42,6 @@ __all__ = [
     "read_marker", "verify", "model_files", "read_metadata", "advice", "dcp_cause", "rank_files", "checksums_of",
     "seal",
     "PLAN", "step_plan", "write_plan", "plan_of",
-    "strip_wrappers", "model_shapes", "misfit", "check_fits",
+    "strip_wrappers", "model_shapes", "misfit", "check_fits", "weight_names",
     "load_model_weights", "plan_model_weights",
 ]

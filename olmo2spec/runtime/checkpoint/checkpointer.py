@@ -10,6 +10,7 @@ multiple of `permanent_every` and the final one, which are never deleted.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
     get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
@@ -27,6 +29,7 @@ from torch.distributed.checkpoint.state_dict import (
 
 from olmo2spec.plan.plan import Plan, to_json
 from olmo2spec.runtime.checkpoint.described import write_plan
+from olmo2spec.runtime.checkpoint.fit import strip_wrappers, weight_names
 from olmo2spec.runtime.checkpoint.integrity import (
     CheckpointError,
     check_sizes,
@@ -135,18 +138,25 @@ class Checkpointer:
             self._retain()
         _barrier()
 
-    def load(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    def load(self, path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None, *,
+             absent_ok: Collection[str] = ()) -> dict[str, Any]:
         """Load model (and optimizer) state from a complete checkpoint, verified first; returns its marker.
+
+        `absent_ok`: model weights (bare names) the step may lack, left as they are when it does (a scalar
+        model's `score` started from a policy's checkpoint); model weights only (no optimizer).
 
         Raises:
             CheckpointError: the same on every rank, for a damaged step (naming the file) or one DCP cannot read.
         """
         marker = self._verified_marker(path)
+        assert not (absent_ok and optimizer is not None), "absent_ok loads model weights only"
         try:
             if optimizer is None:
                 model_sd = get_model_state_dict(model)
+                absent = set(absent_ok) - weight_names(path) if absent_ok else set()
+                model_sd = {k: v for k, v in model_sd.items() if strip_wrappers(k) not in absent}
                 dcp.load({"model": model_sd}, checkpoint_id=str(path))
-                set_model_state_dict(model, model_sd)
+                set_model_state_dict(model, model_sd, options=StateDictOptions(strict=not absent))
             else:
                 model_sd, optim_sd = get_state_dict(model, optimizer)
                 state: dict[str, Any] = {"model": model_sd, "optim": optim_sd}

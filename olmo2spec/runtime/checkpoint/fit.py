@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from olmo2spec.plan.plan import Plan
-from olmo2spec.runtime.checkpoint.integrity import CheckpointError
+from olmo2spec.runtime.checkpoint.integrity import CheckpointError, read_metadata
 from olmo2spec.runtime.model import ModelArgs, Transformer
 
-__all__ = ["WRAPPER_PREFIXES", "strip_wrappers", "model_shapes", "misfit", "check_fits"]
+__all__ = ["WRAPPER_PREFIXES", "strip_wrappers", "model_shapes", "misfit", "check_fits", "weight_names"]
 
 WRAPPER_PREFIXES = ("_orig_mod.", "_checkpoint_wrapped_module.", "module.")
 """What torch.compile, activation checkpointing and DDP insert into parameter names."""
@@ -68,3 +68,13 @@ def _shape(value: Any) -> tuple[int, ...]:
     shape = getattr(value, "shape", None)
     # else DCP's TensorStorageMetadata; () for a non-tensor entry
     return tuple(shape if shape is not None else getattr(value, "size", ()))
+
+
+def weight_names(path: Path) -> set[str]:
+    """The model weights step `path` holds, by their bare names (from its `.metadata`: no tensor is read).
+
+    Raises:
+        CheckpointError: a missing or unreadable `.metadata`.
+    """
+    entries = read_metadata(path).state_dict_metadata
+    return {strip_wrappers(key.removeprefix("model.")) for key in entries if key.startswith("model.")}
