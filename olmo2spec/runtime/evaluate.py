@@ -88,6 +88,7 @@ from olmo2spec.textgrid import render_grid
 __all__ = [
     "EvalError", "EvalDataError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
     "extract_answer", "answers_match", "math_prompt", "math_accuracy", "evaluate_checkpoint", "run_eval_stage",
+    "decode_threads",
 ]
 
 PROMPT_FORMATS = ("base", "chat")
@@ -223,7 +224,7 @@ SMALL_DECODE_MACS = 2**26
 
 
 @contextlib.contextmanager
-def _decode_threads(device: torch.device, macs: int) -> Iterator[None]:
+def decode_threads(device: torch.device, macs: int) -> Iterator[None]:
     """One intra-op thread for the small matmuls of decoding a small model on a CPU.
 
     Splitting a (128 x 256) @ (256 x 768) product gains little on an idle machine, and when
@@ -262,7 +263,7 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
     rows = list(range(B))  # batch row -> prompt index
     generated: list[list[int]] = [[] for _ in range(B)]
     out: list[str | None] = [None] * B
-    with _decode_threads(device, B * model.args.d_model * model.args.mlp_hidden):
+    with decode_threads(device, B * model.args.d_model * model.args.mlp_hidden):
         for step in range(max_new_tokens):
             nxt = logits.masked_fill(banned, float("-inf")).argmax(dim=-1)
             done: list[int] = []

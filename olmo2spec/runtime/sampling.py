@@ -1,0 +1,158 @@
+"""Batched sampling for RLVR from the one Transformer, with its KVCache: all rows in one cached decode.
+
+Prompts are left-padded into one batch; each decode step is one forward of the still-running rows'
+new token. A row stops at eos (kept as its last response token) or after `max_new_tokens`;
+finished rows leave the cache, so the batch shrinks as they do. Temperature 0 is greedy.
+
+Sampling is the Gumbel-max trick with exponential noise: the token is argmax(log p - log E), E ~
+Exp(1) per vocabulary entry, which draws from p exactly. The noise of a step is drawn for every
+row of the *global* batch from one generator seeded by (seed, step) and each row takes its own
+row of it, so a row's tokens depend on its global index alone, not on which rank decodes it or
+with which others: 2 processes sample what 1 does, and a resumed run what it sampled before.
+
+Log-probs are of the tempered distribution softmax(logits / temperature) with the ids the model
+may not emit (the embedding's padding rows, the pad id) removed, as the policy's training
+forward computes them (`token_logps`), so the two agree to rounding.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+from olmo2spec.runtime.evaluate import decode_threads
+from olmo2spec.runtime.model import KVCache, Transformer
+
+__all__ = ["Samples", "sample", "token_logps", "banned_ids", "sampling_generator", "left_padded", "episode_inputs",
+           "response_logits"]
+
+
+@attrs.frozen
+class Samples:
+    responses: torch.Tensor
+    """(B, R) long: each row's response (its eos last if it emitted one), then `pad`; R <= max_new_tokens."""
+    mask: torch.Tensor
+    """(B, R) bool: True on response tokens."""
+    eos: torch.Tensor
+    """(B,) bool: the row emitted eos."""
+    logps: torch.Tensor
+    """(B, R) float32: the sampling log-prob of each response token (0 on padding)."""
+
+
+def banned_ids(rows: int, vocab_size: int, pad_id: int, device: torch.device | None = None) -> torch.Tensor:
+    """(rows,) bool: the ids never sampled nor scored: embedding rows past the vocabulary, and the pad id."""
+    banned = torch.zeros(rows, dtype=torch.bool, device=device)
+    banned[vocab_size:] = True
+    banned[pad_id] = True
+    return banned
+
+
+def sampling_generator(seed: int, step: int, device: torch.device) -> torch.Generator:
+    """The generator of a step's sampling noise: the same on every rank, and on a resume."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step) % (2 ** 63))
+    return generator
+
+
+def _tempered_logps(logits: torch.Tensor, temperature: float, banned: torch.Tensor) -> torch.Tensor:
+    scaled = logits.float() / temperature if temperature > 0 else logits.float()
+    return scaled.masked_fill(banned, float("-inf")).log_softmax(dim=-1)
+
+
+def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, banned: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (B, T) of `tokens` under `logits` (B, T, V), and the distributions' entropies (B, T)."""
+    logps = _tempered_logps(logits, temperature, banned)
+    picked = logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    probs = logps.exp()
+    entropy = -(probs * logps.masked_fill(banned, 0.0)).sum(-1)
+    return picked, entropy
+
+
+def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, L) prompt ids padded on the left with `pad_id`, and (B,) each row's padding count."""
+    width = max(len(p) for p in prompts)
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        tokens[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+    pads = torch.tensor([width - len(p) for p in prompts])
+    return tokens.to(device), pads.to(device)
+
+
+def episode_inputs(prompts: torch.Tensor, pads: torch.Tensor, responses: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Whole episodes for a training forward: (tokens, positions, doc_ids), each (B, L + R).
+
+    The left padding is a document of its own (doc 0), never attended by the prompt and response
+    (doc 1), whose positions count from the prompt's first token, as the sampling cache's do.
+    """
+    tokens = torch.cat([prompts, responses], dim=1)
+    slots = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
+    real = slots >= pads.unsqueeze(1)
+    return tokens, (slots - pads.unsqueeze(1)).clamp(min=0), real.long()
+
+
+def response_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, doc_ids: torch.Tensor,
+                    prompt_width: int) -> torch.Tensor:
+    """(B, R, V): the logits that predict each response token (the last prompt token's onwards)."""
+    logits: torch.Tensor = model(tokens, positions=positions, doc_ids=doc_ids)
+    return logits[:, prompt_width - 1:-1]
+
+
+@torch.no_grad()  # the KVCache is written in place: sampling never records a graph
+def sample(model: Transformer, prompts: list[list[int]], *, max_new_tokens: int, eos_id: int, pad_id: int,
+           temperature: float, banned: torch.Tensor, generator: torch.Generator | None = None,
+           rows: list[int] | None = None, global_rows: int | None = None) -> Samples:
+    """Sample a response to each prompt (token ids, non-empty).
+
+    rows / global_rows: the prompts' indices in the global batch and its size (default: this batch
+    is the global one); row i's noise is row rows[i] of each step's global draw.
+    """
+    device = next(model.parameters()).device
+    with decode_threads(device, len(prompts) * model.args.d_model * model.args.mlp_hidden):
+        return _sample(model, prompts, max_new_tokens, eos_id, pad_id, temperature, banned, generator, rows,
+                       global_rows)
+
+
+def _sample(model: Transformer, prompts: list[list[int]], max_new_tokens: int, eos_id: int, pad_id: int,
+            temperature: float, banned: torch.Tensor, generator: torch.Generator | None, rows: list[int] | None,
+            global_rows: int | None) -> Samples:
+    device = next(model.parameters()).device
+    B = len(prompts)
+    rows = list(range(B)) if rows is None else rows
+    global_rows = B if global_rows is None else global_rows
+    tokens, pads = left_padded(prompts, pad_id, device)
+    cache = KVCache(model.args, pads, tokens.shape[1] + max_new_tokens)
+    responses = torch.full((B, max_new_tokens), pad_id, dtype=torch.long, device=device)
+    logps = torch.zeros((B, max_new_tokens), dtype=torch.float32, device=device)
+    lengths = torch.full((B,), max_new_tokens, dtype=torch.long, device=device)
+    emitted = torch.zeros(B, dtype=torch.bool, device=device)
+    alive = torch.arange(B, device=device)  # batch row of each row still in the cache
+    noise_rows = torch.tensor(rows, device=device)
+    logits = model(tokens, cache=cache, last_only=True)  # (B, V)
+    for t in range(max_new_tokens):
+        step_logps = _tempered_logps(logits, temperature, banned)
+        if temperature > 0:
+            noise = torch.empty((global_rows, step_logps.shape[-1]), device=device)
+            noise.exponential_(generator=generator)
+            nxt = (step_logps - noise[noise_rows[alive]].log()).argmax(dim=-1)
+        else:
+            nxt = step_logps.argmax(dim=-1)
+        responses[alive, t] = nxt
+        logps[alive, t] = step_logps.gather(-1, nxt.unsqueeze(-1)).squeeze(-1)
+        ended = nxt == eos_id
+        if bool(ended.any()):
+            lengths[alive[ended]] = t + 1
+            emitted[alive[ended]] = True
+            keep = (~ended).nonzero().squeeze(-1)
+            alive, nxt = alive[keep], nxt[keep]
+            if alive.numel() == 0:
+                break
+            cache.keep(keep)
+        if t + 1 == max_new_tokens:
+            break
+        logits = model(nxt.unsqueeze(1), cache=cache, last_only=True)
+    width = int(lengths.max()) if B else 0
+    mask = torch.arange(width, device=device).unsqueeze(0) < lengths.unsqueeze(1)
+    return Samples(responses=responses[:, :width].masked_fill(~mask, pad_id), mask=mask, eos=emitted,
+                   logps=logps[:, :width] * mask)
