@@ -12,7 +12,7 @@
     root/eval/math-heldout.jsonl      500 math items, same shape
     root/eval/heldout-text.jsonl      web and code documents kept out of the raw shards
     root/post-training/demo-chat/train.jsonl, demo-preferences/train.jsonl,
-    root/post-training/demo-math-prompts/train.jsonl
+    root/post-training/demo-math-prompts/train.jsonl, and a heldout.jsonl beside each (same shape)
     root/MANIFEST.json                every file: bytes, documents, sha256 (and of its content)
 
 Raw documents are Dolma-shaped JSON lines {"id", "source", "text"}; gzip members carry mtime 0, so
@@ -39,7 +39,8 @@ commutative pairs share one. A word problem's key is its template and its number
 items are decoration). Held-out and dev use the same phrasings and templates as train: they measure
 arithmetic on unseen problems, not robustness to unseen wording. As a second guard, no dev or
 held-out question occurs as a substring of the math train text, and the chat, preference and RLVR
-prompts are drawn from the train split only.
+prompts are drawn from the train split only; their held-out files (what the demo measures
+post-training on) from the held-out split, asking nothing a train file asks.
 
 Held-out text: code files are ranked by sha256 of their path; the first ~1.25 MB that pass the
 recipe's repeated n-gram filter (at byte level) are the code source and the next few are held out.
@@ -97,6 +98,9 @@ MATH_HELDOUT_ITEMS = 500
 CHAT_EXAMPLES = 2000
 PREFERENCE_EXAMPLES = 512
 MATH_PROMPTS = 256
+HELDOUT_CHAT = 128  # per post-training set: held-out records (post-training/<name>/heldout.jsonl)
+HELDOUT_PREFERENCES = 128
+HELDOUT_MATH_PROMPTS = 128
 CHAT_MAX_BYTES = 200  # user + assistant content; the tiny recipe's SFT/DPO sequences are 256 bytes
 PROMPT_MAX_BYTES = 48  # RLVR prompts: 128-token sequences, 64 of them for the response
 WEB_HELDOUT_BUCKETS = 3  # of 100: share of eligible web documents held out
@@ -822,15 +826,15 @@ def _math_answer(p: MathProblem, wrong: bool = False) -> str:
     return f"{body}\nThe answer is {bad}." if p.kind == "word_problem" else f"{body[:-1]}. The answer is {bad}."
 
 
-def _chat_pair(rng: random.Random) -> tuple[str, str, str]:
-    """(user, good, wrong) short enough for the tiny recipe's 256-byte sequences."""
+def _chat_pair(rng: random.Random, split: str = "train") -> tuple[str, str, str]:
+    """(user, good, wrong) short enough for the tiny recipe's 256-byte sequences; math from `split`."""
     while True:
         r = rng.random()
         if r < 0.25:
             user, good, bad = _instruction(rng)
         else:
             make = _word_problem if r < 0.5 else (lambda g: _arithmetic(g, rng.choice((1, 2, 2, 3))))
-            p = _draw(rng, make, "train")
+            p = _draw(rng, make, split)
             user, good, bad = p.question, _math_answer(p), _math_answer(p, wrong=True)
         if len((user + max(good, bad, key=len)).encode("utf-8")) <= CHAT_MAX_BYTES:
             return user, good, bad
@@ -854,6 +858,39 @@ def _post_training(seed: int) -> dict[str, list[dict[str, Any]]]:
         p = _draw(rng, lambda r: _arithmetic(r, 2), "train")
         if len(p.question.encode("utf-8")) <= PROMPT_MAX_BYTES and p.question not in asked:
             asked.add(p.question)
+            prompts.append({"messages": [_user(p.question)], "answer": str(p.answer)})
+    return {"demo-chat": chat, "demo-preferences": prefs, "demo-math-prompts": prompts}
+
+
+def _users(records: Iterable[dict[str, Any]]) -> set[str]:
+    return {m["content"] for r in records for m in r.get("messages", r.get("prompt", [])) if m["role"] == "user"}
+
+
+def _post_training_heldout(seed: int, train: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    """Held-out records of each post-training set, shaped as its train records (what the demo measures
+    SFT, DPO and RLVR on): math from the held-out split, no prompt any train set asks (the instructions
+    left are those with many variants: parity, sorting, comparing, counting up)."""
+    seen = set().union(*(_users(records) for records in train.values()))
+
+    def fresh(rng: random.Random) -> tuple[str, str, str]:
+        while True:
+            user, good, bad = _chat_pair(rng, "heldout")
+            if user not in seen:
+                seen.add(user)
+                return user, good, bad
+
+    rng = random.Random(f"demo-chat-heldout:{seed}")
+    chat = [{"messages": [_user(user), _assistant(good)]}
+            for user, good, _bad in (fresh(rng) for _ in range(HELDOUT_CHAT))]
+    rng = random.Random(f"demo-preferences-heldout:{seed}")
+    prefs = [{"prompt": [_user(user)], "chosen": [_assistant(good)], "rejected": [_assistant(bad)]}
+             for user, good, bad in (fresh(rng) for _ in range(HELDOUT_PREFERENCES))]
+    rng = random.Random(f"demo-math-prompts-heldout:{seed}")
+    prompts: list[dict[str, Any]] = []
+    while len(prompts) < HELDOUT_MATH_PROMPTS:
+        p = _draw(rng, lambda r: _arithmetic(r, 2), "heldout")
+        if len(p.question.encode("utf-8")) <= PROMPT_MAX_BYTES and p.question not in seen:
+            seen.add(p.question)
             prompts.append({"messages": [_user(p.question)], "answer": str(p.answer)})
     return {"demo-chat": chat, "demo-preferences": prefs, "demo-math-prompts": prompts}
 
@@ -918,9 +955,13 @@ def _write_corpus(root: Path, seed: int, fingerprint: str) -> DemoReport:
         docs = [d for d in heldout if d["source"] == source]
         rows.append(SourceReport(f"eval/heldout-text ({source})", 1, len(docs), _text_bytes(docs), len(_jsonl(docs))))
 
-    for name, records in _post_training(seed).items():
+    post_training = _post_training(seed)
+    for name, records in post_training.items():
         file_bytes, _ = writer.write(f"post-training/{name}/train.jsonl", records)
         rows.append(SourceReport(f"post-training/{name}", 1, len(records), None, file_bytes))
+    for name, records in _post_training_heldout(seed, post_training).items():
+        file_bytes, _ = writer.write(f"post-training/{name}/heldout.jsonl", records)
+        rows.append(SourceReport(f"post-training/{name} (held-out)", 1, len(records), None, file_bytes))
 
     manifest = {
         "writer": DEMO_WRITER,

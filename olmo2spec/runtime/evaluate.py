@@ -87,6 +87,7 @@ from olmo2spec.textgrid import render_grid
 
 __all__ = [
     "EvalError", "EvalDataError", "PROMPT_FORMATS", "DEMO_TASKS", "load_model", "heldout_loss", "greedy_answers",
+    "greedy_turns",
     "extract_answer", "answers_match", "math_prompt", "math_accuracy", "evaluate_checkpoint", "run_eval_stage",
     "decode_threads",
 ]
@@ -244,7 +245,8 @@ def decode_threads(device: torch.device, macs: int) -> Iterator[None]:
 
 @torch.no_grad()
 def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list[int]], max_new_tokens: int,
-                    eos: int, stop: re.Pattern[str] | None) -> list[str]:
+                    eos: int, stop: re.Pattern[str] | None) -> list[tuple[str, bool]]:
+    """(continuation, whether eos or `stop` ended it rather than the budget) of each prompt."""
     device = _device(model)
     window = model.args.max_seq_len
     prompts = [p[-window:] if p else [eos] for p in prompts]  # an empty prompt starts from a document boundary
@@ -262,7 +264,7 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
 
     rows = list(range(B))  # batch row -> prompt index
     generated: list[list[int]] = [[] for _ in range(B)]
-    out: list[str | None] = [None] * B
+    out: list[tuple[str, bool] | None] = [None] * B
     with decode_threads(device, B * model.args.d_model * model.args.mlp_hidden):
         for step in range(max_new_tokens):
             nxt = logits.masked_fill(banned, float("-inf")).argmax(dim=-1)
@@ -270,14 +272,14 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
             for r, token in enumerate(nxt.tolist()):
                 i = rows[r]
                 if token == eos:
-                    out[i] = tokenizer.decode(generated[i])
+                    out[i] = tokenizer.decode(generated[i]), True
                     done.append(r)
                     continue
                 generated[i].append(token)
                 text = tokenizer.decode(generated[i])
                 cut = _cut(text, stop)
                 if cut is not None:
-                    out[i] = cut
+                    out[i] = cut, True
                     done.append(r)
             if step == max_new_tokens - 1 or len(done) == len(rows):
                 break
@@ -288,7 +290,7 @@ def _generate_batch(model: Transformer, tokenizer: Tokenizer, prompts: list[list
                 cache.keep(keep)
                 nxt = nxt[keep]
             logits = model(nxt.unsqueeze(1), cache=cache, last_only=True).float()
-    return [o if o is not None else tokenizer.decode(g) for o, g in zip(out, generated, strict=True)]
+    return [o if o is not None else (tokenizer.decode(g), False) for o, g in zip(out, generated, strict=True)]
 
 
 @torch.no_grad()
@@ -304,19 +306,28 @@ def greedy_answers(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[s
     the pad id are never chosen. Prompts are sorted by length and decoded `batch_size` at a time;
     the result does not depend on the order of `prompts`.
     """
+    return [text for text, _ in greedy_turns(model, tokenizer, prompts, max_new_tokens, eos, stop=stop,
+                                             batch_size=batch_size)]
+
+
+@torch.no_grad()
+def greedy_turns(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[str], max_new_tokens: int,
+                 eos: int | None = None, *, stop: str | re.Pattern[str] | None = NEWLINE,
+                 batch_size: int = 128) -> list[tuple[str, bool]]:
+    """`greedy_answers`, each with whether eos or `stop` ended it (False: it ran out of `max_new_tokens`)."""
     model.eval()
     eos = tokenizer.eos_id if eos is None else eos
     pattern = re.compile(stop) if isinstance(stop, str) else stop
     encoded = [tokenizer.encode(p, allow_special=True) for p in prompts]  # a chat prompt's bos
     order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
-    results: list[str] = [""] * len(prompts)
+    results: list[tuple[str, bool]] = [("", False)] * len(prompts)
     if max_new_tokens <= 0:
         return results
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
-        for i, text in zip(chunk, _generate_batch(model, tokenizer, [encoded[i] for i in chunk], max_new_tokens,
+        for i, turn in zip(chunk, _generate_batch(model, tokenizer, [encoded[i] for i in chunk], max_new_tokens,
                                                   eos, pattern), strict=True):
-            results[i] = text
+            results[i] = turn
     return results
 
 

@@ -357,3 +357,24 @@ def test_batched_repeat_filter_matches_the_recipe_filter():
     assert _repeat_flags(texts[:4]) == expected[:4]
     assert _repeat_flags([b"abc", *texts[:3]]) == [False, *expected[:3]]  # short texts: one by one
     assert any(expected) and not all(expected)
+
+
+def test_held_out_post_training_data_is_shaped_as_train_and_asks_nothing_train_asks(root: Path):
+    users = {}
+    for name in ("demo-chat", "demo-preferences", "demo-math-prompts"):
+        train = _jsonl(root / f"post-training/{name}/train.jsonl")
+        heldout = _jsonl(root / f"post-training/{name}/heldout.jsonl")
+        assert len(heldout) == 128
+        assert {tuple(sorted(r)) for r in heldout} == {tuple(sorted(r)) for r in train}
+        users[name] = ([m["content"] for r in train for m in r.get("messages", r.get("prompt", []))
+                        if m["role"] == "user"],
+                       [m["content"] for r in heldout for m in r.get("messages", r.get("prompt", []))
+                        if m["role"] == "user"])
+    trained = {u for train, _ in users.values() for u in train}
+    held = [u for _, heldout in users.values() for u in heldout]
+    assert len(set(held)) == len(held) and not trained & set(held)
+    for r in _jsonl(root / "post-training/demo-chat/heldout.jsonl"):
+        check_equations(r["messages"][1]["content"])
+    for r in _jsonl(root / "post-training/demo-math-prompts/heldout.jsonl"):
+        (message,) = r["messages"]
+        assert str(solve_arithmetic(message["content"])[3]) == r["answer"]

@@ -27,7 +27,7 @@ def test_a_damaged_cache_is_recomputed(plans, tmp_path: Path, monkeypatch: pytes
     (tmp_path / run / "demo-results.json").write_bytes(cache)
     calls = []
 
-    def fake(plan, path, data_root, limit):  # type: ignore[no-untyped-def]
+    def fake(plan, path, data_root, limit, prompt_format="base"):  # type: ignore[no-untyped-def]
         calls.append(path)
         return RESULT
 
