@@ -2,9 +2,9 @@
 
 The weights are normalised by the compiler's rule (`normalise_soup_weights`, the checker's E036), the
 ingredients checked and souped by `soup_checked` (what the soup stage calls), the result exported by
-`export_hf` beside it (`hf/`). A soup already made from the same checkpoints and weights is reused
-(`why_soup_again`, as the stage decides); another under the same name (damaged, or of other checkpoints or
-weights) is refused, naming why. Every refusal is a `SoupRefused` carrying the runtime's own message.
+`export_hf` beside it (`hf/`). A soup already made from the same checkpoints (their COMPLETE markers) and
+weights is reused (`why_soup_again`, as the stage decides); another under the same name (damaged, or of other
+checkpoints or weights) is refused, naming why. Every refusal is a `SoupRefused` carrying the runtime's own message.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import attrs
 from olmo2spec.notebook.soup_ingredients import Ingredient, plan_for
 from olmo2spec.plan.plan import Plan
 from olmo2spec.plan.soup_weights import SoupWeightsError, normalise_soup_weights
-from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, read_marker, step_dir
+from olmo2spec.runtime.checkpoint import COMPLETE, CheckpointError, marker_digest, read_marker, step_dir
 from olmo2spec.runtime.demo_report import CACHE
 
 __all__ = ["SOUPS", "SoupRefused", "MadeSoup", "weights_for", "default_name", "make_soup", "earlier_soups"]
@@ -62,8 +62,13 @@ def weights_for(raw: Sequence[float], names: Sequence[str]) -> list[float]:
 
 
 def default_name(ingredients: Sequence[Ingredient], weights: Sequence[float]) -> str:
-    """`soup-` and a digest of the checkpoints and weights: the same choice finds the same soup again."""
-    recipe = json.dumps([[str(i.path), w] for i, w in zip(ingredients, weights, strict=True)])
+    """`soup-` and a digest of the checkpoints (their paths and COMPLETE markers) and weights: the same choice
+    finds the same soup again, and a run trained again to the same step makes another.
+
+    Raises:
+        CheckpointError: an ingredient's marker cannot be read (it changed since it was listed).
+    """
+    recipe = json.dumps([[str(i.path), marker_digest(i.path), w] for i, w in zip(ingredients, weights, strict=True)])
     return f"soup-{hashlib.sha256(recipe.encode()).hexdigest()[:10]}"
 
 
@@ -90,7 +95,10 @@ def make_soup(root: Path, ingredients: Sequence[Ingredient], raw_weights: Sequen
 
     names = [i.run for i in ingredients]
     weights = weights_for(raw_weights, names)
-    name = name.strip() or default_name(ingredients, weights)
+    try:
+        name = name.strip() or default_name(ingredients, weights)
+    except CheckpointError as exc:  # an ingredient's marker changed since it was listed
+        raise SoupRefused(str(exc)) from None
     if not _NAME.fullmatch(name):
         raise SoupRefused(f"soup name {name!r}: use letters, digits, '.', '_' and '-' (a directory name)")
     soup_dir = root / SOUPS / name

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from olmo2spec.atomic import write_json_atomic
 from olmo2spec.kinds import stage_kind
 from olmo2spec.plan.plan import Plan, PostTrainStagePlan, SoupStagePlan, TrainStagePlan
-from olmo2spec.runtime.checkpoint import latest_complete
+from olmo2spec.runtime.checkpoint import CheckpointError, latest_complete, marker_digest
 from olmo2spec.textgrid import render_grid
 
 if TYPE_CHECKING:
@@ -88,23 +88,25 @@ def demo_rows(plan: Plan, checkpoint_root: Path, data_root: Path, limit: int | N
 
 def cached_evaluation(plan: Plan | None, path: Path, data_root: Path, limit: int | None = None, *,
                       prompt_format: str = "base") -> dict[str, Any]:
-    """`evaluate_checkpoint` of step `path`, computed once: cached in its run directory as demo-results.json
-    (another step, `limit` or prompt format is evaluated again). `plan` None: the plan the step carries."""
+    """`evaluate_checkpoint` of step `path`, computed once: cached in its run directory as demo-results.json.
+    Another step, `limit` or prompt format, or the same step saved again (another COMPLETE marker digest: a run
+    trained again to the same step number) is evaluated again. `plan` None: the plan the step carries."""
     from olmo2spec.runtime.evaluate import evaluate_checkpoint
 
     cache = path.parent / CACHE
     cached = _read_cache(cache)
-    if (cached is None or cached.get("checkpoint") != str(path) or cached.get("limit") != limit
-            or cached.get("prompt_format", "base") != prompt_format):
-        cached = {**evaluate_checkpoint(plan, path, data_root, limit, prompt_format=prompt_format), "limit": limit,
-                  "checkpoint": str(path)}
+    key = {"checkpoint": str(path), "complete": _digest(path), "limit": limit}
+    if cached is None or any(cached.get(k) != v for k, v in key.items()) \
+            or cached.get("prompt_format", "base") != prompt_format:
+        cached = {**evaluate_checkpoint(plan, path, data_root, limit, prompt_format=prompt_format), **key}
         write_json_atomic(cache, cached, sort_keys=True)
     return cached
 
 
 def cached_instruct(plan: Plan, path: Path, data: InstructData) -> dict[str, Any]:
     """`evaluate_instruct` of step `path` on `data`, computed once: cached in its run
-    directory as demo-instruct-results.json, keyed by the step and the held-out files' contents."""
+    directory as demo-instruct-results.json, keyed by the step (its path and COMPLETE marker digest) and the
+    held-out files' contents."""
     from olmo2spec.runtime.checkpoint.integrity import sha256_file
     from olmo2spec.runtime.evaluate import EvalDataError, load_model
     from olmo2spec.runtime.instruct_eval import evaluate_instruct
@@ -114,14 +116,22 @@ def cached_instruct(plan: Plan, path: Path, data: InstructData) -> dict[str, Any
     except FileNotFoundError as exc:
         raise EvalDataError(f"{exc.filename} not found: rebuild the demo corpus there "
                             "(`olmo2spec demo-data DATA_ROOT` writes the held-out post-training files)") from None
-    key = {"checkpoint": str(path), "files": files, "response_len": data.response_len, "verifier": data.verifier,
-           "seq_len": data.seq_len}
+    key = {"checkpoint": str(path), "complete": _digest(path), "files": files, "response_len": data.response_len,
+           "verifier": data.verifier, "seq_len": data.seq_len}
     cache = path.parent / INSTRUCT_CACHE
     cached = _read_cache(cache)
     if cached is None or cached.get("key") != key:
         cached = {**evaluate_instruct(plan, load_model(plan, path), data), "key": key}
         write_json_atomic(cache, cached, sort_keys=True)
     return cached
+
+
+def _digest(path: Path) -> str | None:
+    """The step's marker digest; None when it cannot be read (the evaluation then says what is wrong)."""
+    try:
+        return marker_digest(path)
+    except CheckpointError:
+        return None
 
 
 def _read_cache(cache: Path) -> dict[str, Any] | None:

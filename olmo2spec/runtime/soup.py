@@ -51,6 +51,7 @@ from olmo2spec.runtime.checkpoint import (
     checksums_of,
     dcp_cause,
     final_step,
+    marker_digest,
     model_files,
     rank_files,
     read_marker,
@@ -357,11 +358,12 @@ def soup(ingredients: list[Path], weights: list[float], out: Path, *, meta: dict
 
 
 def soup_meta(name: str, runs: list[str], paths: list[Path], weights: list[float]) -> dict[str, Any]:
-    """What a soup's COMPLETE marker records: its name, each ingredient's run, checkpoint and step, the weights.
+    """What a soup's COMPLETE marker records: its name, each ingredient's run, checkpoint, step and marker digest
+    (`marker_digest`: a run trained again to the same step is another ingredient), the weights.
 
     The paths are final steps (`final_step`), whose markers were read and checked.
     """
-    recipe = [{"run": r, "checkpoint": str(p), "step": read_marker(p).get("step")}
+    recipe = [{"run": r, "checkpoint": str(p), "step": read_marker(p).get("step"), "complete": marker_digest(p)}
               for r, p in zip(runs, paths, strict=True)]
     return {"stage": name, "run": name, "kind": "soup", "ingredients": recipe, "weights": list(weights)}
 

@@ -185,6 +185,27 @@ def test_incompatible_ingredients_show_the_soups_refusal(anneals: Path, small: t
     assert not list((anneals / SOUPS).glob("*/step-*/COMPLETE"))
 
 
+def test_an_ingredient_retrained_to_the_same_step_is_not_the_old_soup(anneals: Path, small: tuple[Path, Plan]
+                                                                       ) -> None:
+    """make_soup keys the soup on its ingredients' COMPLETE markers: the default name changes with them, and a
+    named soup of the old checkpoints is refused rather than reused."""
+    _, plan = small
+    first = make_soup(anneals, find_ingredients(anneals).ingredients, [1, 1, 1])
+    named = make_soup(anneals, find_ingredients(anneals).ingredients, [1, 1, 1], name="mine")
+    assert not first.reused and not named.reused
+    assert make_soup(anneals, find_ingredients(anneals).ingredients, [1, 1, 1]).reused  # unchanged: found again
+
+    train_like(anneals, ANNEALS[2], "anneal", plan, seed=7)  # the same run and step (12), other weights
+    again = make_soup(anneals, find_ingredients(anneals).ingredients, [1, 1, 1])
+    assert not again.reused and again.name != first.name
+    assert not all(torch.equal(a, b) for a, b in zip(load_model_weights(again.step).values(),
+                                                     load_model_weights(first.step).values(), strict=True))
+    from olmo2spec.notebook.soup_make import SoupRefused
+
+    with pytest.raises(SoupRefused, match="was made from other checkpoints or weights: remove"):
+        make_soup(anneals, find_ingredients(anneals).ingredients, [1, 1, 1], name="mine")
+
+
 def test_make_soup_refuses_a_bad_name(anneals: Path) -> None:
     from olmo2spec.notebook.soup_make import SoupRefused
 

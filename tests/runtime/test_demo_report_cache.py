@@ -37,3 +37,27 @@ def test_a_damaged_cache_is_recomputed(plans, tmp_path: Path, monkeypatch: pytes
     assert rows[0]["label"] == "pretrained" and rows[0]["demo-math-dev"] == {"accuracy": 0.5}
     assert json.loads((tmp_path / run / "demo-results.json").read_text())["checkpoint"] == str(step)
     assert [p.name for p in (tmp_path / run).iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_a_checkpoint_saved_again_at_the_same_step_is_evaluated_again(plans, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    """The cache is keyed on the step's COMPLETE marker (which chains to every file's checksum), not its path:
+    a run trained again to the same step number is evaluated again; an unchanged one is not."""
+    plan = plans["tiny"]
+    run = plan.stage("pretrain").runs[0].name
+    step = step_dir(tmp_path / run, 8)
+    step.mkdir(parents=True)
+    (step / COMPLETE).write_text(json.dumps({"step": 8, "final": True, "checksums": "a" * 64}))
+    calls = []
+
+    def fake(plan, path, data_root, limit, prompt_format="base"):  # type: ignore[no-untyped-def]
+        calls.append(path)
+        return RESULT
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fake)
+    demo_rows(plan, tmp_path, tmp_path, limit=None)
+    demo_rows(plan, tmp_path, tmp_path, limit=None)
+    assert calls == [step]
+    (step / COMPLETE).write_text(json.dumps({"step": 8, "final": True, "checksums": "b" * 64}))
+    demo_rows(plan, tmp_path, tmp_path, limit=None)
+    assert calls == [step, step]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,10 @@ def test_instruct_results_are_cached_per_checkpoint_and_held_out_file(plan, tmp_
     with open(data.files["chat"], "a") as f:  # another held-out file: evaluated again
         f.write(json.dumps(_chat("What is 1 + 1?", "2")) + "\n")
     assert demo_report.cached_instruct(plan, step, data)["chat"] == "again"
+    shutil.rmtree(step)  # the run trained again to the same step (its cache kept): another COMPLETE marker
+    save_final(plan, tmp_path / "sft", seed=1)
+    calls.clear()
+    assert demo_report.cached_instruct(plan, step, data)["chat"] == "again" and len(calls) == 1
     data.files["chat"].unlink()
     with pytest.raises(EvalDataError, match=r"heldout\.jsonl not found: rebuild the demo corpus"):
         demo_report.cached_instruct(plan, step, data)

@@ -300,6 +300,31 @@ def test_soup_stage_end_to_end(tiny_bundle, tmp_path, monkeypatch, capsys):  # t
     assert torch.equal(exported["lm_head.weight"], load_model_weights(out)["lm_head.weight"])
 
 
+def test_an_ingredient_retrained_to_the_same_step_is_souped_again(tiny_bundle, tmp_path, monkeypatch, capsys
+                                                                   ):  # type: ignore[no-untyped-def]
+    """Same run, same step number, other weights: the soup is keyed on the ingredients' COMPLETE markers, not on
+    their paths and steps, so the old soup (and its export) is not reused."""
+    bundle, plan = tiny_bundle
+    args = ModelArgs.from_plan(plan)
+    sds = [save(tmp_path / run, seed=i, args=args, step=12) for i, run in enumerate(ANNEALS)]
+    ctx = stage_context(bundle, tmp_path, monkeypatch)
+    assert run_soup_stage(ctx) == 0
+    capsys.readouterr()
+
+    shutil.rmtree(tmp_path / ANNEALS[1])  # the run trained again from scratch, to the same step
+    sds[1] = save(tmp_path / ANNEALS[1], seed=7, args=args, step=12)
+    assert run_soup_stage(ctx) == 0
+    assert "was made from other checkpoints or weights: souping again" in capsys.readouterr().out
+    out = tmp_path / "soup" / "step-0000000"
+    assert_weighted_mean(load_model_weights(out), sds, [1 / 3] * 3)
+    safetensors = pytest.importorskip("safetensors.torch")
+    exported = safetensors.load_file(str(tmp_path / "soup" / "hf" / "model.safetensors"))
+    assert torch.equal(exported["lm_head.weight"], load_model_weights(out)["lm_head.weight"])
+
+    assert run_soup_stage(ctx) == 0  # and unchanged ingredients still find it done
+    assert "already done" in capsys.readouterr().out
+
+
 def test_soup_stage_refuses_bad_ingredients(tiny_bundle, tmp_path, monkeypatch, capsys):  # type: ignore[no-untyped-def]
     bundle, plan = tiny_bundle
     args = ModelArgs.from_plan(plan)

@@ -8,7 +8,7 @@ Layout of a run's directory ($CHECKPOINT_ROOT/<run>):
     step-0000100/COMPLETE         written by rank 0 after every rank finished: what makes it count
 
 - `steps`: names of step directories, which are complete, the newest.
-- `integrity`: the COMPLETE marker and checksums under every load (`seal`, `verify`).
+- `integrity`: the COMPLETE marker and checksums under every load (`seal`, `verify`, `marker_digest`).
 - `resolve`: the step a consumer uses (a run's newest or final one, or a step named directly).
 - `fit`: whether a step holds a plan's model, which weights it holds; `described`: the plan a step carries.
 - `weights`: a step's model weights in one process; `checkpointer`: a run's distributed saves and resumes.
@@ -24,6 +24,7 @@ from olmo2spec.runtime.checkpoint.integrity import (
     advice,
     checksums_of,
     dcp_cause,
+    marker_digest,
     model_files,
     rank_files,
     read_marker,
@@ -39,8 +40,8 @@ __all__ = [
     "COMPLETE", "CHECKSUMS", "CheckpointError", "Checkpointer",
     "step_dir", "is_complete", "complete_steps", "latest_complete",
     "newest_step", "final_step", "resolve_step",
-    "read_marker", "verify", "model_files", "read_metadata", "advice", "dcp_cause", "rank_files", "checksums_of",
-    "seal",
+    "read_marker", "marker_digest", "verify", "model_files", "read_metadata", "advice", "dcp_cause", "rank_files",
+    "checksums_of", "seal",
     "PLAN", "step_plan", "write_plan", "plan_of",
     "strip_wrappers", "model_shapes", "misfit", "check_fits", "weight_names",
     "load_model_weights", "plan_model_weights",

@@ -31,7 +31,7 @@ from typing import Any, TypeGuard
 from olmo2spec.atomic import write_atomic
 from olmo2spec.runtime.checkpoint.steps import COMPLETE, PLAN, complete_steps, step_dir, step_number
 
-__all__ = ["CHECKSUMS", "CheckpointError", "read_marker", "advice", "rank_files", "checksums_of",
+__all__ = ["CHECKSUMS", "CheckpointError", "read_marker", "marker_digest", "advice", "rank_files", "checksums_of",
            "seal", "listed_files", "verify", "read_metadata", "data_files", "check_sizes", "model_files", "dcp_cause",
            "unreadable"]
 
@@ -70,6 +70,19 @@ def _read(path: Path, name: str, *, missing: str) -> bytes:
         raise _damaged(path, missing) from None
     except OSError as exc:
         raise _damaged(path, f"{name} cannot be read ({exc.strerror})") from None
+
+
+def marker_digest(path: Path) -> str:
+    """The sha256 of a step's COMPLETE marker: what identifies the step's contents, not just its path and step.
+
+    The marker records the checksum of CHECKSUMS.json, which records every file's: a step saved again (a run
+    trained again to the same step number) has another digest unless every byte is the same.
+
+    Raises:
+        CheckpointError: when the marker cannot be read.
+    """
+    data = _read(path, COMPLETE, missing=f"it has no {COMPLETE} marker (its save did not finish)")
+    return hashlib.sha256(data).hexdigest()
 
 
 def read_marker(path: Path) -> dict[str, Any]:
