@@ -34,6 +34,15 @@ def uninterrupted(bundle):
     return run_uninterrupted(bundle)
 
 
+@pytest.fixture(scope="module")
+def posttrain_root(request, tmp_path_factory):
+    """Demo data, a tiny bundle with the test module's OVERRIDES, and a start checkpoint for its STAGE: a random
+    model saved final as the run the stage starts from (tests/runtime/test_sft_run.py, test_dpo_run.py)."""
+    from posttrain_fixtures import make_posttrain_root
+
+    return make_posttrain_root(tmp_path_factory, request.module.STAGE, request.module.OVERRIDES)
+
+
 def beyond_not_runnable(err: str) -> str:
     """stderr without the recipes' not-yet-runnable W301 warnings and their hints (tests/test_kinds.py has those)."""
     lines, kept = err.splitlines(keepends=True), []

@@ -5,13 +5,10 @@ restart (a SIGKILLed run resumes with exactly the same losses), and computed aga
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +16,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SPECS  # noqa: E402
+from posttrain_fixtures import finish, start_run  # noqa: E402
 
-from olmo2spec.compiler import check  # noqa: E402
-from olmo2spec.data.demo import build_demo_corpus  # noqa: E402
-from olmo2spec.emit.bundle import build_bundle  # noqa: E402
 from olmo2spec.exitcodes import ExitCode  # noqa: E402
-from olmo2spec.runtime.checkpoint import Checkpointer, read_marker, step_dir  # noqa: E402
-from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
+from olmo2spec.runtime.checkpoint import read_marker, step_dir  # noqa: E402
 
+STAGE = "dpo"
 PAIRS, EPOCHS, BATCH = 16, 4, 8
 STEPS = PAIRS * EPOCHS // BATCH
 OVERRIDES = [f"stages.dpo.examples={PAIRS}", f"stages.dpo.epochs={EPOCHS}", f"stages.dpo.batch_size={BATCH}",
@@ -35,40 +29,9 @@ OVERRIDES = [f"stages.dpo.examples={PAIRS}", f"stages.dpo.epochs={EPOCHS}", f"st
 PREFERENCES = Path("post-training") / "demo-preferences" / "train.jsonl"
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """Demo data, the bundle, and a start checkpoint standing in for the sft stage's (a random model, saved final)."""
-    root = tmp_path_factory.mktemp("dpo")
-    build_demo_corpus(root / "data")
-    result = check(SPECS / "tiny.toml", OVERRIDES)
-    build_bundle(result, root / "bundle", "tiny.toml")
-    torch.manual_seed(0)
-    model = Transformer(ModelArgs.from_plan(result.plan))
-    model.init_weights()
-    with warnings.catch_warnings():  # DCP without a process group: "assuming ... a single process"
-        warnings.simplefilter("ignore")
-        Checkpointer(root / "start" / "sft", keep_last=1, permanent_every=0).save(
-            0, model, torch.optim.AdamW(model.parameters()), {"run": "sft"}, final=True)
-    return root
-
-
-def _start(root: Path, checkpoints: Path, data: Path | None = None, start: bool = True,
+def _start(posttrain_root: Path, checkpoints: Path, data: Path | None = None, start: bool = True,
            nproc: int = 1) -> subprocess.Popen[bytes]:
-    if start and not (checkpoints / "sft").exists():
-        shutil.copytree(root / "start" / "sft", checkpoints / "sft")
-    env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
-           "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage", "dpo"]
-    else:  # as launch/local.sh starts it
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               str(root / "bundle" / "stages" / "08-dpo.py"), "--run-name", "dpo"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=600)
-    return process.returncode, out.decode(), err.decode()
+    return start_run(posttrain_root, STAGE, checkpoints, data=data, start=start, nproc=nproc)
 
 
 def _records(checkpoints: Path) -> dict[int, dict[str, float]]:
@@ -81,9 +44,9 @@ def _losses(checkpoints: Path) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(root: Path) -> Path:
-    checkpoints = root / "ckpt-a"
-    code, out, err = _finish(_start(root, checkpoints))
+def uninterrupted(posttrain_root: Path) -> Path:
+    checkpoints = posttrain_root / "ckpt-a"
+    code, out, err = finish(_start(posttrain_root, checkpoints))
     assert code == 0, out + err
     assert "computing the reference log-probs of 16 pairs" in out
     assert "starting dpo from" in out and "(model weights)" in out
@@ -100,9 +63,10 @@ def test_a_few_steps_raise_the_preference_accuracy_and_lower_the_loss(uninterrup
     assert read_marker(step_dir(uninterrupted / "dpo", STEPS))["final"] is True
 
 
-def test_a_killed_run_resumes_with_exactly_the_losses_and_reuses_the_reference(root: Path, uninterrupted: Path):
-    checkpoints = root / "ckpt-b"
-    process = _start(root, checkpoints)
+def test_a_killed_run_resumes_with_exactly_the_losses_and_reuses_the_reference(
+        posttrain_root: Path, uninterrupted: Path):
+    checkpoints = posttrain_root / "ckpt-b"
+    process = _start(posttrain_root, checkpoints)
     marker = step_dir(checkpoints / "dpo", 2) / "COMPLETE"
     deadline = time.monotonic() + 300
     while not marker.exists():
@@ -111,19 +75,19 @@ def test_a_killed_run_resumes_with_exactly_the_losses_and_reuses_the_reference(r
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not step_dir(checkpoints / "dpo", STEPS).exists()
-    code, out, err = _finish(_start(root, checkpoints))
+    code, out, err = finish(_start(posttrain_root, checkpoints))
     assert code == 0, out + err
     assert "reusing the reference log-probs of 16 pairs" in out and "computing" not in out
     assert "resuming dpo from" in out
     assert _losses(checkpoints) == _losses(uninterrupted)  # bit for bit
-    code, out, _ = _finish(_start(root, checkpoints))
+    code, out, _ = finish(_start(posttrain_root, checkpoints))
     assert code == 0 and "already complete" in out and "reference" not in out
 
 
-def test_two_processes_train_on_the_same_pairs_as_one(root: Path, uninterrupted: Path) -> None:
+def test_two_processes_train_on_the_same_pairs_as_one(posttrain_root: Path, uninterrupted: Path) -> None:
     """Each rank computes its share of the reference log-probs and takes its share of a step's pairs."""
-    checkpoints = root / "ckpt-2p"
-    code, out, err = _finish(_start(root, checkpoints, nproc=2))
+    checkpoints = posttrain_root / "ckpt-2p"
+    code, out, err = finish(_start(posttrain_root, checkpoints, nproc=2))
     assert code == 0, out + err
     one, two = _records(uninterrupted), _records(checkpoints)
     assert sorted(two) == sorted(one)
@@ -134,10 +98,11 @@ def test_two_processes_train_on_the_same_pairs_as_one(root: Path, uninterrupted:
     assert len(cached) == 2 and np.allclose(cached[0], cached[1], atol=1e-5)
 
 
-def test_a_changed_dataset_computes_the_reference_again(root: Path, uninterrupted: Path, tmp_path: Path) -> None:
+def test_a_changed_dataset_computes_the_reference_again(
+        posttrain_root: Path, uninterrupted: Path, tmp_path: Path) -> None:
     """A line past the pairs the stage reads changes: the same training, but the file's digest is the key's."""
     data = tmp_path / "data"
-    shutil.copytree(root / "data" / "post-training", data / "post-training")
+    shutil.copytree(posttrain_root / "data" / "post-training", data / "post-training")
     lines = (data / PREFERENCES).read_text().splitlines()
     lines[-1] = lines[-2]
     (data / PREFERENCES).write_text("\n".join(lines) + "\n")
@@ -145,29 +110,30 @@ def test_a_changed_dataset_computes_the_reference_again(root: Path, uninterrupte
     (checkpoints / "dpo").mkdir(parents=True)
     for cached in (uninterrupted / "dpo").glob("reference-logps-*.npz"):
         shutil.copy(cached, checkpoints / "dpo")
-    code, out, err = _finish(_start(root, checkpoints, data=data))
+    code, out, err = finish(_start(posttrain_root, checkpoints, data=data))
     assert code == 0, out + err
     assert "computing the reference log-probs" in out and "reusing" not in out
     assert len(list((checkpoints / "dpo").glob("reference-logps-*.npz"))) == 1  # the stale one replaced
     assert _losses(checkpoints) == _losses(uninterrupted)
 
 
-def test_a_pair_without_a_rejected_answer_stops_the_run_naming_file_and_line(root: Path, tmp_path: Path) -> None:
+def test_a_pair_without_a_rejected_answer_stops_the_run_naming_file_and_line(
+        posttrain_root: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     path = data / PREFERENCES
     path.parent.mkdir(parents=True)
-    lines = (root / "data" / PREFERENCES).read_text().splitlines()
+    lines = (posttrain_root / "data" / PREFERENCES).read_text().splitlines()
     record = json.loads(lines[2])
     del record["rejected"]
     lines[2] = json.dumps(record)
     path.write_text("\n".join(lines) + "\n")
-    code, out, err = _finish(_start(root, tmp_path / "ckpt", data=data))
+    code, out, err = finish(_start(posttrain_root, tmp_path / "ckpt", data=data))
     assert code == ExitCode.DATA, out + err
     assert f'{path}:3: field "rejected": missing' in err and "Traceback" not in err
     assert not any((tmp_path / "ckpt" / "dpo").glob("*")) if (tmp_path / "ckpt" / "dpo").exists() else True
 
 
-def test_without_the_from_stage_checkpoint_the_run_says_which(root: Path, tmp_path: Path) -> None:
-    code, out, err = _finish(_start(root, tmp_path / "ckpt", start=False))
+def test_without_the_from_stage_checkpoint_the_run_says_which(posttrain_root: Path, tmp_path: Path) -> None:
+    code, out, err = finish(_start(posttrain_root, tmp_path / "ckpt", start=False))
     assert code == ExitCode.CHECKPOINT, out + err
     assert "dpo starts from sft" in err and "Traceback" not in err

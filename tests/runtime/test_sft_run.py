@@ -4,67 +4,29 @@ killed mid-way resumes with exactly the same losses, and bad data or a missing s
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import SPECS  # noqa: E402
+from posttrain_fixtures import finish, start_run  # noqa: E402
 
-from olmo2spec.compiler import check  # noqa: E402
-from olmo2spec.data.demo import build_demo_corpus  # noqa: E402
-from olmo2spec.emit.bundle import build_bundle  # noqa: E402
 from olmo2spec.exitcodes import ExitCode  # noqa: E402
-from olmo2spec.runtime.checkpoint import Checkpointer, read_marker, step_dir  # noqa: E402
-from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
+from olmo2spec.runtime.checkpoint import read_marker, step_dir  # noqa: E402
 
+STAGE = "sft"
 STEPS = 6
 OVERRIDES = [f"stages.sft.examples={STEPS * 8}", "stages.sft.batch_size=8", "checkpoint.every_steps=2",
              "runtime.log_every=1", "checkpoint.keep_last=10"]
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):  # type: ignore[no-untyped-def]
-    """Demo data, the bundle, and a start checkpoint standing in for the soup (a random model, saved final)."""
-    root = tmp_path_factory.mktemp("sft")
-    build_demo_corpus(root / "data")
-    result = check(SPECS / "tiny.toml", OVERRIDES)
-    build_bundle(result, root / "bundle", "tiny.toml")
-    torch.manual_seed(0)
-    model = Transformer(ModelArgs.from_plan(result.plan))
-    model.init_weights()
-    with warnings.catch_warnings():  # DCP without a process group: "assuming ... a single process"
-        warnings.simplefilter("ignore")
-        Checkpointer(root / "start" / "soup", keep_last=1, permanent_every=0).save(
-            0, model, torch.optim.AdamW(model.parameters()), {"run": "soup"}, final=True)
-    return root
-
-
-def _start(root: Path, checkpoints: Path, data: Path | None = None, soup: bool = True,
+def _start(posttrain_root: Path, checkpoints: Path, data: Path | None = None, start: bool = True,
            nproc: int = 1) -> subprocess.Popen[bytes]:
-    if soup and not (checkpoints / "soup").exists():
-        shutil.copytree(root / "start" / "soup", checkpoints / "soup")
-    env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
-           "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
-    if nproc == 1:
-        cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage", "sft"]
-    else:  # as launch/local.sh starts it
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               str(root / "bundle" / "stages" / "07-sft.py"), "--run-name", "sft"]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def _finish(process: subprocess.Popen[bytes]) -> tuple[int, str, str]:
-    out, err = process.communicate(timeout=600)
-    return process.returncode, out.decode(), err.decode()
+    return start_run(posttrain_root, STAGE, checkpoints, data=data, start=start, nproc=nproc)
 
 
 def _losses(checkpoints: Path, key: str = "loss") -> dict[int, float]:
@@ -73,9 +35,9 @@ def _losses(checkpoints: Path, key: str = "loss") -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(root: Path) -> Path:
-    checkpoints = root / "ckpt-a"
-    code, out, err = _finish(_start(root, checkpoints))
+def uninterrupted(posttrain_root: Path) -> Path:
+    checkpoints = posttrain_root / "ckpt-a"
+    code, out, err = finish(_start(posttrain_root, checkpoints))
     assert code == 0, out + err
     assert "starting sft from" in out and "(model weights)" in out
     return checkpoints
@@ -90,9 +52,10 @@ def test_a_few_steps_lower_the_loss_and_end_in_a_final_checkpoint(uninterrupted:
     assert read_marker(final)["final"] is True
 
 
-def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(root: Path, uninterrupted: Path):
-    checkpoints = root / "ckpt-b"
-    process = _start(root, checkpoints)
+def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(
+        posttrain_root: Path, uninterrupted: Path):
+    checkpoints = posttrain_root / "ckpt-b"
+    process = _start(posttrain_root, checkpoints)
     marker = step_dir(checkpoints / "sft", 2) / "COMPLETE"
     deadline = time.monotonic() + 300
     while not marker.exists():
@@ -101,18 +64,18 @@ def test_a_killed_run_resumes_with_exactly_the_losses_of_an_uninterrupted_one(ro
     process.send_signal(signal.SIGKILL)
     process.communicate()
     assert not step_dir(checkpoints / "sft", STEPS).exists()
-    code, out, err = _finish(_start(root, checkpoints))
+    code, out, err = finish(_start(posttrain_root, checkpoints))
     assert code == 0, out + err
     assert "resuming sft from" in out
     assert _losses(checkpoints) == _losses(uninterrupted)  # bit for bit
-    code, out, _ = _finish(_start(root, checkpoints))
+    code, out, _ = finish(_start(posttrain_root, checkpoints))
     assert code == 0 and "already complete" in out
 
 
-def test_two_processes_train_on_the_same_batches_as_one(root: Path, uninterrupted: Path) -> None:
+def test_two_processes_train_on_the_same_batches_as_one(posttrain_root: Path, uninterrupted: Path) -> None:
     """Each rank packs its share of a step's conversations; the ranks' losses and gradients add up to the batch's."""
-    checkpoints = root / "ckpt-2p"
-    code, out, err = _finish(_start(root, checkpoints, nproc=2))
+    checkpoints = posttrain_root / "ckpt-2p"
+    code, out, err = finish(_start(posttrain_root, checkpoints, nproc=2))
     assert code == 0, out + err
     one, two = _losses(uninterrupted), _losses(checkpoints)
     assert sorted(two) == sorted(one)
@@ -122,20 +85,21 @@ def test_two_processes_train_on_the_same_batches_as_one(root: Path, uninterrupte
     assert all(abs(norms_two[s] / norms_one[s] - 1) < 1e-3 for s in one), (norms_one, norms_two)
 
 
-def test_a_conversation_without_an_answer_stops_the_run_naming_file_and_line(root: Path, tmp_path: Path) -> None:
+def test_a_conversation_without_an_answer_stops_the_run_naming_file_and_line(
+        posttrain_root: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     chat = data / "post-training" / "demo-chat" / "train.jsonl"
     chat.parent.mkdir(parents=True)
-    lines = (root / "data" / "post-training" / "demo-chat" / "train.jsonl").read_text().splitlines()
+    lines = (posttrain_root / "data" / "post-training" / "demo-chat" / "train.jsonl").read_text().splitlines()
     lines[2] = json.dumps({"messages": [{"role": "user", "content": "no answer"}]})
     chat.write_text("\n".join(lines) + "\n")
-    code, out, err = _finish(_start(root, tmp_path / "ckpt", data=data))
+    code, out, err = finish(_start(posttrain_root, tmp_path / "ckpt", data=data))
     assert code == ExitCode.DATA, out + err
     assert f"{chat}:3: " in err and "no assistant turn" in err and "Traceback" not in err
     assert not (tmp_path / "ckpt" / "sft").exists() or not any((tmp_path / "ckpt" / "sft").glob("step-*"))
 
 
-def test_without_the_from_stage_checkpoint_the_run_says_which(root: Path, tmp_path: Path) -> None:
-    code, out, err = _finish(_start(root, tmp_path / "ckpt", soup=False))
+def test_without_the_from_stage_checkpoint_the_run_says_which(posttrain_root: Path, tmp_path: Path) -> None:
+    code, out, err = finish(_start(posttrain_root, tmp_path / "ckpt", start=False))
     assert code == ExitCode.CHECKPOINT, out + err
     assert "sft starts from soup" in err and "Traceback" not in err
