@@ -120,7 +120,7 @@ _ROWS = (
               chat_model=True, base_training=False, runner="olmo2spec.runtime.dpo:run_dpo_stage"),
     StageKind(name="rlvr", spec=RlvrStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
-              chat_model=True, base_training=False, runner=None),
+              chat_model=True, base_training=False, runner="olmo2spec.runtime.rlvr:run_rlvr_stage"),
     StageKind(name="eval", spec=EvalStage, plan=EvalStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="nothing", distributed=False, gpus=True,
               chat_model=False, base_training=False, runner="olmo2spec.runtime.evaluate:run_eval_stage"),

@@ -61,11 +61,11 @@ def _tempered_logps(logits: torch.Tensor, temperature: float, banned: torch.Tens
 
 def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, banned: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (B, T) of `tokens` under `logits` (B, T, V), and the distributions' entropies (B, T)."""
+    """Log-probs (B, T) of `tokens` under `logits` (B, T, V), and the distributions' entropies (B, T, no grad)."""
     logps = _tempered_logps(logits, temperature, banned)
     picked = logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    probs = logps.exp()
-    entropy = -(probs * logps.masked_fill(banned, 0.0)).sum(-1)
+    with torch.no_grad():  # a metric: no graph
+        entropy = -(logps.exp() * logps.masked_fill(banned, 0.0)).sum(-1)
     return picked, entropy
 
 

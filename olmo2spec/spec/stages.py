@@ -223,6 +223,10 @@ class RlvrStage(PostTrainStage):
     episodes: int = doc("Total episodes (prompts x samples) to train on.", validator=positive)
     samples_per_prompt: int = doc("Responses sampled per prompt (GRPO: 16).", default=1, validator=positive)
     kl_beta: float = doc("KL penalty coefficient.", validator=non_negative)
+    kl_estimator: str = doc("Per-token estimator of KL(policy || reference): 'k1' (log-ratio), 'k2' (its square "
+                            "/ 2) or 'k3' (exp(-r) - 1 + r: unbiased, never negative). GRPO adds it to the "
+                            "loss (open-instruct: k3); PPO subtracts it from the reward (open-instruct: k1).",
+                            default="k3", validator=one_of(("k1", "k2", "k3")))
     clip_eps: float = doc("PPO clipping coefficient.", default=0.2, validator=positive)
     value_coef: float = doc("Value-function loss coefficient (PPO).", default=0.1, validator=non_negative)
     gamma: float = doc("Discount factor.", default=1.0, validator=unit_interval)

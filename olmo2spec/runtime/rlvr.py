@@ -1,0 +1,333 @@
+"""The `rlvr` stage: reinforcement learning with verifiable rewards, the pretraining trainer with another step.
+
+A step (open-instruct's GRPO and PPO trainers are the reference) is one rollout and its updates:
+
+1. its `batch_size` episodes: `batch_size / samples_per_prompt` prompts of the run's order (each
+   epoch a permutation seeded by (seed, epoch)), each sampled `samples_per_prompt` times by the
+   policy (runtime/sampling.py: one KV-cached decode of all rows, noise from (seed, step));
+2. each response's reward: `verifier_reward` x the prompt's verifier's score, or `no_eos_penalty`
+   for a response that never emitted eos;
+3. the reference model's log-probs of the responses: the `from` checkpoint, frozen (a chained
+   RLVR stage's reference is its own start, as open-instruct's);
+4. advantages: GRPO's group-normalised rewards (each prompt's samples a group);
+5. `update_epochs` optimizer steps over the whole rollout, each the clipped policy loss plus
+   kl_beta x KL (estimator `kl_estimator`), averaged over the rollout's response tokens. The
+   "old" log-probs of the ratio are the policy's at the rollout: the first update's forward, before
+   any step (no extra forward).
+
+Rank r takes prompts r, r + world, ... of a step (whole groups), every rank runs as many
+micro-batches (one with no rows left runs a row with weight 0: FSDP's collectives need every
+rank), and the loss is divided by the rollout's token count over all ranks, so 2 processes train
+as 1 does. The start (the `from` stage's final weights, a fresh optimizer), the loop, checkpoints,
+resume, metrics and exit codes are the Trainer's; everything a step does is a function of the
+step and the checkpointed weights, so a resumed run repeats exactly what it would have done.
+metrics.jsonl gains, per step: reward, verifier_reward, kl (per response, at the rollout),
+response_length, entropy (per token), eos_rate and episodes_per_s.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+from olmo2spec.data.prompts import Prompt, prompt_reader
+from olmo2spec.data.tokenizer import load_tokenizer
+from olmo2spec.exitcodes import ExitCode
+from olmo2spec.plan.plan import PostTrainStagePlan
+from olmo2spec.posttrain.verifiers import GroundTruthError, VerifierError, require, scorer
+from olmo2spec.runtime.bundle import RunContext
+from olmo2spec.runtime.checkpoint import CheckpointError, final_step, latest_complete, read_marker
+from olmo2spec.runtime.evaluate import EvalError, load_model
+from olmo2spec.runtime.metrics import StepBuffers
+from olmo2spec.runtime.model import ModelArgs, Transformer
+from olmo2spec.runtime.optim import apply_lr
+from olmo2spec.runtime.rl_math import clipped_policy_loss, grpo_advantages, kl_per_token, masked_sum
+from olmo2spec.runtime.sampling import (
+    banned_ids,
+    episode_inputs,
+    left_padded,
+    response_logits,
+    sample,
+    sampling_generator,
+    token_logps,
+)
+from olmo2spec.runtime.trainer import Trainer, TrainingError, run_with
+
+__all__ = ["RlvrSettings", "RlvrTrainer", "run_rlvr_stage"]
+
+
+@attrs.frozen(kw_only=True)
+class RlvrSettings:
+    """The stage's own settings, from the plan's hyperparameters (spec/stages.py RlvrStage documents them)."""
+
+    algorithm: str
+    samples_per_prompt: int
+    kl_beta: float
+    kl_estimator: str
+    clip_eps: float
+    update_epochs: int
+    temperature: float
+    response_len: int
+    verifiers: tuple[str, ...]
+    verifier_reward: float
+    no_eos_penalty: float
+
+    @classmethod
+    def from_hyperparameters(cls, hyper: dict[str, Any]) -> RlvrSettings:
+        verifiers = hyper["verifiers"]
+        assert isinstance(verifiers, list), verifiers
+        return cls(algorithm=str(hyper["algorithm"]), samples_per_prompt=int(hyper["samples_per_prompt"]),
+                   kl_beta=float(hyper["kl_beta"]), kl_estimator=str(hyper.get("kl_estimator", "k3")),
+                   clip_eps=float(hyper["clip_eps"]), update_epochs=int(hyper["update_epochs"]),
+                   temperature=float(hyper["temperature"]), response_len=int(hyper["response_len"]),
+                   verifiers=tuple(str(v) for v in verifiers), verifier_reward=float(hyper["verifier_reward"]),
+                   no_eos_penalty=float(hyper["no_eos_penalty"]))
+
+
+@attrs.frozen
+class Rollout:
+    """One rank's episodes of a step, as tensors on the device (B episodes, L prompt and R response slots)."""
+
+    tokens: torch.Tensor
+    """(B, L + R) left-padded prompt then right-padded response."""
+    positions: torch.Tensor
+    doc_ids: torch.Tensor
+    prompt_width: int
+    responses: torch.Tensor
+    """(B, R)"""
+    mask: torch.Tensor
+    """(B, R) float: 1 on response tokens."""
+    eos: torch.Tensor
+    """(B,) bool"""
+    rewards: torch.Tensor
+    """(B,) the scalar reward of each episode."""
+    verified: torch.Tensor
+    """(B,) verifier_reward x score (before the eos penalty)."""
+
+
+class RlvrTrainer(Trainer):
+    # narrower than the Trainer's TrainStagePlan: the base methods reading fields only that has are overridden
+    stage: PostTrainStagePlan  # type: ignore[assignment]
+    settings: RlvrSettings
+    prompts: list[Prompt]
+    reference: Transformer
+    """The frozen `from` model, in this process alone."""
+    sampler: Transformer
+    """An unsharded copy of the policy that samples (its weights copied from the policy each step)."""
+    per_example_metrics = ("reward", "verifier_reward", "kl", "response_length", "entropy", "eos_rate",
+                           "episodes_per_s")
+
+    def bind_stage(self) -> None:
+        assert isinstance(self.ctx.stage, PostTrainStagePlan) and self.ctx.stage.kind == "rlvr"
+        self.stage = self.ctx.stage
+        self.settings = RlvrSettings.from_hyperparameters(self.stage.hyperparameters)
+        if self.settings.algorithm != "grpo":
+            raise TrainingError(f"{self.stage.name}: algorithm {self.settings.algorithm!r} is not runnable yet; "
+                                'use algorithm = "grpo"', ExitCode.NOT_RUNNABLE)
+        self.seq_len = self.stage.max_seq_len + self.settings.response_len
+
+    def build_layout(self) -> None:
+        group, batch, world = self.settings.samples_per_prompt, self.stage.batch_size, self.dist.world_size
+        if batch % group:
+            raise TrainingError(f"{self.stage.name}: batch_size {batch} episodes is not a whole number of prompts of "
+                                f"samples_per_prompt {group}: use a multiple of {group}")
+        self.prompts_per_step = batch // group
+        if self.prompts_per_step < world:
+            raise TrainingError(f"{self.stage.name}: {self.prompts_per_step} prompts a step for {world} processes: "
+                                "raise batch_size or run on fewer processes")
+        self.micro_batch, self.grad_accum = max(1, self.stage.parallel.micro_batch), 0
+        most = -(-self.prompts_per_step // world) * group  # the largest share of a step's episodes
+        self.micro_batches = -(-most // self.micro_batch)
+
+    def layout_text(self) -> str:
+        s = self.settings
+        return (f"GRPO, {self.prompts_per_step} prompts x {s.samples_per_prompt} samples a step, "
+                f"{s.update_epochs} update(s) of up to {self.micro_batch} episodes per micro-batch")
+
+    def build_model(self) -> None:
+        super().build_model()
+        with torch.device("meta"):
+            self.sampler = Transformer(ModelArgs.from_plan(self.ctx.plan))
+        self.sampler.to_empty(device=self.dist.device)
+        self.sampler.init_rope()
+        self.sampler.eval().requires_grad_(False)
+
+    def build_loader(self) -> None:
+        plan, s = self.ctx.plan, self.settings
+        try:
+            require(s.verifiers)
+            self.scorers = {name: scorer(name) for name in s.verifiers}
+        except VerifierError as exc:
+            raise TrainingError(f"{self.stage.name}: {exc}", ExitCode.NOT_RUNNABLE) from None
+        self.dataset, self.prompts = self.read_dataset(prompt_reader(s.verifiers), "prompts")
+        limit = self.stage.max_seq_len
+        cut = sum(len(p.ids) > limit for p in self.prompts)
+        if cut:
+            self.say(f"warning: {cut:,} of {len(self.prompts):,} prompts of {self.dataset} are longer than "
+                     f"max_seq_len {limit}; their last {limit} tokens are kept")
+            self.prompts = [attrs.evolve(p, ids=p.ids[-limit:]) for p in self.prompts]
+        self.tokenizer = load_tokenizer(plan.tokenizer.name)
+        self.banned = banned_ids(plan.tokenizer.embedding_rows, self.tokenizer.vocab_size, plan.tokenizer.pad_id,
+                                 self.dist.device)
+        self._orders: dict[int, np.ndarray] = {}
+
+    # -- starting point ----------------------------------------------------------------------
+    def _from_step(self) -> Path:
+        try:
+            return final_step(self.ctx.checkpoint_root / self.stage.init_from)
+        except CheckpointError as exc:
+            raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
+                                ExitCode.CHECKPOINT) from None
+
+    def restore(self) -> bool:
+        own = latest_complete(self.ctx.run_dir)
+        if own is None or not read_marker(own).get("final"):  # a finished run needs no reference
+            start = self._from_step()
+            try:
+                self.reference = load_model(self.ctx.plan, start, self.dist.device).requires_grad_(False)
+            except EvalError as exc:
+                raise TrainingError(f"{self.stage.name}: the reference model: {exc}", ExitCode.CHECKPOINT) from None
+            self.say(f"reference model: {start}")
+        return super().restore()
+
+    def start(self) -> None:
+        """From the `from` stage's final model weights; the optimizer starts afresh."""
+        path = self._from_step()
+        self.checkpointer.load(path, self.model, None)
+        self.say(f"starting {self.ctx.run} from {path} (model weights)")
+
+    # -- a step ------------------------------------------------------------------------------
+    def tokens_before(self, step: int) -> int:
+        return step * self.stage.batch_size * self.seq_len
+
+    def step_prompts(self) -> list[tuple[int, Prompt]]:
+        """This rank's prompts of the current step, each with its index among the step's prompts."""
+        n, per_step = len(self.prompts), self.prompts_per_step
+        mine = []
+        for p in range(self.dist.rank, per_step, self.dist.world_size):
+            i = self.step * per_step + p
+            epoch = i // n
+            if epoch not in self._orders:
+                self._orders = {epoch: np.random.default_rng((self.stage.seed, epoch)).permutation(n)}
+            mine.append((p, self.prompts[int(self._orders[epoch][i % n])]))
+        return mine
+
+    def sync_sampler(self) -> None:
+        """Copy the policy's weights (gathered from their shards) into the sampler."""
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True))
+        self.sampler.load_state_dict(full)
+
+    def rollout(self) -> Rollout:
+        s, plan, device = self.settings, self.ctx.plan, self.dist.device
+        group = s.samples_per_prompt
+        mine = self.step_prompts()
+        prompts = [prompt for _, prompt in mine for _ in range(group)]
+        rows = [p * group + g for p, _ in mine for g in range(group)]
+        self.sync_sampler()
+        out = sample(self.sampler, [p.ids for p in prompts], max_new_tokens=s.response_len,
+                     eos_id=self.tokenizer.eos_id, pad_id=plan.tokenizer.pad_id, temperature=s.temperature,
+                     banned=self.banned, generator=sampling_generator(self.stage.seed, self.step, device),
+                     rows=rows, global_rows=self.stage.batch_size)
+        verified = []
+        for prompt, ids, mask, eos in zip(prompts, out.responses.tolist(), out.mask.tolist(), out.eos.tolist(),
+                                          strict=True):
+            text = self.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m][:-1 if eos else None])
+            try:
+                score = self.scorers[prompt.verifier](text, prompt.ground_truth)
+            except GroundTruthError as exc:
+                raise TrainingError(f"{self.dataset}: a prompt's ground truth {prompt.ground_truth!r}: {exc}",
+                                    ExitCode.DATA) from None
+            verified.append(s.verifier_reward * score)
+        verified_t = torch.tensor(verified, dtype=torch.float32, device=device)
+        rewards = torch.where(out.eos, verified_t, torch.full_like(verified_t, s.no_eos_penalty))
+        prompt_tokens, pads = left_padded([p.ids for p in prompts], plan.tokenizer.pad_id, device)
+        # the padding after a response: an id the model may emit (the pad id's log-prob is -inf, and a
+        # NaN there would reach the gradients through exp even under a mask of 0)
+        responses = out.responses.masked_fill(~out.mask, self.tokenizer.eos_id)
+        tokens, positions, doc_ids = episode_inputs(prompt_tokens, pads, responses)
+        return Rollout(tokens=tokens, positions=positions, doc_ids=doc_ids, prompt_width=prompt_tokens.shape[1],
+                       responses=responses, mask=out.mask.float(), eos=out.eos, rewards=rewards,
+                       verified=verified_t)
+
+    def micro_slices(self, rows: int) -> list[slice]:
+        """As many micro-batches on every rank; one past this rank's rows is empty (slice(0, 0))."""
+        mb = self.micro_batch
+        return [slice(i * mb, min(rows, (i + 1) * mb)) if i * mb < rows else slice(0, 0)
+                for i in range(self.micro_batches)]
+
+    def logps(self, model: torch.nn.Module, r: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = response_logits(model, r.tokens[rows], r.positions[rows], r.doc_ids[rows], r.prompt_width)
+        return token_logps(logits, r.responses[rows], self.settings.temperature, self.banned)
+
+    @torch.no_grad()
+    def reference_logps(self, r: Rollout) -> torch.Tensor:
+        mb = self.micro_batch
+        return torch.cat([self.logps(self.reference, r, slice(i, i + mb))[0]
+                          for i in range(0, len(r.tokens), mb)])
+
+    def global_sum(self, value: torch.Tensor) -> torch.Tensor:
+        if dist.is_initialized() and self.dist.world_size > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
+
+    def train_step(self, buffers: StepBuffers, index: int) -> float:
+        started = time.perf_counter()
+        s, world = self.settings, self.dist.world_size
+        lr = apply_lr(self.optimizer, self.stage.lr, self.step)
+        r = self.rollout()
+        B = len(r.tokens)
+        reference = self.reference_logps(r)
+        advantages = grpo_advantages(r.rewards, s.samples_per_prompt).unsqueeze(1)  # whole groups on each rank
+        tokens = r.mask.sum()
+        all_tokens = float(self.global_sum(tokens.double()).clamp(min=1))
+        old = torch.zeros_like(r.mask)
+        kl_sum = torch.zeros(B, dtype=torch.float64, device=r.mask.device)
+        entropy_sum = torch.zeros_like(kl_sum)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=r.mask.device)
+        norms = []
+        slices = self.micro_slices(B)
+        for epoch in range(s.update_epochs):
+            for i, rows in enumerate(slices):
+                self.sharded.set_requires_gradient_sync(i == len(slices) - 1)
+                real = rows.stop > rows.start
+                rows = rows if real else slice(0, 1)  # a row of weight 0: the collectives need this rank
+                logps, entropy = self.logps(self.model, r, rows)
+                mask = r.mask[rows] * float(real)
+                if epoch == 0:  # the policy of the rollout: the ratio's denominator, the logged KL and entropy
+                    old[rows] = logps.detach()
+                kl = kl_per_token(logps, reference[rows], s.kl_estimator)
+                policy_loss, _ = clipped_policy_loss(logps, old[rows], advantages[rows], s.clip_eps)
+                per_token = policy_loss + s.kl_beta * kl
+                loss = masked_sum(per_token, mask) / all_tokens
+                # the ranks' losses add up to the rollout's; FSDP averages gradients over ranks, so scale back up
+                torch.autograd.backward(loss * world)
+                loss_sum += loss.detach().double() * all_tokens / s.update_epochs
+                if epoch == 0 and real:
+                    kl_sum[rows] = masked_sum(kl.detach(), mask, dim=1).double()
+                    entropy_sum[rows] = masked_sum(entropy.detach(), mask, dim=1).double()
+            norms.append(self.optimizer_step())
+        lengths = r.mask.sum(dim=1).double()
+        seconds = time.perf_counter() - started
+        buffers.put(index, ce_sum=loss_sum, z_sum=0.0, tokens=tokens.double(),
+                    instances=float(r.doc_ids.sum()) / self.seq_len, masked=0.0,
+                    grad_norm=torch.stack(norms).mean(), examples=float(B),
+                    reward=r.rewards.double().sum(), verifier_reward=r.verified.double().sum(),
+                    kl=kl_sum.sum(), response_length=lengths.sum(),
+                    entropy=(entropy_sum / lengths.clamp(min=1)).sum(), eos_rate=r.eos.double().sum(),
+                    episodes_per_s=B * self.stage.batch_size / max(seconds, 1e-9))
+        self.step += 1
+        return lr
+
+
+def run_rlvr_stage(ctx: RunContext) -> int:
+    """The runner of rlvr stages (named in olmo2spec/kinds.py's table)."""
+    return run_with(RlvrTrainer, ctx)
+
