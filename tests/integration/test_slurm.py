@@ -447,9 +447,10 @@ def test_base_model_dag_matches_local(cluster: dict[str, str], data_root: Path, 
 # --- the post-training chain: sft -> dpo -> rlvr -> eval-instruct, export ------------------------
 
 POST_DAG = ["sft", "dpo", "rlvr", "eval-instruct", "export"]
-# two steps of 8 each for sft and dpo: the chain's plumbing, not what it learns (tests/runtime measure that)
+# two steps of 8 each for sft, dpo and rlvr: the chain's plumbing, not what it learns (tests/runtime measure that)
 POST_OVERRIDES = [*OVERRIDES, "stages.sft.examples=16", "stages.sft.batch_size=8", "stages.dpo.examples=16",
-                  "stages.dpo.batch_size=8"]
+                  "stages.dpo.batch_size=8", "stages.rlvr.examples=16", "stages.rlvr.episodes=16",
+                  "stages.rlvr.batch_size=8", "stages.rlvr.samples_per_prompt=4", "stages.rlvr.response_len=16"]
 
 
 def _random_start(bundle: Path, run_dir: Path) -> None:

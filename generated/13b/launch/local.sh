@@ -7,8 +7,6 @@
 #   --nproc N  processes per stage: default all GPUs with NCCL when there are any,
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
-# Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -114,6 +112,12 @@ stage_06() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-dpo.py --run-name dpo
 }
 
+# 07 rlvr (rlvr)
+stage_07() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-rlvr.py --run-name rlvr
+}
+
 # 08 eval-instruct (eval)
 stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -135,8 +139,7 @@ stage_10() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|eval-instruct|export|eval-base) ;;
-    rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;
     *)
       echo "unknown stage: $target" >&2
       echo stages: pretrain anneal-100b anneal-300b soup sft dpo rlvr eval-instruct export eval-base >&2
@@ -155,9 +158,9 @@ for target in "${TARGETS[@]}"; do
       stage_04
       stage_05
       stage_06
-      echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
-      echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
-      echo 'skipping export: it starts from rlvr, which is skipped' >&2
+      stage_07
+      stage_08
+      stage_09
       stage_10
       ;;
     pretrain) stage_01 ;;
@@ -166,6 +169,7 @@ for target in "${TARGETS[@]}"; do
     soup) stage_04 ;;
     sft) stage_05 ;;
     dpo) stage_06 ;;
+    rlvr) stage_07 ;;
     eval-instruct) stage_08 ;;
     export) stage_09 ;;
     eval-base) stage_10 ;;

@@ -7,8 +7,6 @@
 #   --nproc N  processes per stage: default all GPUs with NCCL when there are any,
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
-# Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -98,6 +96,12 @@ stage_04() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/04-dpo.py --run-name dpo
 }
 
+# 05 rlvr (rlvr)
+stage_05() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-rlvr.py --run-name rlvr
+}
+
 # 06 eval-instruct (eval)
 stage_06() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -119,8 +123,7 @@ stage_08() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|sft|dpo|eval-instruct|export|eval-base) ;;
-    rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;
     *)
       echo "unknown stage: $target" >&2
       echo stages: pretrain anneal sft dpo rlvr eval-instruct export eval-base >&2
@@ -137,15 +140,16 @@ for target in "${TARGETS[@]}"; do
       stage_02
       stage_03
       stage_04
-      echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
-      echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
-      echo 'skipping export: it starts from rlvr, which is skipped' >&2
+      stage_05
+      stage_06
+      stage_07
       stage_08
       ;;
     pretrain) stage_01 ;;
     anneal) stage_02 ;;
     sft) stage_03 ;;
     dpo) stage_04 ;;
+    rlvr) stage_05 ;;
     eval-instruct) stage_06 ;;
     export) stage_07 ;;
     eval-base) stage_08 ;;

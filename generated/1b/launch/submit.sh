@@ -14,13 +14,10 @@
 #   02 anneal anneal <- pretrain
 #   03 sft sft <- anneal
 #   04 dpo dpo <- sft
-#   05 rlvr rlvr <- dpo (not yet runnable)
+#   05 rlvr rlvr <- dpo
 #   06 eval-instruct eval <- rlvr
 #   07 export export <- rlvr
 #   08 eval-base eval <- anneal
-#
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
-# --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,9 +57,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
     echo "unknown stage: $stage" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2; }
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
-case "$TARGET" in
-  rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
-esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
   echo "--until $UNTIL comes before --from $FROM: nothing to submit" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2
 fi
@@ -131,7 +125,7 @@ submit 01 pretrain launch/slurm/01-pretrain.sbatch
 submit 02 anneal launch/slurm/02-anneal.sbatch 01
 submit 03 sft launch/slurm/03-sft.sbatch 02
 submit 04 dpo launch/slurm/04-dpo.sbatch 03
-not_runnable 05 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
+submit 05 rlvr launch/slurm/05-rlvr.sbatch 04
 submit 06 eval-instruct launch/slurm/06-eval-instruct.sbatch 05
 submit 07 export launch/slurm/07-export.sbatch 05
 submit 08 eval-base launch/slurm/08-eval-base.sbatch 02

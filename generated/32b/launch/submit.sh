@@ -16,13 +16,10 @@
 #   04 soup soup <- anneal-100b, anneal-300b
 #   05 sft sft <- soup
 #   06 dpo dpo <- sft
-#   07 rlvr rlvr <- dpo (not yet runnable)
+#   07 rlvr rlvr <- dpo
 #   08 eval-instruct eval <- rlvr
 #   09 export export <- rlvr
 #   10 eval-base eval <- soup
-#
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
-# --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -62,9 +59,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
     echo "unknown stage: $stage" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2; }
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
-case "$TARGET" in
-  rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
-esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
   echo "--until $UNTIL comes before --from $FROM: nothing to submit" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2
 fi
@@ -135,7 +129,7 @@ submit 03 anneal-300b launch/slurm/03-anneal-300b.sbatch 01
 submit 04 soup launch/slurm/04-soup.sbatch 02 03
 submit 05 sft launch/slurm/05-sft.sbatch 04
 submit 06 dpo launch/slurm/06-dpo.sbatch 05
-not_runnable 07 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
+submit 07 rlvr launch/slurm/07-rlvr.sbatch 06
 submit 08 eval-instruct launch/slurm/08-eval-instruct.sbatch 07
 submit 09 export launch/slurm/09-export.sbatch 07
 submit 10 eval-base launch/slurm/10-eval-base.sbatch 04

@@ -7,8 +7,6 @@
 #   --nproc N  processes per stage: default all GPUs with NCCL when there are any,
 #              else 8 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
-# Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -108,6 +106,12 @@ stage_05() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-dpo.py --run-name dpo
 }
 
+# 06 rlvr (rlvr)
+stage_06() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-rlvr.py --run-name rlvr
+}
+
 # 07 eval-instruct (eval)
 stage_07() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -129,8 +133,7 @@ stage_09() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|soup|sft|dpo|eval-instruct|export|eval-base) ;;
-    rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
+    all|pretrain|anneal|soup|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;
     *)
       echo "unknown stage: $target" >&2
       echo stages: pretrain anneal soup sft dpo rlvr eval-instruct export eval-base >&2
@@ -148,9 +151,9 @@ for target in "${TARGETS[@]}"; do
       stage_03
       stage_04
       stage_05
-      echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
-      echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
-      echo 'skipping export: it starts from rlvr, which is skipped' >&2
+      stage_06
+      stage_07
+      stage_08
       stage_09
       ;;
     pretrain) stage_01 ;;
@@ -158,6 +161,7 @@ for target in "${TARGETS[@]}"; do
     soup) stage_03 ;;
     sft) stage_04 ;;
     dpo) stage_05 ;;
+    rlvr) stage_06 ;;
     eval-instruct) stage_07 ;;
     export) stage_08 ;;
     eval-base) stage_09 ;;

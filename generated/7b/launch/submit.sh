@@ -15,13 +15,10 @@
 #   03 soup soup <- anneal
 #   04 sft sft <- soup
 #   05 dpo dpo <- sft
-#   06 rlvr rlvr <- dpo (not yet runnable)
+#   06 rlvr rlvr <- dpo
 #   07 eval-instruct eval <- rlvr
 #   08 export export <- rlvr
 #   09 eval-base eval <- soup
-#
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
-# --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -61,9 +58,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
     echo "unknown stage: $stage" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2; }
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
-case "$TARGET" in
-  rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
-esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
   echo "--until $UNTIL comes before --from $FROM: nothing to submit" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2
 fi
@@ -133,7 +127,7 @@ submit 02 anneal launch/slurm/02-anneal.sbatch 01
 submit 03 soup launch/slurm/03-soup.sbatch 02
 submit 04 sft launch/slurm/04-sft.sbatch 03
 submit 05 dpo launch/slurm/05-dpo.sbatch 04
-not_runnable 06 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
+submit 06 rlvr launch/slurm/06-rlvr.sbatch 05
 submit 07 eval-instruct launch/slurm/07-eval-instruct.sbatch 06
 submit 08 export launch/slurm/08-export.sbatch 06
 submit 09 eval-base launch/slurm/09-eval-base.sbatch 03

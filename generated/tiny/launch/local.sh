@@ -7,8 +7,6 @@
 #   --nproc N  processes per stage: default all GPUs with NCCL when there are any,
 #              else 2 CPU processes with gloo
 #   --dry-run  print the commands instead of running them
-# Not yet runnable by olmo2spec 0.1.0, so refused by name and skipped by `all` (with the
-# stages after them): rlvr.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -126,6 +124,12 @@ stage_08() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/08-dpo.py --run-name dpo
 }
 
+# 09 rlvr (rlvr)
+stage_09() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/09-rlvr.py --run-name rlvr
+}
+
 # 10 eval-instruct (eval)
 stage_10() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
@@ -141,8 +145,7 @@ stage_11() {
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|dpo|eval-instruct|export) ;;
-    rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
+    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|dpo|rlvr|eval-instruct|export) ;;
     *)
       echo "unknown stage: $target" >&2
       echo stages: prepare pretrain microanneal anneal soup eval-base sft dpo rlvr eval-instruct export >&2
@@ -163,9 +166,9 @@ for target in "${TARGETS[@]}"; do
       stage_06
       stage_07
       stage_08
-      echo 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)' >&2
-      echo 'skipping eval-instruct: it starts from rlvr, which is skipped' >&2
-      echo 'skipping export: it starts from rlvr, which is skipped' >&2
+      stage_09
+      stage_10
+      stage_11
       ;;
     prepare) stage_01 ;;
     pretrain) stage_02 ;;
@@ -175,6 +178,7 @@ for target in "${TARGETS[@]}"; do
     eval-base) stage_06 ;;
     sft) stage_07 ;;
     dpo) stage_08 ;;
+    rlvr) stage_09 ;;
     eval-instruct) stage_10 ;;
     export) stage_11 ;;
   esac

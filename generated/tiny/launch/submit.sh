@@ -18,12 +18,9 @@
 #   06 eval-base eval <- soup
 #   07 sft sft <- soup
 #   08 dpo dpo <- sft
-#   09 rlvr rlvr <- dpo (not yet runnable)
+#   09 rlvr rlvr <- dpo
 #   10 eval-instruct eval <- rlvr
 #   11 export export <- rlvr
-#
-# Not yet runnable by olmo2spec 0.1.0, so never submitted: rlvr.
-# --only refuses them; otherwise they are skipped, with every stage after them in the same submission.
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,9 +60,6 @@ for stage in "$FROM" "$UNTIL" "$TARGET"; do
     echo "unknown stage: $stage" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2; }
 done
 if [ -n "$TARGET" ] && [ -n "$FROM$UNTIL" ]; then echo "give --only alone, without --from or --until" >&2; usage >&2; exit 2; fi
-case "$TARGET" in
-  rlvr) echo 'stage rlvr is not yet runnable: olmo2spec runtime 0.1.0 cannot run rlvr stages yet; train it with another tool, put its final checkpoint in $CHECKPOINT_ROOT/rlvr, then launch the stages after it by name' >&2; exit 2 ;;
-esac
 if [ -n "$FROM" ] && [ -n "$UNTIL" ] && [ "$(position "$FROM")" -gt "$(position "$UNTIL")" ]; then
   echo "--until $UNTIL comes before --from $FROM: nothing to submit" >&2; echo "stages: ${STAGES[*]}" >&2; exit 2
 fi
@@ -138,6 +132,6 @@ submit 05 soup launch/slurm/05-soup.sbatch 04
 submit 06 eval-base launch/slurm/06-eval-base.sbatch 05
 submit 07 sft launch/slurm/07-sft.sbatch 05
 submit 08 dpo launch/slurm/08-dpo.sbatch 07
-not_runnable 09 rlvr 'skipping rlvr: not yet runnable (olmo2spec runtime 0.1.0 cannot run rlvr stages yet)'
+submit 09 rlvr launch/slurm/09-rlvr.sbatch 08
 submit 10 eval-instruct launch/slurm/10-eval-instruct.sbatch 09
 submit 11 export launch/slurm/11-export.sbatch 09
