@@ -19,11 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from conftest import ROOT
 
 from olmo2spec import __version__
-from olmo2spec.kinds import stage_kind
+from olmo2spec.compiler import check
+from olmo2spec.emit.bundle import build_bundle
+from olmo2spec.kinds import STAGE_KINDS, stage_kind
 
 GENERATED = ROOT / "generated"
 SCRIPTS = sorted(p for p in GENERATED.rglob("*") if p.suffix in (".sh", ".sbatch"))
@@ -108,11 +111,13 @@ def _numbers(plan: dict[str, Any]) -> dict[str, str]:
     return {s["name"]: f"{i:02d}" for i, s in enumerate(plan["stages"], start=1)}
 
 
-def _launched(plan: dict[str, Any], selected: list[str] | None = None) -> tuple[list[str], list[str]]:
+def _launched(plan: dict[str, Any], selected: list[str] | None = None, not_runnable: tuple[str, ...] = ()
+              ) -> tuple[list[str], list[str]]:
     """The stages a launcher runs out of `selected` (default: all), and the notes it prints for the rest.
 
-    A stage of a kind the runtime cannot run is skipped, and so is every selected stage after a skipped one
-    (its input would never exist); stages outside the selection are taken as done.
+    A stage of a kind the runtime cannot run (or of one of `not_runnable`) is skipped, and so is every
+    selected stage after a skipped one (its input would never exist); stages outside the selection are
+    taken as done.
     """
     chosen = set(selected) if selected is not None else {s["name"] for s in plan["stages"]}
     skipped: list[str] = []
@@ -123,7 +128,7 @@ def _launched(plan: dict[str, Any], selected: list[str] | None = None) -> tuple[
         if name not in chosen:
             continue
         blocked = [d for d in stage["depends_on"] if d in skipped]
-        if not stage_kind(stage["kind"]).runnable:
+        if not stage_kind(stage["kind"]).runnable or stage["kind"] in not_runnable:
             notes.append(f"skipping {name}: not yet runnable (olmo2spec runtime {__version__} cannot run "
                          f"{stage['kind']} stages yet)")
         elif blocked:
@@ -154,6 +159,17 @@ def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Read-only copies of the golden bundles for dry runs (which must write nothing anyway)."""
     root = tmp_path_factory.mktemp("bundles")
     return {stem: _copy(stem, root) for stem in ("13b", "tiny")}
+
+
+@pytest.fixture(scope="module")
+def rlvr_not_runnable(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Bundles built as if the runtime could not run rlvr (as before it could): what launchers do with such a kind."""
+    root = tmp_path_factory.mktemp("not-runnable")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(STAGE_KINDS, "rlvr", attrs.evolve(STAGE_KINDS["rlvr"], runner=None))
+        for stem in ("13b", "tiny"):
+            build_bundle(check(ROOT / "specs" / f"{stem}.toml"), root / stem, f"{stem}.toml")
+    return {stem: root / stem for stem in ("13b", "tiny")}
 
 
 # --- syntax ------------------------------------------------------------------------------------
@@ -212,7 +228,7 @@ def test_submit_dry_run_chains_every_stage(env: Env, bundles: dict[str, Path], t
     jobs = _parse_submit(result.stdout)
 
     launched, notes = _launched(plan)
-    assert "dpo" in launched and "rlvr" not in launched and "eval-base" in launched
+    assert launched == [s["name"] for s in plan["stages"]] and notes == []
     assert result.stderr.splitlines() == notes
     stages = [s for s in plan["stages"] if s["name"] in launched]
     assert [number for number, _ in jobs] == [numbers[s["name"]] for s in stages]
@@ -266,7 +282,7 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     jobs = _parse_submit(result.stdout)
     names = [s["name"] for s in plan["stages"]]
     after, notes = _launched(plan, names[names.index("soup"):])
-    assert after == ["soup", "sft", "dpo", "eval-base"]  # rlvr and what follows it skipped
+    assert after == ["soup", "sft", "dpo", "rlvr", "eval-instruct", "export", "eval-base"]
     assert result.stderr.splitlines() == notes
     assert [number for number, _ in jobs] == [numbers[n] for n in after]
     submitted = {f"$JOB_{numbers[n]}" for n in after}
@@ -375,6 +391,33 @@ def test_submit_refuses_an_empty_stage(env: Env, bundles: dict[str, Path], tmp_p
     assert env.calls() == []
 
 
+def test_submit_skips_a_stage_that_is_not_runnable_and_the_stages_after_it(env: Env,
+                                                                          rlvr_not_runnable: dict[str, Path],
+                                                                          tmp_path: Path):
+    bundle = rlvr_not_runnable["13b"]
+    plan = _plan(bundle)
+    numbers = _numbers(plan)
+    result = _run(["bash", str(bundle / "launch" / "submit.sh"), "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    launched, notes = _launched(plan, not_runnable=("rlvr",))
+    assert "dpo" in launched and "rlvr" not in launched and "eval-instruct" not in launched and "eval-base" in launched
+    assert result.stderr.splitlines() == notes and len(notes) == 3
+    assert [number for number, _ in _parse_submit(result.stdout)] == [numbers[n] for n in launched]
+    assert env.calls() == []
+
+
+def test_local_skips_a_stage_that_is_not_runnable_and_the_stages_after_it(env: Env,
+                                                                         rlvr_not_runnable: dict[str, Path],
+                                                                         tmp_path: Path):
+    bundle = rlvr_not_runnable["tiny"]
+    plan = _plan(bundle)
+    result = _run(["bash", str(bundle / "launch" / "local.sh"), "--dry-run"], env.vars(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    launched, notes = _launched(plan, not_runnable=("rlvr",))
+    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo"]
+    assert result.stderr.splitlines() == notes
+
+
 def test_submit_only_one_stage(env: Env, bundles: dict[str, Path], tmp_path: Path):
     bundle = bundles["13b"]
     numbers = _numbers(_plan(bundle))
@@ -390,10 +433,11 @@ def test_submit_only_one_stage(env: Env, bundles: dict[str, Path], tmp_path: Pat
 
 
 @pytest.mark.parametrize("args", [["--only", "rlvr"], ["--only=rlvr"]])
-def test_submit_refuses_a_stage_that_is_not_runnable(env: Env, bundles: dict[str, Path], tmp_path: Path,
+def test_submit_refuses_a_stage_that_is_not_runnable(env: Env, rlvr_not_runnable: dict[str, Path], tmp_path: Path,
                                                     args: list[str]):
     name = args[-1].removeprefix("--only=")
-    result = _run(["bash", str(bundles["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    result = _run(["bash", str(rlvr_not_runnable["13b"] / "launch" / "submit.sh"), "--dry-run", *args], env.vars(),
+                  tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (f"stage {name} is not yet runnable: olmo2spec runtime {__version__} cannot run {name} "
@@ -452,8 +496,10 @@ def _submit_range(env: Env, tmp_path: Path, spec: str, *args: str) -> tuple[str,
 def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
     _, calls = _submit_range(env, tmp_path, "13b", "--from", "anneal-300b")
     assert [Path(c[-1]).name for c in calls] == ["03-anneal-300b.sbatch", "04-soup.sbatch", "05-sft.sbatch",
-                                                 "06-dpo.sbatch", "10-eval-base.sbatch"]
-    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1002"]]
+                                                 "06-dpo.sbatch", "07-rlvr.sbatch", "08-eval-instruct.sbatch",
+                                                 "09-export.sbatch", "10-eval-base.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1004"], ["1005"], ["1005"],
+                                                     ["1002"]]
 
 
 def test_submit_for_real_past_the_stages_that_are_not_runnable(env: Env, tmp_path: Path):
@@ -518,7 +564,8 @@ def test_local_dry_run_runs_every_stage_in_order(env: Env, bundles: dict[str, Pa
     exports = _exports(bundle, "cpu")
     assert lines[:len(exports)] == exports
     launched, notes = _launched(plan)
-    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo"]
+    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo", "rlvr",
+                        "eval-instruct", "export"]
     assert lines[len(exports):] == _local_expected(bundle, [s for s in plan["stages"] if s["name"] in launched], 3)
     assert result.stderr.splitlines() == notes
     anneal_runs = [line for line in lines if "torch.distributed.run" in line and "-anneal.py" in line]
@@ -594,10 +641,11 @@ def test_local_runs_several_stages_in_the_order_given(env: Env, bundles: dict[st
 
 
 @pytest.mark.parametrize("args", [["rlvr"], ["prepare", "rlvr"], ["rlvr", "all"]])
-def test_local_refuses_a_stage_that_is_not_runnable_before_running_any(env: Env, bundles: dict[str, Path],
+def test_local_refuses_a_stage_that_is_not_runnable_before_running_any(env: Env, rlvr_not_runnable: dict[str, Path],
                                                                        tmp_path: Path, args: list[str]):
     name = next(a for a in args if a in ("dpo", "rlvr"))
-    result = _run(["bash", str(bundles["tiny"] / "launch" / "local.sh"), "--dry-run", *args], env.vars(), tmp_path)
+    result = _run(["bash", str(rlvr_not_runnable["tiny"] / "launch" / "local.sh"), "--dry-run", *args], env.vars(),
+                  tmp_path)
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == (f"stage {name} is not yet runnable: olmo2spec runtime {__version__} cannot run {name} "
