@@ -272,6 +272,7 @@ CASES: list[Case] = [
           ("stages.*.chat_template", "stages.sft.chat_template", q(QUOTES)),
           ("stages.*.algorithm", "stages.rlvr.algorithm", q(HASH)),
           ("stages.*.verifiers", "stages.rlvr.verifiers", qs(GLOB)),
+          ("stages.*.kl_estimator", "stages.rlvr.kl_estimator", q(SEMI)),
           ("stages.*.suite", "stages.eval-base.suite", q(UNICODE)),
           ("stages.*.format", "stages.export.format", q(LONG)),
       ]),
