@@ -27,7 +27,9 @@ response_length, entropy (per token), eos_rate and episodes_per_s.
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,23 @@ from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.posttrain.verifiers import GroundTruthError, VerifierError, require, scorer
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, final_step, latest_complete, read_marker
+from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, final_step, latest_complete, read_marker
+from olmo2spec.runtime.distributed import Dist
 from olmo2spec.runtime.evaluate import EvalError, load_model
 from olmo2spec.runtime.metrics import StepBuffers
 from olmo2spec.runtime.model import ModelArgs, Transformer
-from olmo2spec.runtime.optim import apply_lr
-from olmo2spec.runtime.rl_math import clipped_policy_loss, grpo_advantages, kl_per_token, masked_sum
+from olmo2spec.runtime.optim import apply_lr, build_optimizer
+from olmo2spec.runtime.parallelize import apply_parallelism, build_mesh
+from olmo2spec.runtime.ppo_value import VALUE_DIR, PairedCheckpointer, start_value_model
+from olmo2spec.runtime.rl_math import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    gae,
+    grpo_advantages,
+    kl_per_token,
+    masked_sum,
+    ppo_rewards,
+)
 from olmo2spec.runtime.sampling import (
     banned_ids,
     episode_inputs,
@@ -58,6 +71,7 @@ from olmo2spec.runtime.sampling import (
     sampling_generator,
     token_logps,
 )
+from olmo2spec.runtime.scalar_model import ScalarModel
 from olmo2spec.runtime.trainer import Trainer, TrainingError, run_with
 
 __all__ = ["RlvrSettings", "RlvrTrainer", "run_rlvr_stage"]
@@ -78,6 +92,11 @@ class RlvrSettings:
     verifiers: tuple[str, ...]
     verifier_reward: float
     no_eos_penalty: float
+    value_coef: float
+    gamma: float
+    gae_lambda: float
+    value_from: str | None
+    """PPO: the reward stage whose final checkpoint starts the value model (None: the policy's trunk)."""
 
     @classmethod
     def from_hyperparameters(cls, hyper: dict[str, Any]) -> RlvrSettings:
@@ -88,7 +107,9 @@ class RlvrSettings:
                    clip_eps=float(hyper["clip_eps"]), update_epochs=int(hyper["update_epochs"]),
                    temperature=float(hyper["temperature"]), response_len=int(hyper["response_len"]),
                    verifiers=tuple(str(v) for v in verifiers), verifier_reward=float(hyper["verifier_reward"]),
-                   no_eos_penalty=float(hyper["no_eos_penalty"]))
+                   no_eos_penalty=float(hyper["no_eos_penalty"]), value_coef=float(hyper["value_coef"]),
+                   gamma=float(hyper["gamma"]), gae_lambda=float(hyper["gae_lambda"]),
+                   value_from=str(hyper["value_from"]) if hyper.get("value_from") else None)
 
 
 @attrs.frozen
@@ -121,16 +142,21 @@ class RlvrTrainer(Trainer):
     """The frozen `from` model, in this process alone."""
     sampler: Transformer
     """An unsharded copy of the policy that samples (its weights copied from the policy each step)."""
-    per_example_metrics = ("reward", "verifier_reward", "kl", "response_length", "entropy", "eos_rate",
-                           "episodes_per_s")
+    per_example_metrics: tuple[str, ...] = ("reward", "verifier_reward", "kl", "response_length", "entropy",
+                                            "eos_rate", "episodes_per_s")
+
+    def __init__(self, ctx: RunContext, dist_info: Dist) -> None:
+        super().__init__(ctx, dist_info)
+        if self.ppo:
+            self.build_checkpointer()
 
     def bind_stage(self) -> None:
         assert isinstance(self.ctx.stage, PostTrainStagePlan) and self.ctx.stage.kind == "rlvr"
         self.stage = self.ctx.stage
         self.settings = RlvrSettings.from_hyperparameters(self.stage.hyperparameters)
-        if self.settings.algorithm != "grpo":
-            raise TrainingError(f"{self.stage.name}: algorithm {self.settings.algorithm!r} is not runnable yet; "
-                                'use algorithm = "grpo"', ExitCode.NOT_RUNNABLE)
+        self.ppo = self.settings.algorithm == "ppo"
+        if self.ppo:
+            self.per_example_metrics = (*type(self).per_example_metrics, "value_loss")
         self.seq_len = self.stage.max_seq_len + self.settings.response_len
 
     def build_layout(self) -> None:
@@ -148,7 +174,7 @@ class RlvrTrainer(Trainer):
 
     def layout_text(self) -> str:
         s = self.settings
-        return (f"GRPO, {self.prompts_per_step} prompts x {s.samples_per_prompt} samples a step, "
+        return (f"{s.algorithm.upper()}, {self.prompts_per_step} prompts x {s.samples_per_prompt} samples a step, "
                 f"{s.update_epochs} update(s) of up to {self.micro_batch} episodes per micro-batch")
 
     def build_model(self) -> None:
@@ -158,6 +184,33 @@ class RlvrTrainer(Trainer):
         self.sampler.to_empty(device=self.dist.device)
         self.sampler.init_rope()
         self.sampler.eval().requires_grad_(False)
+        if self.ppo:
+            self.build_value_model()
+
+    def build_value_model(self) -> None:
+        """PPO's value model: sharded and trained as the policy is, with its own AdamW of the stage's settings."""
+        par = self.stage.parallel
+        with torch.device("meta"):
+            self.value = ScalarModel(ModelArgs.from_plan(self.ctx.plan))
+        mesh = build_mesh(self.dist.device.type, self.dist.world_size, par.shard_gpus)
+        on_gpu = self.dist.device.type == "cuda"
+        self.value_sharded = apply_parallelism(self.value, mesh, bf16=on_gpu and par.mixed_precision == "bf16",
+                                               activation_checkpointing=par.activation_checkpointing,
+                                               compile_blocks=False, fsdp_units=par.fsdp_units)
+        self.value.to_empty(device=self.dist.device)
+        with warnings.catch_warnings():  # DTensor random init on CPU meshes warns
+            warnings.filterwarnings("ignore", message="DTensor random operators")
+            self.value.init_weights()
+        self.value_optimizer = build_optimizer(self.value, self.stage.optimizer)
+
+    def build_checkpointer(self) -> None:
+        """PPO: the value model's checkpoints beside the policy's (runtime/ppo_value.py)."""
+        policy = self.ctx.plan.checkpoint
+        self.value_checkpointer = Checkpointer(self.ctx.run_dir / VALUE_DIR, keep_last=policy.keep_last,
+                                               permanent_every=policy.permanent_every, async_save=False,
+                                               group=self.dist.checkpoint_group)
+        self.checkpointer = PairedCheckpointer(self.checkpointer, self.value_checkpointer,  # type: ignore[assignment]
+                                               self.value, self.value_optimizer)
 
     def build_loader(self) -> None:
         plan, s = self.ctx.plan, self.settings
@@ -202,6 +255,15 @@ class RlvrTrainer(Trainer):
         path = self._from_step()
         self.checkpointer.load(path, self.model, None)
         self.say(f"starting {self.ctx.run} from {path} (model weights)")
+        if self.ppo:
+            reward = self.settings.value_from
+            try:
+                reward_path = final_step(self.ctx.checkpoint_root / reward) if reward else None
+            except CheckpointError as exc:
+                raise TrainingError(f"{self.stage.name}'s value model starts from {reward}: {exc}",
+                                    ExitCode.CHECKPOINT) from None
+            source = start_value_model(self.value_checkpointer, self.value, reward_path, path)
+            self.say(f"value model: from {source}")
 
     # -- a step ------------------------------------------------------------------------------
     def tokens_before(self, step: int) -> int:
@@ -278,53 +340,115 @@ class RlvrTrainer(Trainer):
             dist.all_reduce(value)
         return value
 
+    def global_whiten(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """masked_whiten over the rollout's tokens on every rank (PPO's advantages), the same on each."""
+        count = float(self.global_sum(mask.sum().double()))
+        mean = float(self.global_sum(masked_sum(x, mask).double())) / max(count, 1.0)
+        square = float(self.global_sum(masked_sum((x - mean) ** 2, mask).double()))
+        var = square / (count - 1) if count > 1 else 0.0
+        scale = 1.0 / math.sqrt(var + 1e-8)
+        return (x - mean) * scale * mask
+
+    def value_of(self, r: Rollout, rows: slice) -> torch.Tensor:
+        """(b, R): the value model's estimate at the state before each response token."""
+        with warnings.catch_warnings():  # FSDP on the scalar model's squeezed output: we slice it, never in place
+            warnings.filterwarnings("ignore", message=".*returned a view tensor")
+            values: torch.Tensor = self.value(r.tokens[rows], positions=r.positions[rows], doc_ids=r.doc_ids[rows])
+        ahead: torch.Tensor = values[:, r.prompt_width - 1:-1]
+        return ahead
+
+    @torch.no_grad()
+    def rollout_forwards(self, r: Rollout) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """PPO: the policy's log-probs and entropies and the value model's values at the rollout, no grad."""
+        B = len(r.tokens)
+        logps, entropy, values = (torch.zeros_like(r.mask) for _ in range(3))
+        for rows in self.micro_slices(B):
+            real = rows.stop > rows.start
+            run = rows if real else slice(0, 1)  # every rank runs as many forwards (FSDP's collectives)
+            lp, ent = self.logps(self.model, r, run)
+            v = self.value_of(r, run)
+            if real:
+                logps[rows], entropy[rows], values[rows] = lp, ent, v
+        return logps, entropy, values
+
     def train_step(self, buffers: StepBuffers, index: int) -> float:
         started = time.perf_counter()
         s, world = self.settings, self.dist.world_size
         lr = apply_lr(self.optimizer, self.stage.lr, self.step)
+        if self.ppo:
+            apply_lr(self.value_optimizer, self.stage.lr, self.step)
         r = self.rollout()
         B = len(r.tokens)
         reference = self.reference_logps(r)
-        advantages = grpo_advantages(r.rewards, s.samples_per_prompt).unsqueeze(1)  # whole groups on each rank
         tokens = r.mask.sum()
         all_tokens = float(self.global_sum(tokens.double()).clamp(min=1))
-        old = torch.zeros_like(r.mask)
         kl_sum = torch.zeros(B, dtype=torch.float64, device=r.mask.device)
         entropy_sum = torch.zeros_like(kl_sum)
+        if self.ppo:  # KL a per-token reward penalty, the verifier's reward at the last token; GAE; whitened
+            old, entropy, old_values = self.rollout_forwards(r)
+            kl = kl_per_token(old, reference, s.kl_estimator)
+            rewards = ppo_rewards(kl, r.rewards, r.mask, s.kl_beta)
+            advantages, returns = gae(rewards, old_values, r.mask, s.gamma, s.gae_lambda)
+            advantages = self.global_whiten(advantages, r.mask)
+            kl_sum = masked_sum(kl, r.mask, dim=1).double()
+            entropy_sum = masked_sum(entropy, r.mask, dim=1).double()
+        else:  # GRPO: group-normalised rewards, whole groups on each rank; old log-probs from the first update
+            old = torch.zeros_like(r.mask)
+            advantages = grpo_advantages(r.rewards, s.samples_per_prompt).unsqueeze(1)
         loss_sum = torch.zeros((), dtype=torch.float64, device=r.mask.device)
+        value_loss_sum = torch.zeros_like(loss_sum)
         norms = []
         slices = self.micro_slices(B)
         for epoch in range(s.update_epochs):
             for i, rows in enumerate(slices):
-                self.sharded.set_requires_gradient_sync(i == len(slices) - 1)
+                last = i == len(slices) - 1
+                self.sharded.set_requires_gradient_sync(last)
                 real = rows.stop > rows.start
                 rows = rows if real else slice(0, 1)  # a row of weight 0: the collectives need this rank
                 logps, entropy = self.logps(self.model, r, rows)
                 mask = r.mask[rows] * float(real)
-                if epoch == 0:  # the policy of the rollout: the ratio's denominator, the logged KL and entropy
+                if epoch == 0 and not self.ppo:  # the policy of the rollout: the ratio's denominator, logged KL
                     old[rows] = logps.detach()
-                kl = kl_per_token(logps, reference[rows], s.kl_estimator)
                 policy_loss, _ = clipped_policy_loss(logps, old[rows], advantages[rows], s.clip_eps)
-                per_token = policy_loss + s.kl_beta * kl
+                if self.ppo:
+                    per_token = policy_loss
+                else:
+                    kl = kl_per_token(logps, reference[rows], s.kl_estimator)
+                    per_token = policy_loss + s.kl_beta * kl
+                    if epoch == 0 and real:
+                        kl_sum[rows] = masked_sum(kl.detach(), mask, dim=1).double()
+                        entropy_sum[rows] = masked_sum(entropy, mask, dim=1).double()
                 loss = masked_sum(per_token, mask) / all_tokens
                 # the ranks' losses add up to the rollout's; FSDP averages gradients over ranks, so scale back up
                 torch.autograd.backward(loss * world)
                 loss_sum += loss.detach().double() * all_tokens / s.update_epochs
-                if epoch == 0 and real:
-                    kl_sum[rows] = masked_sum(kl.detach(), mask, dim=1).double()
-                    entropy_sum[rows] = masked_sum(entropy.detach(), mask, dim=1).double()
+                if self.ppo:
+                    self.value_sharded.set_requires_gradient_sync(last)
+                    value_loss, _ = clipped_value_loss(self.value_of(r, rows), old_values[rows], returns[rows],
+                                                       s.clip_eps)
+                    value_loss = masked_sum(value_loss, mask) / all_tokens
+                    torch.autograd.backward(value_loss * s.value_coef * world)
+                    value_loss_sum += value_loss.detach().double() * self.stage.batch_size / s.update_epochs
             norms.append(self.optimizer_step())
+            if self.ppo:
+                self.value_optimizer_step()
         lengths = r.mask.sum(dim=1).double()
         seconds = time.perf_counter() - started
+        extra = {"value_loss": value_loss_sum} if self.ppo else {}
         buffers.put(index, ce_sum=loss_sum, z_sum=0.0, tokens=tokens.double(),
                     instances=float(r.doc_ids.sum()) / self.seq_len, masked=0.0,
                     grad_norm=torch.stack(norms).mean(), examples=float(B),
                     reward=r.rewards.double().sum(), verifier_reward=r.verified.double().sum(),
                     kl=kl_sum.sum(), response_length=lengths.sum(),
                     entropy=(entropy_sum / lengths.clamp(min=1)).sum(), eos_rate=r.eos.double().sum(),
-                    episodes_per_s=B * self.stage.batch_size / max(seconds, 1e-9))
+                    episodes_per_s=B * self.stage.batch_size / max(seconds, 1e-9), **extra)
         self.step += 1
         return lr
+
+    def value_optimizer_step(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.value.parameters(), self.stage.optimizer.grad_clip, foreach=True)
+        self.value_optimizer.step()
+        self.value_optimizer.zero_grad(set_to_none=True)
 
 
 def run_rlvr_stage(ctx: RunContext) -> int:

@@ -32,6 +32,8 @@ OVERRIDES = ["stages.rlvr.examples=16", f"stages.rlvr.episodes={STEPS * BATCH}",
              "stages.rlvr.update_epochs=2", "stages.rlvr.lr.start=1e-3", "checkpoint.every_steps=2",
              "runtime.log_every=1", "checkpoint.keep_last=10"]
 PROMPTS = Path("post-training") / "demo-math-prompts" / "train.jsonl"
+PPO = [*OVERRIDES, "stages.rlvr.algorithm=ppo", "stages.rlvr.samples_per_prompt=1", "stages.rlvr.value_coef=0.1",
+       "stages.rlvr.kl_estimator=k1"]
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,7 @@ def root(tmp_path_factory):  # type: ignore[no-untyped-def]
     build_demo_corpus(root / "data")
     result = check(SPECS / "tiny.toml", OVERRIDES)
     build_bundle(result, root / "bundle", "tiny.toml")
+    build_bundle(check(SPECS / "tiny.toml", PPO), root / "bundle-ppo", "tiny.toml")
     torch.manual_seed(0)
     model = Transformer(ModelArgs.from_plan(result.plan))
     model.init_weights()
@@ -52,16 +55,16 @@ def root(tmp_path_factory):  # type: ignore[no-untyped-def]
 
 
 def _start(root: Path, checkpoints: Path, data: Path | None = None, start: bool = True,
-           nproc: int = 1) -> subprocess.Popen[bytes]:
+           nproc: int = 1, bundle: str = "bundle") -> subprocess.Popen[bytes]:
     if start and not (checkpoints / "dpo").exists():
         shutil.copytree(root / "start" / "dpo", checkpoints / "dpo")
     env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
            "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     if nproc == 1:
-        cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / "bundle"), "--stage", "rlvr"]
+        cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / bundle), "--stage", "rlvr"]
     else:  # as launch/local.sh starts it
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               str(root / "bundle" / "stages" / "09-rlvr.py"), "--run-name", "rlvr"]
+               str(root / bundle / "stages" / "09-rlvr.py"), "--run-name", "rlvr"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -152,3 +155,45 @@ def test_without_the_from_stage_checkpoint_the_run_says_which(root: Path, tmp_pa
     code, out, err = _finish(_start(root, tmp_path / "ckpt", start=False))
     assert code == ExitCode.CHECKPOINT, out + err
     assert "rlvr starts from dpo" in err and "Traceback" not in err
+
+
+# --- PPO ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ppo(root: Path) -> Path:
+    checkpoints = root / "ckpt-ppo"
+    code, out, err = _finish(_start(root, checkpoints, bundle="bundle-ppo"))
+    assert code == 0, out + err
+    assert "value model: from the policy's trunk" in out and "with a zero head" in out
+    assert "view tensor" not in err
+    return checkpoints
+
+
+def test_ppo_trains_a_value_model_whose_loss_falls(ppo: Path) -> None:
+    records = _records(ppo)
+    assert sorted(records) == list(range(1, STEPS + 1))
+    assert records[1]["kl"] == 0.0
+    assert records[STEPS]["value_loss"] < records[1]["value_loss"], [r["value_loss"] for r in records.values()]
+    assert all(r["value_loss"] > 0 for r in records.values())
+    # the value model's checkpoints beside the policy's, at the same steps
+    assert read_marker(step_dir(ppo / "rlvr" / "value", STEPS))["final"] is True
+    assert step_dir(ppo / "rlvr" / "value", 2).exists()
+
+
+def test_a_killed_ppo_run_resumes_with_exactly_the_same_steps(root: Path, ppo: Path) -> None:
+    checkpoints = root / "ckpt-ppo-b"
+    process = _start(root, checkpoints, bundle="bundle-ppo")
+    marker = step_dir(checkpoints / "rlvr", 2) / "COMPLETE"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before step 2"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    code, out, err = _finish(_start(root, checkpoints, bundle="bundle-ppo"))
+    assert code == 0, out + err
+    assert "resuming rlvr from" in out and "value model: from" not in out  # the value model of step 2
+    one, two = _records(ppo), _records(checkpoints)
+    assert {s: (r["value_loss"], *(r[k] for k in DETERMINED)) for s, r in two.items()} == \
+        {s: (r["value_loss"], *(r[k] for k in DETERMINED)) for s, r in one.items()}
