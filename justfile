@@ -111,5 +111,10 @@ bench-notebook: install-dev
 bench-fsdp-units: install-dev
     {{python}} benchmarks/bench_fsdp_units.py
 
+# Post-training against TRL, same model, data, threads and batch, same run: SFT tokens/s, DPO pairs/s
+# (SFTTrainer, DPOTrainer). Ours wins where the ratio is above 1.
+bench-posttrain: install-dev
+    {{python}} benchmarks/bench_posttrain.py
+
 # Every benchmark.
-bench: bench-compile bench-data bench-train bench-sft bench-soup bench-notebook bench-generate bench-fsdp-units
+bench: bench-compile bench-data bench-train bench-sft bench-soup bench-notebook bench-generate bench-fsdp-units bench-posttrain
