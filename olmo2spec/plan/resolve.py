@@ -323,6 +323,13 @@ class _Resolver:
 
     def post_train_stage(self, stage: PostTrainStage, path: Path) -> PostTrainStagePlan | None:
         if isinstance(stage, RlvrStage):
+            if stage.batch_size % stage.samples_per_prompt:
+                group = stage.samples_per_prompt
+                self.report.error("E030", path + ("batch_size",),
+                                  f"batch_size {stage.batch_size} episodes is not a whole number of prompts of "
+                                  f"samples_per_prompt {group}",
+                                  f"use a multiple of {group} (e.g. {max(group, stage.batch_size // group * group)})")
+                return None
             epochs, steps = 1, max(1, math.ceil(stage.episodes / stage.batch_size))
             tokens = stage.episodes * (stage.max_seq_len + stage.response_len)
             # policy forward+backward per update epoch, generation ~ a forward, a frozen reference forward

@@ -197,3 +197,48 @@ def test_a_killed_ppo_run_resumes_with_exactly_the_same_steps(root: Path, ppo: P
     one, two = _records(ppo), _records(checkpoints)
     assert {s: (r["value_loss"], *(r[k] for k in DETERMINED)) for s, r in two.items()} == \
         {s: (r["value_loss"], *(r[k] for k in DETERMINED)) for s, r in one.items()}
+
+
+# --- a chained RLVR stage ----------------------------------------------------------------------------------------
+
+CHAINED = f"""extends = "TINY"
+
+[[stages]]
+name = "rlvr-2"
+kind = "rlvr"
+from = "rlvr"
+algorithm = "grpo"
+dataset = "demo-math-prompts"
+examples = 16
+batch_size = {BATCH}
+samples_per_prompt = {GROUP}
+episodes = {2 * BATCH}
+max_seq_len = 128
+response_len = {RESPONSE}
+update_epochs = 1
+kl_beta = 0.05
+value_coef = 0.0
+verifiers = ["gsm8k"]
+lr = {{ schedule = "linear", start = 1e-3, end = 0.0 }}
+optimizer = {{ z_loss = 0.0 }}
+"""
+
+
+def test_a_chained_rlvr_stage_starts_from_the_last_and_takes_it_as_its_reference(root: Path, uninterrupted: Path,
+                                                                                  tmp_path: Path) -> None:
+    """As open-instruct chains RLVR runs (OLMo 2 13B: mixed, then GSM8K, then MATH): the reference is the start."""
+    spec = tmp_path / "chained.toml"
+    spec.write_text(CHAINED.replace("TINY", os.path.relpath(SPECS / "tiny.toml", tmp_path)))
+    build_bundle(check(spec, OVERRIDES), tmp_path / "bundle", "chained.toml")
+    checkpoints = tmp_path / "ckpt"
+    shutil.copytree(uninterrupted / "rlvr", checkpoints / "rlvr", ignore=shutil.ignore_patterns("metrics.jsonl"))
+    env = {**os.environ, "DATA_ROOT": str(root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
+           "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(tmp_path / "bundle"), "--stage", "rlvr-2"]
+    code, out, err = _finish(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    assert code == 0, out + err
+    start = step_dir(checkpoints / "rlvr", STEPS)
+    assert f"reference model: {start}" in out and f"starting rlvr-2 from {start} (model weights)" in out
+    lines = (checkpoints / "rlvr-2" / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    assert len(lines) == 2 and first["kl"] == 0.0  # the policy of its first rollout is its reference

@@ -247,6 +247,12 @@ CASES: dict[str, Case] = {
         "  hint: use a multiple of 2 (e.g. 14), or change nodes",
         "1 error, 0 warnings",
     )),
+    "rlvr-batch-not-whole-prompts": Case(lines=(
+        "tests/data/broken/rlvr-batch-not-whole-prompts.toml:5:14: error[E030]: stages.rlvr.batch_size: batch_size 30 "
+        "episodes is not a whole number of prompts of samples_per_prompt 8",
+        "  hint: use a multiple of 8 (e.g. 24)",
+        "1 error, 0 warnings",
+    )),
     "micro-batch-not-dividing": Case(lines=(
         "tests/data/broken/micro-batch-not-dividing.toml:5:15: error[E030]: stages.pretrain.micro_batch: "
         "micro_batch 3 does not divide the 8 sequences per rank (batch_size 16 / 2 ranks)",
