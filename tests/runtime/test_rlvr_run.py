@@ -242,3 +242,14 @@ def test_a_chained_rlvr_stage_starts_from_the_last_and_takes_it_as_its_reference
     lines = (checkpoints / "rlvr-2" / "metrics.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     assert len(lines) == 2 and first["kl"] == 0.0  # the policy of its first rollout is its reference
+
+
+def test_two_processes_train_ppo_as_one(root: Path, ppo: Path) -> None:
+    """The advantages are whitened over both ranks' tokens, the losses divided by both ranks' token count."""
+    checkpoints = root / "ckpt-ppo-2p"
+    code, out, err = _finish(_start(root, checkpoints, nproc=2, bundle="bundle-ppo"))
+    assert code == 0, out + err
+    one, two = _records(ppo), _records(checkpoints)
+    assert sorted(two) == sorted(one)
+    for key in (*DETERMINED, "value_loss"):
+        assert all(abs(two[s][key] - one[s][key]) < 1e-4 * max(1.0, abs(one[s][key])) for s in one), key
