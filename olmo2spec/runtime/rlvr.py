@@ -177,6 +177,12 @@ class RlvrTrainer(Trainer):
         return (f"{s.algorithm.upper()}, {self.prompts_per_step} prompts x {s.samples_per_prompt} samples a step, "
                 f"{s.update_epochs} update(s) of up to {self.micro_batch} episodes per micro-batch")
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """What the policy computes in (bf16 under mixed precision on GPUs): the sampler and the reference too."""
+        bf16 = self.dist.device.type == "cuda" and self.stage.parallel.mixed_precision == "bf16"
+        return torch.bfloat16 if bf16 else torch.float32
+
     def build_model(self) -> None:
         super().build_model()
         with torch.device("meta"):
@@ -184,6 +190,7 @@ class RlvrTrainer(Trainer):
         self.sampler.to_empty(device=self.dist.device)
         self.sampler.init_rope()
         self.sampler.eval().requires_grad_(False)
+        _compute_in(self.sampler, self.compute_dtype)
         if self.ppo:
             self.build_value_model()
 
@@ -245,6 +252,7 @@ class RlvrTrainer(Trainer):
             start = self._from_step()
             try:
                 self.reference = load_model(self.ctx.plan, start, self.dist.device).requires_grad_(False)
+                _compute_in(self.reference, self.compute_dtype)
             except EvalError as exc:
                 raise TrainingError(f"{self.stage.name}: the reference model: {exc}", ExitCode.CHECKPOINT) from None
             self.say(f"reference model: {start}")
@@ -449,6 +457,13 @@ class RlvrTrainer(Trainer):
         torch.nn.utils.clip_grad_norm_(self.value.parameters(), self.stage.optimizer.grad_clip, foreach=True)
         self.value_optimizer.step()
         self.value_optimizer.zero_grad(set_to_none=True)
+
+
+def _compute_in(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Parameters in `dtype`; buffers (RoPE tables) stay fp32, as FSDP's mixed precision leaves them."""
+    if dtype != torch.float32:
+        for param in model.parameters():
+            param.data = param.data.to(dtype)
 
 
 def run_rlvr_stage(ctx: RunContext) -> int:
