@@ -34,6 +34,7 @@ from olmo2spec.spec.stages import (
     MicroannealStage,
     PrepareStage,
     PretrainStage,
+    RewardStage,
     RlvrStage,
     SftStage,
     SoupStage,
@@ -43,7 +44,7 @@ from olmo2spec.spec.stages import (
 __all__ = ["StageKind", "STAGE_KINDS", "stage_kind", "kinds_leaving", "Leaves", "spec_classes"]
 
 
-Leaves = Literal["data", "checkpoint", "nothing"]
+Leaves = Literal["data", "checkpoint", "reward-model", "nothing"]
 
 
 @attrs.frozen(kw_only=True)
@@ -63,7 +64,8 @@ class StageKind:
     """Whether `from` is required."""
     leaves: Leaves
     """What its runs leave for later stages: "data" (token files), "checkpoint" (a model, which later
-    stages, soups and evals start from), or "nothing" (results for people: scores, an export)."""
+    stages, soups and evals start from), "reward-model" (a scalar model, which only PPO's value function
+    starts from: no lm_head), or "nothing" (results for people: scores, an export)."""
     distributed: bool
     """Launched with torchrun on every GPU of its nodes; otherwise one process per job."""
     gpus: bool
@@ -118,6 +120,10 @@ _ROWS = (
     StageKind(name="dpo", spec=DpoStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
               chat_model=True, base_training=False, runner="olmo2spec.runtime.dpo:run_dpo_stage"),
+    # a scalar model (runtime/scalar_model.py), not a language model: only rlvr's `value_from` reads it
+    StageKind(name="reward", spec=RewardStage, plan=PostTrainStagePlan,
+              starts_from="checkpoint", needs_from=True, leaves="reward-model", distributed=True, gpus=True,
+              chat_model=True, base_training=False, runner="olmo2spec.runtime.reward:run_reward_stage"),
     StageKind(name="rlvr", spec=RlvrStage, plan=PostTrainStagePlan,
               starts_from="checkpoint", needs_from=True, leaves="checkpoint", distributed=True, gpus=True,
               chat_model=True, base_training=False, runner="olmo2spec.runtime.rlvr:run_rlvr_stage"),

@@ -74,6 +74,7 @@ def test_every_runner_names_a_runtime_module_that_exists(name: str) -> None:
 def test_a_stage_can_start_from_what_its_kind_starts_from() -> None:
     assert kinds_leaving("checkpoint") == ("pretrain", "anneal", "microanneal", "soup", "sft", "dpo", "rlvr")
     assert kinds_leaving("data") == ("prepare",)
+    assert kinds_leaving("reward-model") == ("reward",)  # a scalar model: only rlvr's value_from reads it
     for row in STAGE_KINDS.values():
         assert kinds_leaving(row.starts_from), f"{row.name} can start from no kind"
 
@@ -92,7 +93,7 @@ def _line_of(path: Path, text: str, after: str) -> int:
     return next(i for i, line in enumerate(lines[start:], start=start + 1) if line == text)
 
 
-POST_TRAINING = ("sft", "dpo", "rlvr")
+POST_TRAINING = ("sft", "dpo", "reward", "rlvr")
 
 
 def test_every_post_training_kind_is_runnable() -> None:

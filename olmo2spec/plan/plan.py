@@ -33,7 +33,7 @@ __all__ = [
 PLAN_VERSION = 1
 """Bumped whenever the Plan's shape changes; the runtime refuses other versions."""
 
-Hyper = int | float | str | bool | list[str]
+Hyper = int | float | str | bool | list[str] | None
 
 
 @attrs.frozen(kw_only=True)
@@ -179,7 +179,8 @@ class PostTrainStagePlan(_StageCommon):
     optimizer: OptimizerSpec
     """The recipe's [optimizer] with the stage's `optimizer` keys over it: what this stage trains with."""
     hyperparameters: dict[str, Hyper]
-    """The kind's own settings (DPO beta, PPO clipping, ...), every one explicit."""
+    """The kind's own settings (DPO beta, PPO clipping, rlvr's `value_from`: the reward stage PPO's value function
+    starts from, None for GRPO, ...), every one explicit."""
     parallel: ParallelPlan
     memory: MemoryEstimate
     cost: Cost

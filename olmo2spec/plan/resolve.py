@@ -55,6 +55,7 @@ from olmo2spec.spec.stages import (
     PostTrainStage,
     PrepareStage,
     PretrainStage,
+    RewardStage,
     RlvrStage,
     SoupStage,
     StageSpec,
@@ -338,7 +339,7 @@ class _Resolver:
         else:
             epochs = stage.epochs  # type: ignore[attr-defined]
             steps = max(1, math.ceil(stage.examples * epochs / stage.batch_size))
-            pairs = 2 if isinstance(stage, DpoStage) else 1  # chosen and rejected
+            pairs = 2 if isinstance(stage, (DpoStage, RewardStage)) else 1  # chosen and rejected
             tokens = stage.examples * epochs * stage.max_seq_len * pairs
             multiplier = (1 + 1 / 3) if isinstance(stage, DpoStage) else 1.0  # DPO: reference forward
             trainable, frozen, seq = 1, (1 if isinstance(stage, DpoStage) else 0), stage.max_seq_len
@@ -346,7 +347,7 @@ class _Resolver:
             self.report.error("E025", path + ("max_seq_len",), f"sequences of {seq} tokens exceed model.max_seq_len "
                               f"{self.recipe.model.max_seq_len}", "shorten max_seq_len (and response_len)")
         lr = self.schedule(stage.lr, path, steps, stage.batch_size * seq, self.parent_lr(stage))
-        batch_sequences = stage.batch_size * (2 if isinstance(stage, DpoStage) else 1)
+        batch_sequences = stage.batch_size * (2 if isinstance(stage, (DpoStage, RewardStage)) else 1)
         layout = self.layout(stage, path, batch_sequences, seq, trainable, frozen)
         if lr is None or layout is None:
             return None

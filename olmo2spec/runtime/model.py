@@ -281,6 +281,10 @@ class Trunk(nn.Module):
         """The output head (sharded with the final norm)."""
         raise NotImplementedError
 
+    def init_weights(self) -> None:
+        """Every weight as a fresh model has it, and the RoPE tables (each model's own head)."""
+        raise NotImplementedError
+
     def hidden_states(self, tokens: torch.Tensor, positions: torch.Tensor | None = None,
                       cache: KVCache | None = None, last_only: bool = False,
                       doc_ids: torch.Tensor | None = None) -> torch.Tensor:

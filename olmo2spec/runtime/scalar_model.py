@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 from olmo2spec.runtime.checkpoint import Checkpointer, weight_names
 from olmo2spec.runtime.model import KVCache, ModelArgs, Trunk
@@ -49,7 +50,15 @@ class ScalarModel(Trunk):
 
     @torch.no_grad()
     def init_score(self) -> None:
-        nn.init.normal_(self.score.weight, std=1 / math.sqrt(self.args.d_model + 1))
+        """N(0, 1 / sqrt(d_model + 1)), drawn whole from the process's seed: the same at any world size (DTensor's
+        random init of a sharded weight is not, on CPU meshes)."""
+        weight = self.score.weight
+        draw = torch.Generator().manual_seed(torch.initial_seed())
+        full = torch.empty(weight.shape).normal_(std=1 / math.sqrt(self.args.d_model + 1), generator=draw)
+        if isinstance(weight, DTensor):
+            weight.copy_(distribute_tensor(full.to(weight.device), weight.device_mesh, weight.placements))
+        else:
+            weight.copy_(full)
 
 
 def load_scalar_model(checkpointer: Checkpointer, path: Path, model: ScalarModel) -> dict[str, Any]:

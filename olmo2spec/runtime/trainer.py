@@ -37,7 +37,7 @@ from olmo2spec.runtime.checkpoint import Checkpointer, CheckpointError, final_st
 from olmo2spec.runtime.distributed import Dist, init_distributed, shutdown
 from olmo2spec.runtime.loss import labels_for, loss_sums
 from olmo2spec.runtime.metrics import Interval, MetricsThread, StepBuffers
-from olmo2spec.runtime.model import ModelArgs, Transformer
+from olmo2spec.runtime.model import ModelArgs, Transformer, Trunk
 from olmo2spec.runtime.optim import apply_lr, build_optimizer
 from olmo2spec.runtime.parallelize import apply_parallelism, build_mesh
 from olmo2spec.runtime.sinks import SinkError, open_sinks, require_sinks
@@ -69,7 +69,9 @@ class Trainer:
     micro_batch: int
     grad_accum: int
     # model, optimizer, data
-    model: Transformer
+    model: Trunk
+    """The language model (`Transformer`), or the kind's own `model_class` (the reward stage's scalar model)."""
+    model_class: type[Trunk] = Transformer
     sharded: FSDPModule
     """`model` itself, as FSDP's root module (gradient sync)."""
     optimizer: torch.optim.Optimizer
@@ -121,7 +123,7 @@ class Trainer:
     def build_model(self) -> None:
         torch.manual_seed(self.ctx.plan.recipe.seed)
         with torch.device("meta"):
-            self.model = Transformer(ModelArgs.from_plan(self.ctx.plan))  # seq_len <= max_seq_len: checked
+            self.model = self.model_class(ModelArgs.from_plan(self.ctx.plan))  # seq_len <= max_seq_len: checked
         par = self.stage.parallel
         mesh = build_mesh(self.dist.device.type, self.dist.world_size, par.shard_gpus)
         on_gpu = self.dist.device.type == "cuda"

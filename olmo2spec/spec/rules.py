@@ -22,6 +22,7 @@ from olmo2spec.spec.stages import (
     MicroannealStage,
     PrepareStage,
     PretrainStage,
+    RlvrStage,
     SoupStage,
     StageSpec,
     TrainStage,
@@ -149,10 +150,12 @@ def _check_ref(name: str | None, path: Path, stage_index: dict[str, int], here: 
 
 
 def parents(stage: StageSpec) -> list[str]:
-    """Names of the stages `stage` waits for: its `from` and its soup ingredients."""
+    """Names of the stages `stage` waits for: its `from`, its soup ingredients, an rlvr stage's `value_from`."""
     names = [stage.from_] if stage.from_ else []
     if isinstance(stage, SoupStage):
         names += [n for n in stage.ingredients if n not in names]
+    if isinstance(stage, RlvrStage) and stage.value_from and stage.value_from not in names:
+        names.append(stage.value_from)  # PPO's value function starts from the reward model
     return names
 
 
@@ -257,11 +260,29 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
                                  "list each stage once; to count a run more, give weights")
         if isinstance(stage, TrainStage):
             check_train_stage(stage, path, recipe, report)
+        if isinstance(stage, RlvrStage):
+            check_value_from(stage, path, stage_index, i, recipe, report)
         if isinstance(stage, PrepareStage):
             for j, source in enumerate(stage.sources):
                 if source not in recipe.sources:
                     report.error("E050", path + ("sources", j), f"unknown source {source!r}",
                                  _did_you_mean(source, recipe.sources, "sources"))
+
+
+def check_value_from(stage: RlvrStage, path: Path, stage_index: dict[str, int], here: int, recipe: Recipe,
+                     report: Reporter) -> None:
+    """PPO's value function starts from a reward stage's model (paper section 5); GRPO has no value function."""
+    if stage.algorithm == "ppo" and stage.value_from is None:
+        report.error("E045", path + ("value_from",), "PPO needs a value function to start from: `value_from` is "
+                     "missing", "name the reward stage whose model initialises it, e.g. value_from = \"reward\" "
+                     "(a `kind = \"reward\"` stage, paper Table 26)", at_key=True)
+    elif stage.algorithm != "ppo" and stage.value_from is not None:
+        report.error("E045", path + ("value_from",), f"{stage.algorithm.upper()} has no value function, so "
+                     "`value_from` has nothing to initialise", "remove `value_from` (and the reward stage, if "
+                     "nothing else reads it)")
+    else:
+        _check_ref(stage.value_from, path + ("value_from",), stage_index, here, kinds_leaving("reward-model"), recipe,
+                   report, "`value_from`")
 
 
 def check_cycles(recipe: Recipe, report: Reporter) -> None:

@@ -8,7 +8,7 @@ predecessor by the plan, never by the spec.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import attrs
 
@@ -31,7 +31,7 @@ from olmo2spec.spec.types import AutoInt, Tokens
 
 __all__ = [
     "StageSpec", "PrepareStage", "PretrainStage", "AnnealStage", "MicroannealStage", "SoupStage",
-    "SftStage", "DpoStage", "RlvrStage", "EvalStage", "ExportStage", "Stage",
+    "SftStage", "DpoStage", "RewardStage", "RlvrStage", "EvalStage", "ExportStage", "Stage",
     "TrainStage", "PostTrainStage", "ParallelStage",
 ]
 
@@ -215,6 +215,15 @@ class DpoStage(PostTrainStage):
 
 
 @attrs.frozen(kw_only=True)
+class RewardStage(PostTrainStage):
+    """A reward model on preference pairs (Bradley-Terry): the scalar model that initialises PPO's value
+    function (paper Table 26). Its checkpoint is a scalar model, read only by an rlvr stage's `value_from`."""
+
+    kind: Literal["reward"] = doc("Stage kind.")
+    epochs: int = doc("Passes over the dataset (Table 26: 1).", default=1, validator=positive)
+
+
+@attrs.frozen(kw_only=True)
 class RlvrStage(PostTrainStage):
     """Reinforcement learning with verifiable rewards (PPO for 7B/13B, GRPO for 1B/32B)."""
 
@@ -238,8 +247,14 @@ class RlvrStage(PostTrainStage):
                                validator=each(one_of(VERIFIERS)))
     verifier_reward: float = doc("Reward for a verified answer (10 x score).", default=10.0)
     no_eos_penalty: float = doc("Reward for a response that never emits eos.", default=-10.0)
-    value_init_lr: float = doc("PPO: learning rate of the reward model that initialises the value "
-                               "function (3e-6); 0 for GRPO, which has none.", default=0.0, validator=non_negative)
+    value_from: str | None = doc("PPO: the reward stage whose final checkpoint initialises the value function, "
+                                 "afresh at every run (paper section 5); GRPO has no value function: leave it "
+                                 "out.", default=None)
+
+    RETIRED_KEYS: ClassVar[dict[str, str]] = {
+        "value_init_lr": "the reward model is a stage of its own now: add a `kind = \"reward\"` stage (its `lr` "
+                         "is this value, paper Table 26) and name it in `value_from`; GRPO needs neither"}
+    """Keys this class had once, each with what replaces it (the checker's message for a recipe still using one)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -264,4 +279,4 @@ class ExportStage(StageSpec):
 
 # One member per row of olmo2spec/kinds.py's table (a test holds them to it).
 Stage = (PrepareStage | PretrainStage | AnnealStage | MicroannealStage | SoupStage | SftStage | DpoStage
-         | RlvrStage | EvalStage | ExportStage)
+         | RewardStage | RlvrStage | EvalStage | ExportStage)

@@ -277,7 +277,12 @@ def _diagnostic(path: Path, exc: BaseException, cls: type | None, composed: Comp
                 names: dict[int, str]) -> Iterator[Diagnostic]:
     if isinstance(exc, ForbiddenExtraKeysError):
         known = toml_keys(exc.cl)
+        retired: dict[str, str] = getattr(exc.cl, "RETIRED_KEYS", {})
         for key in sorted(exc.extra_fields):
+            if key in retired:
+                yield Diagnostic("E010", Severity.ERROR, dotted(path + (key,), names), "no longer a setting",
+                                 retired[key], composed.locate(path + (key,), at_key=True))
+                continue
             close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
             hint = f"did you mean `{close[0]}`?" if close else f"known keys: {', '.join(known)}"
             yield Diagnostic("E010", Severity.ERROR, dotted(path + (key,), names), "unknown key", hint,

@@ -110,7 +110,8 @@ def test_manifest_hashes_every_file_and_names_sources_relatively(tmp_path: Path,
     sources = manifest["spec"]["sources"]
     assert manifest["spec"]["file"] == "13b.toml"
     assert [s["file"] for s in sources] == ["13b.toml", "base/olmo2.toml", "mixes/olmo-mix-1124.toml",
-                                            "mixes/dolmino-mix-1124.toml", "posttrain/tulu3.toml"]
+                                            "mixes/dolmino-mix-1124.toml", "posttrain/tulu3.toml",
+                                            "posttrain/tulu3-ppo.toml"]
     for source in sources:
         assert hashlib.sha256((SPECS / source["file"]).read_bytes()).hexdigest() == source["sha256"]
     assert manifest["spec"]["overrides"] == []

@@ -154,6 +154,8 @@ CASES: list[Case] = [
     rejected("stage-from", "stages.*.from", "E040", "stages.eval-x.from",
              eval_stage("eval-x").replace('from = "soup"', f"from = {q(SUBST)}")),
     rejected("stage-from-up", "stages.*.from", "E040", "stages.sft.from", sets=(f"stages.sft.from={q(UP)}",)),
+    rejected("rlvr-value-from", "stages.*.value_from", "E040", "stages.rlvr.value_from",
+             sets=('stages.rlvr.algorithm="ppo"', f"stages.rlvr.value_from={q(SUBST)}")),
     rejected("prepare-sources", "stages.*.sources", "E050", "stages.prepare.sources[0]",
              f"[[stages]]\nname = \"prepare\"\nsources = [{q(SUBST)}]\n"),
     Case("prepare-text-field", "stages.*.text_field", f"[[stages]]\nname = \"prepare\"\ntext_field = {q(EVERYTHING)}\n",

@@ -30,7 +30,7 @@ from olmo2spec.kinds import STAGE_KINDS, stage_kind
 
 GENERATED = ROOT / "generated"
 SCRIPTS = sorted(p for p in GENERATED.rglob("*") if p.suffix in (".sh", ".sbatch"))
-TRAINING_KINDS = {"pretrain", "anneal", "microanneal", "sft", "dpo", "rlvr"}
+TRAINING_KINDS = {"pretrain", "anneal", "microanneal", "sft", "dpo", "reward", "rlvr"}
 
 RECORDING_FAKE = """#!/usr/bin/env bash
 # records its name and arguments (one line, fields separated by \\x1f), then fails
@@ -282,7 +282,7 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     jobs = _parse_submit(result.stdout)
     names = [s["name"] for s in plan["stages"]]
     after, notes = _launched(plan, names[names.index("soup"):])
-    assert after == ["soup", "sft", "dpo", "rlvr", "eval-instruct", "export", "eval-base"]
+    assert after == ["soup", "sft", "dpo", "reward", "rlvr", "eval-instruct", "export", "eval-base"]
     assert result.stderr.splitlines() == notes
     assert [number for number, _ in jobs] == [numbers[n] for n in after]
     submitted = {f"$JOB_{numbers[n]}" for n in after}
@@ -367,7 +367,7 @@ def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_pa
     if args[-1] == "nope":
         assert "unknown stage: nope" in result.stderr
     if args[-1] == "nope" or args == ["--from", "dpo", "--until", "sft"]:
-        assert "stages: pretrain anneal-100b anneal-300b soup sft dpo rlvr eval-instruct export eval-base" \
+        assert "stages: pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-instruct export eval-base" \
             in result.stderr
     if args == ["--from", "dpo", "--until", "sft"]:
         assert "--until sft comes before --from dpo: nothing to submit" in result.stderr
@@ -414,7 +414,8 @@ def test_local_skips_a_stage_that_is_not_runnable_and_the_stages_after_it(env: E
     result = _run(["bash", str(bundle / "launch" / "local.sh"), "--dry-run"], env.vars(), tmp_path)
     assert result.returncode == 0, result.stderr
     launched, notes = _launched(plan, not_runnable=("rlvr",))
-    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo"]
+    # reward does not start from rlvr: it runs (it is written after rlvr's dependents)
+    assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo", "reward"]
     assert result.stderr.splitlines() == notes
 
 
@@ -496,16 +497,17 @@ def _submit_range(env: Env, tmp_path: Path, spec: str, *args: str) -> tuple[str,
 def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
     _, calls = _submit_range(env, tmp_path, "13b", "--from", "anneal-300b")
     assert [Path(c[-1]).name for c in calls] == ["03-anneal-300b.sbatch", "04-soup.sbatch", "05-sft.sbatch",
-                                                 "06-dpo.sbatch", "07-rlvr.sbatch", "08-eval-instruct.sbatch",
-                                                 "09-export.sbatch", "10-eval-base.sbatch"]
-    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1004"], ["1005"], ["1005"],
-                                                     ["1002"]]
+                                                 "06-dpo.sbatch", "07-reward.sbatch", "08-rlvr.sbatch",
+                                                 "09-eval-instruct.sbatch", "10-export.sbatch", "11-eval-base.sbatch"]
+    # reward after sft; rlvr after dpo and reward (PPO's value function starts from it)
+    assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1003"], ["1004", "1005"],
+                                                     ["1006"], ["1006"], ["1002"]]
 
 
 def test_submit_for_real_past_the_stages_that_are_not_runnable(env: Env, tmp_path: Path):
     """rlvr trained elsewhere: --from eval-instruct submits what starts from it, without a dependency."""
     stdout, calls = _submit_range(env, tmp_path, "13b", "--from", "eval-instruct")
-    assert [Path(c[-1]).name for c in calls] == ["08-eval-instruct.sbatch", "09-export.sbatch", "10-eval-base.sbatch"]
+    assert [Path(c[-1]).name for c in calls] == ["09-eval-instruct.sbatch", "10-export.sbatch", "11-eval-base.sbatch"]
     assert [_dependencies(c[1:]) for c in calls] == [[], [], []]
     assert [line.split() for line in stdout.splitlines()] == [
         ["stage", "job"], ["eval-instruct", "1001"], ["export", "1002"], ["eval-base", "1003"]]
@@ -565,7 +567,7 @@ def test_local_dry_run_runs_every_stage_in_order(env: Env, bundles: dict[str, Pa
     assert lines[:len(exports)] == exports
     launched, notes = _launched(plan)
     assert launched == ["prepare", "pretrain", "microanneal", "anneal", "soup", "eval-base", "sft", "dpo", "rlvr",
-                        "eval-instruct", "export"]
+                        "eval-instruct", "export", "reward"]
     assert lines[len(exports):] == _local_expected(bundle, [s for s in plan["stages"] if s["name"] in launched], 3)
     assert result.stderr.splitlines() == notes
     anneal_runs = [line for line in lines if "torch.distributed.run" in line and "-anneal.py" in line]
@@ -864,7 +866,7 @@ def test_preflight_on_cpu_imports_no_torch(env: Env, tmp_path: Path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--stage", "nope"], "no stage 'nope' in {plan} (stages: prepare, pretrain, microanneal, anneal, soup, "
-                          "eval-base, sft, dpo, rlvr, eval-instruct, export)"),
+                          "eval-base, sft, dpo, rlvr, eval-instruct, export, reward)"),
     (["--stage", "anneal", "--run", "anneal-seed7"],
      "stage 'anneal' has no run 'anneal-seed7' (runs: anneal-seed42, anneal-seed42069)"),
     (["--stage", "soup", "--run", "anneal-seed42"], "stage 'soup' has no run 'anneal-seed42' (runs: soup)"),

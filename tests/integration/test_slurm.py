@@ -446,11 +446,12 @@ def test_base_model_dag_matches_local(cluster: dict[str, str], data_root: Path, 
 
 # --- the post-training chain: sft -> dpo -> rlvr -> eval-instruct, export ------------------------
 
-POST_DAG = ["sft", "dpo", "rlvr", "eval-instruct", "export"]
+POST_DAG = ["sft", "dpo", "rlvr", "eval-instruct", "export", "reward"]  # tiny writes its reward stage last
 # two steps of 8 each for sft, dpo and rlvr: the chain's plumbing, not what it learns (tests/runtime measure that)
 POST_OVERRIDES = [*OVERRIDES, "stages.sft.examples=16", "stages.sft.batch_size=8", "stages.dpo.examples=16",
                   "stages.dpo.batch_size=8", "stages.rlvr.examples=16", "stages.rlvr.episodes=16",
-                  "stages.rlvr.batch_size=8", "stages.rlvr.samples_per_prompt=4", "stages.rlvr.response_len=16"]
+                  "stages.rlvr.batch_size=8", "stages.rlvr.samples_per_prompt=4", "stages.rlvr.response_len=16",
+                  "stages.reward.examples=16", "stages.reward.batch_size=8"]
 
 
 # what each post-training kind logs per step besides its loss (issue 13)
@@ -553,7 +554,7 @@ def test_post_training_chain_through_slurm(cluster: dict[str, str], data_root: P
     # the export a Hugging Face directory
     for stage in chain:
         kind = stages[stage]["kind"]
-        if kind in ("sft", "dpo", "rlvr"):
+        if kind in ("sft", "dpo", "reward", "rlvr"):
             steps = stages[stage]["steps"]
             rows = _metrics(checkpoints / stage / "metrics.jsonl")
             assert [r["step"] for r in rows] == list(range(1, steps + 1)), (stage, rows)

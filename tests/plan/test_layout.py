@@ -14,7 +14,7 @@ def test_batch_is_split_into_ranks_micro_batches_and_accumulation(plans):
             par = getattr(stage, "parallel", None)
             if par is None or stage.kind == "rlvr":
                 continue
-            sequences = stage.batch_size * (2 if stage.kind == "dpo" else 1)
+            sequences = stage.batch_size * (2 if stage.kind in ("dpo", "reward") else 1)  # pairs: chosen and rejected
             assert par.gpus * par.micro_batch * par.grad_accum == sequences, stage.name
             assert par.shard_gpus * par.replicate == par.gpus
 

@@ -25,6 +25,7 @@ from olmo2spec.emit.bundle import build_bundle  # noqa: E402
 from olmo2spec.exitcodes import ExitCode  # noqa: E402
 from olmo2spec.runtime.checkpoint import Checkpointer, read_marker, step_dir  # noqa: E402
 from olmo2spec.runtime.model import ModelArgs, Transformer  # noqa: E402
+from olmo2spec.runtime.scalar_model import ScalarModel  # noqa: E402
 
 STEPS, BATCH, GROUP, RESPONSE = 4, 8, 4, 16
 OVERRIDES = ["stages.rlvr.examples=16", f"stages.rlvr.episodes={STEPS * BATCH}", f"stages.rlvr.batch_size={BATCH}",
@@ -33,7 +34,7 @@ OVERRIDES = ["stages.rlvr.examples=16", f"stages.rlvr.episodes={STEPS * BATCH}",
              "runtime.log_every=1", "checkpoint.keep_last=10"]
 PROMPTS = Path("post-training") / "demo-math-prompts" / "train.jsonl"
 PPO = [*OVERRIDES, "stages.rlvr.algorithm=ppo", "stages.rlvr.samples_per_prompt=1", "stages.rlvr.value_coef=0.1",
-       "stages.rlvr.kl_estimator=k1"]
+       "stages.rlvr.kl_estimator=k1", "stages.rlvr.value_from=reward"]
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +48,14 @@ def root(tmp_path_factory):  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     model = Transformer(ModelArgs.from_plan(result.plan))
     model.init_weights()
+    reward = ScalarModel(ModelArgs.from_plan(result.plan))  # standing in for the reward stage's (PPO's value_from)
+    reward.init_weights()
     with warnings.catch_warnings():  # DCP without a process group: "assuming ... a single process"
         warnings.simplefilter("ignore")
         Checkpointer(root / "start" / "dpo", keep_last=1, permanent_every=0).save(
             0, model, torch.optim.AdamW(model.parameters()), {"run": "dpo"}, final=True)
+        Checkpointer(root / "start" / "reward", keep_last=1, permanent_every=0).save(
+            0, reward, torch.optim.AdamW(reward.parameters()), {"run": "reward"}, final=True)
     return root
 
 
@@ -58,13 +63,14 @@ def _start(root: Path, checkpoints: Path, data: Path | None = None, start: bool 
            nproc: int = 1, bundle: str = "bundle") -> subprocess.Popen[bytes]:
     if start and not (checkpoints / "dpo").exists():
         shutil.copytree(root / "start" / "dpo", checkpoints / "dpo")
+        shutil.copytree(root / "start" / "reward", checkpoints / "reward")
     env = {**os.environ, "DATA_ROOT": str(data or root / "data"), "CHECKPOINT_ROOT": str(checkpoints),
            "OLMO2SPEC_DEVICE": "cpu", "OMP_NUM_THREADS": "1"}
     if nproc == 1:
         cmd = [sys.executable, "-m", "olmo2spec.runtime", "run", "--bundle", str(root / bundle), "--stage", "rlvr"]
     else:  # as launch/local.sh starts it
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               str(root / bundle / "stages" / "09-rlvr.py"), "--run-name", "rlvr"]
+               str(next((root / bundle / "stages").glob("*-rlvr.py"))), "--run-name", "rlvr"]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -165,7 +171,7 @@ def ppo(root: Path) -> Path:
     checkpoints = root / "ckpt-ppo"
     code, out, err = _finish(_start(root, checkpoints, bundle="bundle-ppo"))
     assert code == 0, out + err
-    assert "value model: from the policy's trunk" in out and "with a zero head" in out
+    assert "value model: from the reward model" in out and str(checkpoints / "reward") in out
     assert "view tensor" not in err
     return checkpoints
 

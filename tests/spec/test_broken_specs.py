@@ -340,6 +340,38 @@ CASES: dict[str, Case] = {
         "  hint: name a stage of kind pretrain, anneal, microanneal, soup, sft, dpo, rlvr",
         "1 error, 0 warnings",
     )),
+    # PPO's value function starts from a reward stage's model; GRPO has none (paper section 5)
+    "rlvr-ppo-without-value-from": Case(lines=(
+        "tests/data/broken/rlvr-ppo-without-value-from.toml:3:1: error[E045]: stages.rlvr.value_from: PPO needs a "
+        "value function to start from: `value_from` is missing",
+        "  hint: name the reward stage whose model initialises it, e.g. value_from = \"reward\" (a `kind = "
+        "\"reward\"` stage, paper Table 26)",
+        "1 error, 0 warnings",
+    )),
+    "rlvr-grpo-with-value-from": Case(lines=(
+        "tests/data/broken/rlvr-grpo-with-value-from.toml:5:14: error[E045]: stages.rlvr.value_from: GRPO has no "
+        "value function, so `value_from` has nothing to initialise",
+        "  hint: remove `value_from` (and the reward stage, if nothing else reads it)",
+        "1 error, 0 warnings",
+    )),
+    "rlvr-value-from-wrong-kind": Case(lines=(
+        "tests/data/broken/rlvr-value-from-wrong-kind.toml:6:14: error[E043]: stages.rlvr.value_from: `value_from` "
+        "'dpo' is a dpo stage, which leaves no usable result here",
+        "  hint: name a stage of kind reward",
+        "1 error, 0 warnings",
+    )),
+    "rlvr-value-init-lr": Case(lines=(
+        "tests/data/broken/rlvr-value-init-lr.toml:5:1: error[E010]: stages.rlvr.value_init_lr: no longer a setting",
+        "  hint: the reward model is a stage of its own now: add a `kind = \"reward\"` stage (its `lr` is this "
+        "value, paper Table 26) and name it in `value_from`; GRPO needs neither",
+        "1 error, 0 warnings",
+    )),
+    "eval-from-reward-model": Case(lines=(  # a scalar model, not a language model: only value_from reads it
+        "tests/data/broken/eval-from-reward-model.toml:5:8: error[E043]: stages.eval-instruct.from: `from` 'reward' "
+        "is a reward stage, which leaves no usable result here",
+        "  hint: name a stage of kind pretrain, anneal, microanneal, soup, sft, dpo, rlvr",
+        "1 error, 0 warnings",
+    )),
     "inherit-without-training": Case(lines=(
         "tests/data/broken/inherit-without-training.toml:5:16: error[E044]: stages.sft.lr.start: \"inherit\" "
         "needs a `from` stage that trains",
@@ -627,7 +659,7 @@ CASES: dict[str, Case] = {
     )),
     "set-unknown-stage": Case(spec=TINY, args=("--set", "stages.pretrian.batch_size=32"), lines=(
         "--set:1:1: error[E070]: stages.pretrian.batch_size: no stage named 'pretrian' (stages: prepare, "
-        "pretrain, microanneal, anneal, soup, eval-base, sft, dpo, rlvr, eval-instruct, export)",
+        "pretrain, microanneal, anneal, soup, eval-base, sft, dpo, rlvr, eval-instruct, export, reward)",
         "  hint: did you mean 'pretrain'?",
         "1 error, 0 warnings",
     )),

@@ -51,7 +51,8 @@ from olmo2spec.runtime.optim import build_optimizer  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "specs" / "tiny.toml"
 STAGE_OF_KIND = {"prepare": "prepare", "pretrain": "pretrain", "microanneal": "microanneal", "anneal": "anneal",
-                 "soup": "soup", "eval": "eval-base", "sft": "sft", "dpo": "dpo", "rlvr": "rlvr", "export": "export"}
+                 "soup": "soup", "eval": "eval-base", "sft": "sft", "dpo": "dpo", "reward": "reward", "rlvr": "rlvr",
+                 "export": "export"}
 MIX_OF_FIELD = {"description": "demo-pretrain", "source_pct": "demo-pretrain", "mix_pct": "demo-anneal",
                 "tokens": "demo-anneal", "allow_repeats": "demo-anneal"}
 """tiny's demo-pretrain is given by source %, demo-anneal by mix %: each field is tried on the mix that uses it."""
@@ -90,8 +91,8 @@ ALTERNATIVE: dict[str, Any] = {
     "stages.*.activation_checkpointing": "full", "stages.*.fsdp_units": "block", "stages.*.seed": 9,
     "stages.prepare.from": "prepare-2", "stages.pretrain.from": "prepare-2", "stages.microanneal.from": "anneal",
     "stages.anneal.from": "microanneal", "stages.soup.from": "pretrain", "stages.sft.from": "pretrain",
-    "stages.dpo.from": "soup", "stages.rlvr.from": "sft", "stages.eval-base.from": "pretrain",
-    "stages.export.from": "dpo",
+    "stages.dpo.from": "soup", "stages.reward.from": "dpo", "stages.rlvr.from": "sft",
+    "stages.eval-base.from": "pretrain", "stages.export.from": "dpo",
     "stages.prepare.sources": ["demo-web"], "stages.prepare.text_field": "body",
     "stages.prepare.filters": ["repeated_ngrams"],
     "stages.pretrain.mix": "other", "stages.pretrain.tokens": "1.6M", "stages.pretrain.steps": 100,
@@ -105,8 +106,11 @@ ALTERNATIVE: dict[str, Any] = {
     "stages.soup.ingredients": ["anneal", "microanneal"], "stages.soup.weights": [0.25, 0.75],
     "stages.eval-base.suite": "olmes-base", "stages.eval-base.tasks": ["gsm8k::olmes"],
     "stages.sft.dataset": "other", "stages.dpo.dataset": "other", "stages.rlvr.dataset": "other",
+    "stages.reward.dataset": "other",
     "stages.sft.batch_size": 32, "stages.dpo.batch_size": 32, "stages.rlvr.batch_size": 16,
+    "stages.reward.batch_size": 32,
     "stages.sft.max_seq_len": 128, "stages.dpo.max_seq_len": 128, "stages.rlvr.max_seq_len": 160,
+    "stages.reward.max_seq_len": 128, "stages.rlvr.value_from": "reward",
     "stages.rlvr.verifiers": ["math"], "stages.rlvr.algorithm": "ppo",
     "stages.*.lr.linear.start": 2e-3, "stages.*.lr.linear.end": 1e-5, "stages.*.lr.linear.warmup_steps": 3,
     "stages.*.lr.cosine.final": 0.2, "stages.*.lr.cosine.horizon": "4M",
@@ -131,9 +135,11 @@ CHANGED_WITH: dict[str, tuple[str, ...]] = {
     "stages.pretrain.name": ('stages.microanneal.from="pretrain-2"', 'stages.anneal.from="pretrain-2"'),
     "stages.anneal.name": ('stages.soup.ingredients=["anneal-2"]',),
     "stages.soup.name": ('stages.eval-base.from="soup-2"', 'stages.sft.from="soup-2"'),
-    "stages.sft.name": ('stages.dpo.from="sft-2"',),
+    "stages.sft.name": ('stages.dpo.from="sft-2"', 'stages.reward.from="sft-2"'),
     "stages.dpo.name": ('stages.rlvr.from="dpo-2"',),
     "stages.rlvr.name": ('stages.eval-instruct.from="rlvr-2"', 'stages.export.from="rlvr-2"'),
+    "stages.rlvr.algorithm": ('stages.rlvr.value_from="reward"',),  # PPO's value function starts from it
+    "stages.rlvr.value_from": ('stages.rlvr.algorithm="ppo"',),  # GRPO has none
 }
 SECOND_PREPARE = ('[[stages]]\nname = "prepare"', '[[stages]]\nname = "prepare-2"\nkind = "prepare"\n\n'
                   '[[stages]]\nname = "prepare"')

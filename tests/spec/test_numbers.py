@@ -24,9 +24,10 @@ from olmo2spec.spec.types import Inherit, Tokens
 ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "specs" / "tiny.toml")
 STAGE_OF_KIND = {"prepare": "prepare", "pretrain": "pretrain", "microanneal": "microanneal", "anneal": "anneal",
-                 "soup": "soup", "eval": "eval-base", "sft": "sft", "dpo": "dpo", "rlvr": "rlvr", "export": "export"}
+                 "soup": "soup", "eval": "eval-base", "sft": "sft", "dpo": "dpo", "reward": "reward", "rlvr": "rlvr",
+                 "export": "export"}
 SCHEDULE_OF_STAGE = {"pretrain": "cosine", "microanneal": "linear", "anneal": "linear", "sft": "linear",
-                     "dpo": "linear", "rlvr": "linear"}
+                     "dpo": "linear", "reward": "linear", "rlvr": "linear"}
 
 
 def _numbers(cls: type, prefix: str) -> list[tuple[str, str]]:

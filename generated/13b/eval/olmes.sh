@@ -59,7 +59,7 @@ olmes_suite() {
 }
 
 # eval-instruct: suite olmes-instruct
-eval_08() {
+eval_09() {
   local model
   model="$MODEL"
   [ -n "$model" ] || model="$CHECKPOINT_ROOT/"rlvr/hf
@@ -68,7 +68,7 @@ eval_08() {
 }
 
 # eval-base: suite olmes-base
-eval_10() {
+eval_11() {
   local model
   model="$MODEL"
   [ -n "$model" ] || model="$CHECKPOINT_ROOT/"soup/hf
@@ -78,10 +78,10 @@ eval_10() {
 
 case "$TARGET" in
   all)
-    eval_08
-    eval_10
+    eval_09
+    eval_11
     ;;
-  eval-instruct) eval_08 ;;
-  eval-base) eval_10 ;;
+  eval-instruct) eval_09 ;;
+  eval-base) eval_11 ;;
   *) echo "unknown eval stage: $TARGET" >&2; exit 2 ;;
 esac

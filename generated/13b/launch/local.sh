@@ -112,37 +112,43 @@ stage_06() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-dpo.py --run-name dpo
 }
 
-# 07 rlvr (rlvr)
+# 07 reward (reward)
 stage_07() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-rlvr.py --run-name rlvr
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage reward --run reward
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-reward.py --run-name reward
 }
 
-# 08 eval-instruct (eval)
+# 08 rlvr (rlvr)
 stage_08() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-instruct.py --run-name eval-instruct
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/08-rlvr.py --run-name rlvr
 }
 
-# 09 export (export)
+# 09 eval-instruct (eval)
 stage_09() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/09-export.py --run-name export
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/09-eval-instruct.py --run-name eval-instruct
 }
 
-# 10 eval-base (eval)
+# 10 export (export)
 stage_10() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/10-export.py --run-name export
+}
+
+# 11 eval-base (eval)
+stage_11() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-base.py --run-name eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/11-eval-base.py --run-name eval-base
 }
 
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;
+    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|reward|rlvr|eval-instruct|export|eval-base) ;;
     *)
       echo "unknown stage: $target" >&2
-      echo stages: pretrain anneal-100b anneal-300b soup sft dpo rlvr eval-instruct export eval-base >&2
+      echo stages: pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-instruct export eval-base >&2
       exit 2
       ;;
   esac
@@ -162,6 +168,7 @@ for target in "${TARGETS[@]}"; do
       stage_08
       stage_09
       stage_10
+      stage_11
       ;;
     pretrain) stage_01 ;;
     anneal-100b) stage_02 ;;
@@ -169,9 +176,10 @@ for target in "${TARGETS[@]}"; do
     soup) stage_04 ;;
     sft) stage_05 ;;
     dpo) stage_06 ;;
-    rlvr) stage_07 ;;
-    eval-instruct) stage_08 ;;
-    export) stage_09 ;;
-    eval-base) stage_10 ;;
+    reward) stage_07 ;;
+    rlvr) stage_08 ;;
+    eval-instruct) stage_09 ;;
+    export) stage_10 ;;
+    eval-base) stage_11 ;;
   esac
 done

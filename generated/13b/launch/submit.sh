@@ -16,10 +16,11 @@
 #   04 soup soup <- anneal-100b, anneal-300b
 #   05 sft sft <- soup
 #   06 dpo dpo <- sft
-#   07 rlvr rlvr <- dpo
-#   08 eval-instruct eval <- rlvr
-#   09 export export <- rlvr
-#   10 eval-base eval <- soup
+#   07 reward reward <- sft
+#   08 rlvr rlvr <- dpo, reward
+#   09 eval-instruct eval <- rlvr
+#   10 export export <- rlvr
+#   11 eval-base eval <- soup
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-STAGES=( pretrain anneal-100b anneal-300b soup sft dpo rlvr eval-instruct export eval-base )  # in submission order
+STAGES=( pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-instruct export eval-base )  # in submission order
 # position STAGE: print STAGE's index in STAGES; fails for an unknown stage
 position() {
   local i
@@ -129,7 +130,8 @@ submit 03 anneal-300b launch/slurm/03-anneal-300b.sbatch 01
 submit 04 soup launch/slurm/04-soup.sbatch 02 03
 submit 05 sft launch/slurm/05-sft.sbatch 04
 submit 06 dpo launch/slurm/06-dpo.sbatch 05
-submit 07 rlvr launch/slurm/07-rlvr.sbatch 06
-submit 08 eval-instruct launch/slurm/08-eval-instruct.sbatch 07
-submit 09 export launch/slurm/09-export.sbatch 07
-submit 10 eval-base launch/slurm/10-eval-base.sbatch 04
+submit 07 reward launch/slurm/07-reward.sbatch 05
+submit 08 rlvr launch/slurm/08-rlvr.sbatch 06 07
+submit 09 eval-instruct launch/slurm/09-eval-instruct.sbatch 08
+submit 10 export launch/slurm/10-export.sbatch 08
+submit 11 eval-base launch/slurm/11-eval-base.sbatch 04

@@ -59,7 +59,7 @@ olmes_suite() {
 }
 
 # eval-instruct: suite olmes-instruct
-eval_07() {
+eval_08() {
   local model
   model="$MODEL"
   [ -n "$model" ] || model="$CHECKPOINT_ROOT/"rlvr/hf
@@ -68,7 +68,7 @@ eval_07() {
 }
 
 # eval-base: suite olmes-base
-eval_09() {
+eval_10() {
   local model
   model="$MODEL"
   [ -n "$model" ] || model="$CHECKPOINT_ROOT/"soup/hf
@@ -78,10 +78,10 @@ eval_09() {
 
 case "$TARGET" in
   all)
-    eval_07
-    eval_09
+    eval_08
+    eval_10
     ;;
-  eval-instruct) eval_07 ;;
-  eval-base) eval_09 ;;
+  eval-instruct) eval_08 ;;
+  eval-base) eval_10 ;;
   *) echo "unknown eval stage: $TARGET" >&2; exit 2 ;;
 esac

@@ -106,37 +106,43 @@ stage_05() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-dpo.py --run-name dpo
 }
 
-# 06 rlvr (rlvr)
+# 06 reward (reward)
 stage_06() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
-  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-rlvr.py --run-name rlvr
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage reward --run reward
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/06-reward.py --run-name reward
 }
 
-# 07 eval-instruct (eval)
+# 07 rlvr (rlvr)
 stage_07() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/07-eval-instruct.py --run-name eval-instruct
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr --run rlvr
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-rlvr.py --run-name rlvr
 }
 
-# 08 export (export)
+# 08 eval-instruct (eval)
 stage_08() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/08-export.py --run-name export
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-instruct.py --run-name eval-instruct
 }
 
-# 09 eval-base (eval)
+# 09 export (export)
 stage_09() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/09-export.py --run-name export
+}
+
+# 10 eval-base (eval)
+stage_10() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/09-eval-base.py --run-name eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/10-eval-base.py --run-name eval-base
 }
 
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|soup|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;
+    all|pretrain|anneal|soup|sft|dpo|reward|rlvr|eval-instruct|export|eval-base) ;;
     *)
       echo "unknown stage: $target" >&2
-      echo stages: pretrain anneal soup sft dpo rlvr eval-instruct export eval-base >&2
+      echo stages: pretrain anneal soup sft dpo reward rlvr eval-instruct export eval-base >&2
       exit 2
       ;;
   esac
@@ -155,15 +161,17 @@ for target in "${TARGETS[@]}"; do
       stage_07
       stage_08
       stage_09
+      stage_10
       ;;
     pretrain) stage_01 ;;
     anneal) stage_02 ;;
     soup) stage_03 ;;
     sft) stage_04 ;;
     dpo) stage_05 ;;
-    rlvr) stage_06 ;;
-    eval-instruct) stage_07 ;;
-    export) stage_08 ;;
-    eval-base) stage_09 ;;
+    reward) stage_06 ;;
+    rlvr) stage_07 ;;
+    eval-instruct) stage_08 ;;
+    export) stage_09 ;;
+    eval-base) stage_10 ;;
   esac
 done

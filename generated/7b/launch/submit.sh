@@ -15,10 +15,11 @@
 #   03 soup soup <- anneal
 #   04 sft sft <- soup
 #   05 dpo dpo <- sft
-#   06 rlvr rlvr <- dpo
-#   07 eval-instruct eval <- rlvr
-#   08 export export <- rlvr
-#   09 eval-base eval <- soup
+#   06 reward reward <- sft
+#   07 rlvr rlvr <- dpo, reward
+#   08 eval-instruct eval <- rlvr
+#   09 export export <- rlvr
+#   10 eval-base eval <- soup
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,7 +47,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-STAGES=( pretrain anneal soup sft dpo rlvr eval-instruct export eval-base )  # in submission order
+STAGES=( pretrain anneal soup sft dpo reward rlvr eval-instruct export eval-base )  # in submission order
 # position STAGE: print STAGE's index in STAGES; fails for an unknown stage
 position() {
   local i
@@ -127,7 +128,8 @@ submit 02 anneal launch/slurm/02-anneal.sbatch 01
 submit 03 soup launch/slurm/03-soup.sbatch 02
 submit 04 sft launch/slurm/04-sft.sbatch 03
 submit 05 dpo launch/slurm/05-dpo.sbatch 04
-submit 06 rlvr launch/slurm/06-rlvr.sbatch 05
-submit 07 eval-instruct launch/slurm/07-eval-instruct.sbatch 06
-submit 08 export launch/slurm/08-export.sbatch 06
-submit 09 eval-base launch/slurm/09-eval-base.sbatch 03
+submit 06 reward launch/slurm/06-reward.sbatch 04
+submit 07 rlvr launch/slurm/07-rlvr.sbatch 05 06
+submit 08 eval-instruct launch/slurm/08-eval-instruct.sbatch 07
+submit 09 export launch/slurm/09-export.sbatch 07
+submit 10 eval-base launch/slurm/10-eval-base.sbatch 03

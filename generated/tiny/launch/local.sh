@@ -142,13 +142,19 @@ stage_11() {
   run "$PYTHON" "$BUNDLE_DIR/"stages/11-export.py --run-name export
 }
 
+# 12 reward (reward)
+stage_12() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage reward --run reward
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/12-reward.py --run-name reward
+}
+
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|dpo|rlvr|eval-instruct|export) ;;
+    all|prepare|pretrain|microanneal|anneal|soup|eval-base|sft|dpo|rlvr|eval-instruct|export|reward) ;;
     *)
       echo "unknown stage: $target" >&2
-      echo stages: prepare pretrain microanneal anneal soup eval-base sft dpo rlvr eval-instruct export >&2
+      echo stages: prepare pretrain microanneal anneal soup eval-base sft dpo rlvr eval-instruct export reward >&2
       exit 2
       ;;
   esac
@@ -169,6 +175,7 @@ for target in "${TARGETS[@]}"; do
       stage_09
       stage_10
       stage_11
+      stage_12
       ;;
     prepare) stage_01 ;;
     pretrain) stage_02 ;;
@@ -181,5 +188,6 @@ for target in "${TARGETS[@]}"; do
     rlvr) stage_09 ;;
     eval-instruct) stage_10 ;;
     export) stage_11 ;;
+    reward) stage_12 ;;
   esac
 done

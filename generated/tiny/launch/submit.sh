@@ -21,6 +21,7 @@
 #   09 rlvr rlvr <- dpo
 #   10 eval-instruct eval <- rlvr
 #   11 export export <- rlvr
+#   12 reward reward <- sft
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +49,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-STAGES=( prepare pretrain microanneal anneal soup eval-base sft dpo rlvr eval-instruct export )  # in submission order
+STAGES=( prepare pretrain microanneal anneal soup eval-base sft dpo rlvr eval-instruct export reward )  # in submission order
 # position STAGE: print STAGE's index in STAGES; fails for an unknown stage
 position() {
   local i
@@ -135,3 +136,4 @@ submit 08 dpo launch/slurm/08-dpo.sbatch 07
 submit 09 rlvr launch/slurm/09-rlvr.sbatch 08
 submit 10 eval-instruct launch/slurm/10-eval-instruct.sbatch 09
 submit 11 export launch/slurm/11-export.sbatch 09
+submit 12 reward launch/slurm/12-reward.sbatch 07
