@@ -111,8 +111,8 @@ bench-notebook: install-dev
 bench-fsdp-units: install-dev
     {{python}} benchmarks/bench_fsdp_units.py
 
-# Post-training against TRL, same model, data, threads and batch, same run: SFT tokens/s, DPO pairs/s
-# (SFTTrainer, DPOTrainer). Ours wins where the ratio is above 1.
+# Post-training against TRL, same model, data, threads and batch, same run: SFT tokens/s, DPO pairs/s and GRPO
+# episodes/s, generation and update together (SFTTrainer, DPOTrainer, GRPOTrainer). Ours wins where the ratio is above 1.
 bench-posttrain: install-dev
     {{python}} benchmarks/bench_posttrain.py
 

@@ -13,6 +13,14 @@ What a step is, on each side:
 - TRL: its Trainer's step timed from `on_step_begin` to `on_step_end` (the trainer's `training_step`
   with TRL's loss and its metrics, clip, optimizer and scheduler step); the collation of the
   batch happens before `on_step_begin` and is not timed, like ours.
+- `grpo`: ours is the rlvr stage's own trainer (runtime/rlvr.py, in this process as a group of one,
+  started from the weights instead of a checkpoint) and a step its `train_step`: 4 prompts x 8
+  samples from one KV-cached decode (up to 64 tokens), the gsm8k verifier, the reference's
+  log-probs, 4 optimizer steps over the rollout (micro-batches of 16). TRL's GRPOTrainer (no vLLM:
+  transformers' `generate`, KV-cached too) with generation batches of 32 completions, 8 per
+  prompt, `num_iterations` 4: a round is its 4 steps, the first of which generates, scores and
+  computes the reference's and the old policy's log-probs. Same reward function (10 x gsm8k),
+  KL beta 0.05, clip 0.2, temperature 1; episodes/s of generation and update together.
 
 - `sft`: ours packs each step's 16 conversations into rows of 256 tokens (a block-diagonal mask);
   TRL's SFTTrainer pads them to the batch's longest (its default: packing=False), prompt/completion
@@ -22,10 +30,11 @@ What a step is, on each side:
   `precompute_ref_log_probs=True`) and not timed: a step is the policy's forward and backward of
   the 32 sequences.
 
-The two alternate step by step (a callback runs one of our steps after each of TRL's, inside its
-`train()`), so a shared machine's load falls on both alike; after a warm-up step each, a round is
-one step of each side; a side's figure is the median over the rounds of a step's work per second.
-Each part ends with its `bench posttrain-NAME` line. `--only sft,dpo` runs a subset.
+The two alternate (a callback runs one of our steps after each of TRL's, after each 4 for GRPO,
+inside its `train()`), so a shared machine's load falls on both alike; after a warm-up round, a
+round is one step of ours and its TRL counterpart; a side's figure is the median over the rounds
+of a round's work per second. Each part ends with its `bench posttrain-NAME` line. `--only sft,dpo`
+runs a subset; `--rounds N` sets every part's rounds.
 """
 
 from __future__ import annotations
@@ -63,7 +72,8 @@ from olmo2spec.runtime.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-5
-ROUNDS = 8
+ROUNDS = {"sft": 8, "dpo": 6, "grpo": 3}
+"""Timed rounds of each part (after a warm-up round): a GRPO round is a rollout and 4 optimizer steps."""
 
 Step = Callable[[int], float]
 """Runs step i (i = 0 is the warm-up), returns the work it did (tokens, pairs or episodes)."""
@@ -130,15 +140,16 @@ def trl_args(stage: PostTrainStagePlan, out: Path, batch: int) -> dict[str, Any]
 
 
 def alternate(name: str, unit: str, trainer: Any, trl_work: Callable[[Any], float], ours: Step, rounds: int,
-              details: str) -> None:
-    """Run TRL's `train()` for 1 + rounds steps and one of our steps after each of its own, so the two alternate
-    step by step (a shared machine's load falls on both alike); the first of each is a warm-up. A side's figure
-    is the median over the rounds of a step's work per second; prints the part's `bench` line."""
+              details: str, trl_steps: int = 1) -> None:
+    """Run TRL's `train()` for (1 + rounds) x trl_steps steps and one of our steps after each `trl_steps` of its
+    own, so the two alternate (a shared machine's load falls on both alike); the first round is a warm-up. A
+    side's figure is the median over the rounds of a round's work per second; prints the part's `bench` line."""
     from transformers import PrinterCallback, TrainerCallback
 
     trl_rates: list[float] = []
     our_rates: list[float] = []
     work: list[float] = []
+    seconds: list[float] = []
     clock = [0.0]
 
     class Alternate(TrainerCallback):  # type: ignore[misc]
@@ -146,7 +157,10 @@ def alternate(name: str, unit: str, trainer: Any, trl_work: Callable[[Any], floa
             clock[0] = time.perf_counter()
 
         def on_step_end(self, *args: Any, **kwargs: Any) -> None:
-            trl_rates.append(work[-1] / (time.perf_counter() - clock[0]))
+            seconds.append(time.perf_counter() - clock[0])
+            if len(seconds) % trl_steps:
+                return
+            trl_rates.append(sum(work[-trl_steps:]) / sum(seconds[-trl_steps:]))
             i = len(our_rates)
             start = time.perf_counter()
             done = ours(i)
@@ -161,15 +175,15 @@ def alternate(name: str, unit: str, trainer: Any, trl_work: Callable[[Any], floa
     trainer.training_step = counted
     trainer.remove_callback(PrinterCallback)  # its end-of-train summary line; the report is ours
     trainer.add_callback(Alternate())
-    trainer.args.max_steps = rounds + 1
+    trainer.args.max_steps = (rounds + 1) * trl_steps
     trainer.train()
     assert len(trl_rates) == len(our_rates) == rounds + 1, (len(trl_rates), len(our_rates))
     a, b = our_rates[1:], trl_rates[1:]
     o, t = statistics.median(a), statistics.median(b)
     print(f"{name}: {details}; {rounds} rounds")
-    print(f"  olmo2spec: median {o:,.1f} {unit} (steps {', '.join(f'{x:,.1f}' for x in a)})")
-    print(f"  TRL:       median {t:,.1f} {unit} (steps {', '.join(f'{x:,.1f}' for x in b)})")
-    print(f"bench posttrain-{name}: ours={o:.1f} {unit} baseline={t:.1f} {unit} ratio={o / t:.3f}", flush=True)
+    print(f"  olmo2spec: median {o:,.2f} {unit} (rounds {', '.join(f'{x:,.2f}' for x in a)})")
+    print(f"  TRL:       median {t:,.2f} {unit} (rounds {', '.join(f'{x:,.2f}' for x in b)})")
+    print(f"bench posttrain-{name}: ours={o:.2f} {unit} baseline={t:.2f} {unit} ratio={o / t:.3f}", flush=True)
 
 
 # --- SFT --------------------------------------------------------------------------------------------------------
@@ -227,18 +241,18 @@ def bench_dpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
     import datasets
     import trl
 
-    stage, steps = plan.stage("dpo"), rounds
+    stage = plan.stage("dpo")
     assert isinstance(stage, PostTrainStagePlan)
     batch, seq = stage.batch_size, stage.max_seq_len
     beta, loss = float(stage.hyperparameters["beta"]), str(stage.hyperparameters["loss"])  # type: ignore[arg-type]
     assert loss == "dpo_norm"
     tokenizer = load_tokenizer(plan.tokenizer.name)
     path = data / "post-training" / "demo-preferences" / "train.jsonl"
-    n = batch * (steps + 1)
+    n = batch * 3  # both sides cycle through these; fewer pairs, less reference to precompute
     pairs = read_preference_file(path, tokenizer, limit=n)
     batches = PreferenceBatches(pairs, batch_size=batch, epochs=1, seq_len=seq, seed=0, pad_id=tokenizer.pad_id,
                                 micro_pairs=batch)
-    assert batches.steps == steps + 1 and not batches.cut
+    assert not batches.cut
 
     model = our_model(plan)
     hf = hf_model(plan, model)
@@ -269,16 +283,99 @@ def bench_dpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
             f"{loss} beta {beta:g}, reference log-probs precomputed on both sides")
 
 
+# --- GRPO -------------------------------------------------------------------------------------------------------
+
+
+def our_rlvr(plan: Plan, weights: dict[str, torch.Tensor], checkpoints: Path) -> Step:
+    """The rlvr stage's own trainer (runtime/rlvr.py) in this process, a group of one, started from `weights`
+    (policy and reference) rather than a checkpoint; a step is its train_step: the rollout (KV-cached
+    sampling, the verifier, the reference's log-probs) and its update epochs."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    from olmo2spec.runtime.bundle import RunContext
+    from olmo2spec.runtime.distributed import init_distributed
+    from olmo2spec.runtime.metrics import StepBuffers
+    from olmo2spec.runtime.rlvr import RlvrTrainer
+
+    class FromWeights(RlvrTrainer):
+        def restore(self) -> bool:
+            self.reference = Transformer(ModelArgs.from_plan(plan))
+            self.reference.load_state_dict(weights)
+            self.reference.eval().requires_grad_(False)
+            set_model_state_dict(self.model, weights, options=StateDictOptions(full_state_dict=True))
+            return True
+
+    stage = plan.stage("rlvr")
+    trainer = FromWeights(RunContext(bundle=checkpoints, plan=plan, stage=stage, run="rlvr",
+                                     checkpoint_root=checkpoints), init_distributed(False))
+    trainer.restore()
+    buffers = StepBuffers(1, trainer.dist.device, trainer.per_example_metrics)
+
+    def step(i: int) -> float:
+        trainer.train_step(buffers, 0)
+        return float(stage.batch_size)
+
+    return step
+
+
+def bench_grpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
+    import datasets
+    import trl
+
+    from olmo2spec.posttrain.verifiers import scorer
+    from olmo2spec.runtime.rlvr import RlvrSettings
+
+    stage = plan.stage("rlvr")
+    assert isinstance(stage, PostTrainStagePlan)
+    s = RlvrSettings.from_hyperparameters(stage.hyperparameters)
+    assert s.algorithm == "grpo" and s.verifiers == ("gsm8k",), s
+    batch, group = stage.batch_size, s.samples_per_prompt
+    os.environ["DATA_ROOT"] = str(data)  # where the stage reads its prompts
+    model = our_model(plan)
+    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    hf = hf_model(plan, model)
+    ours = our_rlvr(plan, weights, work / "checkpoints")
+
+    path = chat_file(data, stage.dataset)
+    records = read_jsonl_records(path, lambda r: {"prompt": r["messages"], "answer": str(r["answer"])},
+                                 limit=batch // group * (rounds + 1))
+    score = scorer("gsm8k")
+
+    def verifier_reward(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+        return [s.verifier_reward * score(t, a) for t, a in zip(texts, answer, strict=True)]
+
+    args = trl_args(stage, work / "grpo", batch)
+    args.update(weight_decay=stage.optimizer.weight_decay)
+    # a step of ours is one rollout of `batch` episodes and `update_epochs` optimizer steps over all of it:
+    # in TRL, generation batches of `batch` completions, each trained on `num_iterations` times, one step each
+    config = trl.GRPOConfig(**args, num_generations=group, generation_batch_size=batch, num_iterations=s.update_epochs,
+                            max_completion_length=s.response_len, temperature=s.temperature, top_p=1.0, top_k=0,
+                            beta=s.kl_beta, epsilon=s.clip_eps, loss_type="dapo", use_vllm=False,
+                            log_completions=False, shuffle_dataset=False, model_init_kwargs={"dtype": "float32"})
+    export = work / "hf-export"  # TRL loads its reference model from the policy's path: an export on disk
+    hf.save_pretrained(export)
+    trainer = trl.GRPOTrainer(model=str(export), reward_funcs=[verifier_reward], args=config,
+                              train_dataset=datasets.Dataset.from_list(records), processing_class=hf_tokenizer())
+    alternate("grpo", "episodes/s", trainer, lambda inputs: batch / s.update_epochs, ours, rounds,
+              f"steps of {batch // group} demo math prompts x {group} samples (up to {s.response_len} tokens, "
+              f"temperature {s.temperature:g}), reward {s.verifier_reward:g} x gsm8k verifier, KL beta "
+              f"{s.kl_beta:g} to a reference model, {s.update_epochs} optimizer steps per rollout; episodes/s of "
+              f"generation and update together (TRL: transformers' generate, no vLLM)",
+              trl_steps=s.update_epochs)
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 
 
-PARTS = {"sft": bench_sft, "dpo": bench_dpo}
+PARTS = {"sft": bench_sft, "dpo": bench_dpo, "grpo": bench_grpo}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(PARTS), help="comma-separated parts (default: all)")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--rounds", type=int, default=None, help="timed rounds of every part (default: "
+                        + ", ".join(f"{k} {v}" for k, v in ROUNDS.items()) + ")")
     args = parser.parse_args()
     parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = [p for p in parts if p not in PARTS]
@@ -296,7 +393,7 @@ def main() -> None:
         print(f"  (demo data: {time.perf_counter() - start:.0f} s)")
         for part in parts:
             start = time.perf_counter()
-            PARTS[part](plan, Path(tmp) / "data", Path(tmp) / "work", args.rounds)
+            PARTS[part](plan, Path(tmp) / "data", Path(tmp) / "work", args.rounds or ROUNDS[part])
             print(f"  ({part}: {time.perf_counter() - start:.0f} s with setup)")
 
 
