@@ -456,6 +456,7 @@ POST_OVERRIDES = [*OVERRIDES, "stages.sft.examples=16", "stages.sft.batch_size=8
 
 # what each post-training kind logs per step besides its loss (issue 13)
 METRICS = {"sft": {"loss", "lr", "tokens"}, "dpo": {"loss", "accuracy", "margin", "chosen_reward", "rejected_reward"},
+           "reward": {"loss", "accuracy", "margin", "chosen_score", "rejected_score"},
            "rlvr": {"loss", "verifier_reward", "kl", "response_length", "entropy", "eos_rate"}}
 EVAL_ITEMS = 4  # per eval file: the eval stage's plumbing (the whole demo suite in chat format is ~1.5 min here)
 
