@@ -65,8 +65,8 @@ from olmo2spec.runtime.rl_math import (
 from olmo2spec.runtime.sampling import (
     banned_ids,
     episode_inputs,
-    left_padded,
     response_logits,
+    response_slots,
     sample,
     sampling_generator,
     token_logps,
@@ -117,10 +117,11 @@ class Rollout:
     """One rank's episodes of a step, as tensors on the device (B episodes, L prompt and R response slots)."""
 
     tokens: torch.Tensor
-    """(B, L + R) left-padded prompt then right-padded response."""
-    positions: torch.Tensor
-    doc_ids: torch.Tensor
-    prompt_width: int
+    """(B, P + R): each row's prompt, its response right after it, padding at the end (sampling.episode_inputs)."""
+    starts: torch.Tensor
+    """(B,) the slot predicting each response's first token."""
+    real_tokens: int
+    """Prompt and response tokens of all rows (the metrics' tokens/s)."""
     responses: torch.Tensor
     """(B, R)"""
     mask: torch.Tensor
@@ -317,12 +318,12 @@ class RlvrTrainer(Trainer):
             verified.append(s.verifier_reward * score)
         verified_t = torch.tensor(verified, dtype=torch.float32, device=device)
         rewards = torch.where(out.eos, verified_t, torch.full_like(verified_t, s.no_eos_penalty))
-        prompt_tokens, pads = left_padded([p.ids for p in prompts], plan.tokenizer.pad_id, device)
         # the padding after a response: an id the model may emit (the pad id's log-prob is -inf, and a
         # NaN there would reach the gradients through exp even under a mask of 0)
         responses = out.responses.masked_fill(~out.mask, self.tokenizer.eos_id)
-        tokens, positions, doc_ids = episode_inputs(prompt_tokens, pads, responses)
-        return Rollout(tokens=tokens, positions=positions, doc_ids=doc_ids, prompt_width=prompt_tokens.shape[1],
+        tokens, starts = episode_inputs([p.ids for p in prompts], responses, plan.tokenizer.pad_id)
+        real = sum(len(p.ids) for p in prompts) + int(out.mask.sum())
+        return Rollout(tokens=tokens, starts=starts, real_tokens=real,
                        responses=responses, mask=out.mask.float(), eos=out.eos, rewards=rewards,
                        verified=verified_t)
 
@@ -333,7 +334,7 @@ class RlvrTrainer(Trainer):
                 for i in range(self.micro_batches)]
 
     def logps(self, model: torch.nn.Module, r: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = response_logits(model, r.tokens[rows], r.positions[rows], r.doc_ids[rows], r.prompt_width)
+        logits = response_logits(model, r.tokens[rows], r.starts[rows], r.responses.shape[1])
         return token_logps(logits, r.responses[rows], self.settings.temperature, self.banned)
 
     @torch.no_grad()
@@ -361,8 +362,8 @@ class RlvrTrainer(Trainer):
         """(b, R): the value model's estimate at the state before each response token."""
         with warnings.catch_warnings():  # FSDP on the scalar model's squeezed output: we slice it, never in place
             warnings.filterwarnings("ignore", message=".*returned a view tensor")
-            values: torch.Tensor = self.value(r.tokens[rows], positions=r.positions[rows], doc_ids=r.doc_ids[rows])
-        ahead: torch.Tensor = values[:, r.prompt_width - 1:-1]
+            values: torch.Tensor = self.value(r.tokens[rows])
+        ahead: torch.Tensor = values.gather(1, response_slots(r.starts[rows], r.responses.shape[1]))
         return ahead
 
     @torch.no_grad()
@@ -444,7 +445,7 @@ class RlvrTrainer(Trainer):
         seconds = time.perf_counter() - started
         extra = {"value_loss": value_loss_sum} if self.ppo else {}
         buffers.put(index, ce_sum=loss_sum, z_sum=0.0, tokens=tokens.double(),
-                    instances=float(r.doc_ids.sum()) / self.seq_len, masked=0.0,
+                    instances=r.real_tokens / self.seq_len, masked=0.0,
                     grad_norm=torch.stack(norms).mean(), examples=float(B),
                     reward=r.rewards.double().sum(), verifier_reward=r.verified.double().sum(),
                     kl=kl_sum.sum(), response_length=lengths.sum(),

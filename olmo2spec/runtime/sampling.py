@@ -24,7 +24,7 @@ from olmo2spec.runtime.evaluate import decode_threads
 from olmo2spec.runtime.model import KVCache, Transformer
 
 __all__ = ["Samples", "sample", "token_logps", "banned_ids", "sampling_generator", "left_padded", "episode_inputs",
-           "response_logits"]
+           "response_slots", "response_logits"]
 
 
 @attrs.frozen
@@ -79,24 +79,36 @@ def left_padded(prompts: list[list[int]], pad_id: int, device: torch.device) -> 
     return tokens.to(device), pads.to(device)
 
 
-def episode_inputs(prompts: torch.Tensor, pads: torch.Tensor, responses: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Whole episodes for a training forward: (tokens, positions, doc_ids), each (B, L + R).
+def episode_inputs(prompts: list[list[int]], responses: torch.Tensor, pad_id: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole episodes for a training forward: tokens (B, P + R) and (B,) where each row's response is predicted.
 
-    The left padding is a document of its own (doc 0), never attended by the prompt and response
-    (doc 1), whose positions count from the prompt's first token, as the sampling cache's do.
+    Row i is its prompt, its response's R slots right after it, then `pad_id`: padding only at the
+    end, so plain causal attention (no mask: flash kernels on GPUs) gives every real token what the
+    sampling cache gave it, at the same positions. starts[i] = len(prompt i) - 1, the slot whose
+    logits predict the response's first token.
     """
-    tokens = torch.cat([prompts, responses], dim=1)
-    slots = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)
-    real = slots >= pads.unsqueeze(1)
-    return tokens, (slots - pads.unsqueeze(1)).clamp(min=0), real.long()
+    width = max(len(p) for p in prompts) + responses.shape[1]
+    tokens = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        tokens[i, :len(p)] = torch.tensor(p, dtype=torch.long)
+    tokens = tokens.to(responses.device)
+    starts = torch.tensor([len(p) - 1 for p in prompts], device=responses.device)
+    slots = starts.unsqueeze(1) + 1 + torch.arange(responses.shape[1], device=responses.device)
+    tokens.scatter_(1, slots, responses)
+    return tokens, starts
 
 
-def response_logits(model: torch.nn.Module, tokens: torch.Tensor, positions: torch.Tensor, doc_ids: torch.Tensor,
-                    prompt_width: int) -> torch.Tensor:
-    """(B, R, V): the logits that predict each response token (the last prompt token's onwards)."""
-    logits: torch.Tensor = model(tokens, positions=positions, doc_ids=doc_ids)
-    return logits[:, prompt_width - 1:-1]
+def response_slots(starts: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, R): the slots whose outputs predict each response token."""
+    return starts.unsqueeze(1) + torch.arange(width, device=starts.device)
+
+
+def response_logits(model: torch.nn.Module, tokens: torch.Tensor, starts: torch.Tensor, width: int) -> torch.Tensor:
+    """(B, R, V): the logits that predict each of the `width` response tokens (the last prompt token's onwards)."""
+    logits: torch.Tensor = model(tokens)
+    slots = response_slots(starts, width).unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, slots)
 
 
 @torch.no_grad()  # the KVCache is written in place: sampling never records a graph

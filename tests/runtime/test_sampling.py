@@ -14,7 +14,6 @@ from olmo2spec.runtime.sampling import (  # noqa: E402
     Samples,
     banned_ids,
     episode_inputs,
-    left_padded,
     response_logits,
     sample,
     sampling_generator,
@@ -61,10 +60,9 @@ def test_greedy_is_the_evaluation_decoder(model: Transformer) -> None:
 
 def test_sampling_log_probs_are_a_full_forwards(model: Transformer) -> None:
     out = _sample(model, _ids(), temperature=0.7)
-    prompts, pads = left_padded(_ids(), PAD, torch.device("cpu"))
-    tokens, positions, doc_ids = episode_inputs(prompts, pads, out.responses)
+    tokens, starts = episode_inputs(_ids(), out.responses, PAD)  # right after each prompt, no mask
     with torch.no_grad():
-        logits = response_logits(model, tokens, positions, doc_ids, prompts.shape[1])
+        logits = response_logits(model, tokens, starts, out.responses.shape[1])
     logps, entropy = token_logps(logits, out.responses, 0.7, _banned())
     mask = out.mask
     assert mask.sum() > len(PROMPTS)
