@@ -9,11 +9,17 @@ A step (open-instruct's GRPO and PPO trainers are the reference) is one rollout 
    for a response that never emitted eos;
 3. the reference model's log-probs of the responses: the `from` checkpoint, frozen (a chained
    RLVR stage's reference is its own start, as open-instruct's);
-4. advantages: GRPO's group-normalised rewards (each prompt's samples a group);
-5. `update_epochs` optimizer steps over the whole rollout, each the clipped policy loss plus
-   kl_beta x KL (estimator `kl_estimator`), averaged over the rollout's response tokens. The
-   "old" log-probs of the ratio are the policy's at the rollout: the first update's forward, before
-   any step (no extra forward).
+4. advantages: GRPO's group-normalised rewards (each prompt's samples a group); PPO's GAE over
+   per-token rewards (-kl_beta x KL, the episode's reward at its last token) and the value model's
+   values (runtime/ppo_value.py), whitened over the rollout's tokens on all ranks;
+5. `update_epochs` optimizer steps over the whole rollout, each the clipped policy loss (GRPO: plus
+   kl_beta x KL, estimator `kl_estimator`; PPO: the value model's clipped loss x value_coef, its own
+   optimizer step), averaged over the rollout's response tokens. GRPO's "old" log-probs of the ratio
+   are the first update's forward, before any step (no extra forward); PPO needs them (and the
+   values) before its advantages: one forward of each model, no grad.
+
+The updates' forwards see each response right after its prompt, padding at the end (plain causal
+attention at the sampler's positions; sampling.episode_inputs).
 
 Rank r takes prompts r, r + world, ... of a step (whole groups), every rank runs as many
 micro-batches (one with no rows left runs a row with weight 0: FSDP's collectives need every
@@ -22,7 +28,7 @@ as 1 does. The start (the `from` stage's final weights, a fresh optimizer), the 
 resume, metrics and exit codes are the Trainer's; everything a step does is a function of the
 step and the checkpointed weights, so a resumed run repeats exactly what it would have done.
 metrics.jsonl gains, per step: reward, verifier_reward, kl (per response, at the rollout),
-response_length, entropy (per token), eos_rate and episodes_per_s.
+response_length, entropy (per token), eos_rate and episodes_per_s; PPO's value_loss.
 """
 
 from __future__ import annotations
