@@ -40,7 +40,6 @@ runs a subset; `--rounds N` sets every part's rounds.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import tempfile
@@ -72,7 +71,7 @@ from olmo2spec.runtime.optim import build_optimizer
 
 ROOT = Path(__file__).resolve().parent.parent
 LR = 1e-5
-ROUNDS = {"sft": 8, "dpo": 6, "grpo": 3}
+ROUNDS = {"sft": 8, "dpo": 6, "grpo": 4}
 """Timed rounds of each part (after a warm-up round): a GRPO round is a rollout and 4 optimizer steps."""
 
 Step = Callable[[int], float]
@@ -140,7 +139,7 @@ def trl_args(stage: PostTrainStagePlan, out: Path, batch: int) -> dict[str, Any]
 
 
 def alternate(name: str, unit: str, trainer: Any, trl_work: Callable[[Any], float], ours: Step, rounds: int,
-              details: str, trl_steps: int = 1) -> None:
+              details: str, trl_steps: int = 1) -> list[float]:
     """Run TRL's `train()` for (1 + rounds) x trl_steps steps and one of our steps after each `trl_steps` of its
     own, so the two alternate (a shared machine's load falls on both alike); the first round is a warm-up. A
     side's figure is the median over the rounds of a round's work per second; prints the part's `bench` line."""
@@ -184,6 +183,7 @@ def alternate(name: str, unit: str, trainer: Any, trl_work: Callable[[Any], floa
     print(f"  olmo2spec: median {o:,.2f} {unit} (rounds {', '.join(f'{x:,.2f}' for x in a)})")
     print(f"  TRL:       median {t:,.2f} {unit} (rounds {', '.join(f'{x:,.2f}' for x in b)})")
     print(f"bench posttrain-{name}: ours={o:.2f} {unit} baseline={t:.2f} {unit} ratio={o / t:.3f}", flush=True)
+    return seconds[trl_steps:]  # TRL's timed steps' seconds
 
 
 # --- SFT --------------------------------------------------------------------------------------------------------
@@ -286,10 +286,11 @@ def bench_dpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
 # --- GRPO -------------------------------------------------------------------------------------------------------
 
 
-def our_rlvr(plan: Plan, weights: dict[str, torch.Tensor], checkpoints: Path) -> Step:
+def our_rlvr(plan: Plan, weights: dict[str, torch.Tensor], checkpoints: Path) -> tuple[Step, list[float]]:
     """The rlvr stage's own trainer (runtime/rlvr.py) in this process, a group of one, started from `weights`
     (policy and reference) rather than a checkpoint; a step is its train_step: the rollout (KV-cached
-    sampling, the verifier, the reference's log-probs) and its update epochs."""
+    sampling, the verifier), the reference's log-probs and its update epochs. Also returns the list each
+    rollout's seconds are appended to."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
     from olmo2spec.runtime.bundle import RunContext
@@ -310,12 +311,22 @@ def our_rlvr(plan: Plan, weights: dict[str, torch.Tensor], checkpoints: Path) ->
                                      checkpoint_root=checkpoints), init_distributed(False))
     trainer.restore()
     buffers = StepBuffers(1, trainer.dist.device, trainer.per_example_metrics)
+    rollouts: list[float] = []
+    rollout = trainer.rollout
+
+    def timed_rollout() -> Any:
+        start = time.perf_counter()
+        out = rollout()
+        rollouts.append(time.perf_counter() - start)
+        return out
+
+    trainer.rollout = timed_rollout  # type: ignore[method-assign]
 
     def step(i: int) -> float:
         trainer.train_step(buffers, 0)
         return float(stage.batch_size)
 
-    return step
+    return step, rollouts
 
 
 def bench_grpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
@@ -323,6 +334,7 @@ def bench_grpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
     import trl
 
     from olmo2spec.posttrain.verifiers import scorer
+    from olmo2spec.runtime.distributed import shutdown
     from olmo2spec.runtime.rlvr import RlvrSettings
 
     stage = plan.stage("rlvr")
@@ -334,7 +346,7 @@ def bench_grpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
     model = our_model(plan)
     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
     hf = hf_model(plan, model)
-    ours = our_rlvr(plan, weights, work / "checkpoints")
+    ours, rollouts = our_rlvr(plan, weights, work / "checkpoints")
 
     path = chat_file(data, stage.dataset)
     records = read_jsonl_records(path, lambda r: {"prompt": r["messages"], "answer": str(r["answer"])},
@@ -357,12 +369,20 @@ def bench_grpo(plan: Plan, data: Path, work: Path, rounds: int) -> None:
     hf.save_pretrained(export)
     trainer = trl.GRPOTrainer(model=str(export), reward_funcs=[verifier_reward], args=config,
                               train_dataset=datasets.Dataset.from_list(records), processing_class=hf_tokenizer())
-    alternate("grpo", "episodes/s", trainer, lambda inputs: batch / s.update_epochs, ours, rounds,
+    seconds = alternate("grpo", "episodes/s", trainer, lambda inputs: batch / s.update_epochs, ours, rounds,
               f"steps of {batch // group} demo math prompts x {group} samples (up to {s.response_len} tokens, "
               f"temperature {s.temperature:g}), reward {s.verifier_reward:g} x gsm8k verifier, KL beta "
               f"{s.kl_beta:g} to a reference model, {s.update_epochs} optimizer steps per rollout; episodes/s of "
               f"generation and update together (TRL: transformers' generate, no vLLM)",
               trl_steps=s.update_epochs)
+    # where the time goes: the generating step against TRL's others (updates only), our rollout
+    first = statistics.median(seconds[::s.update_epochs])
+    update = statistics.median([x for i, x in enumerate(seconds) if i % s.update_epochs])
+    sampling = statistics.median(rollouts[1:])
+    print(f"  (TRL: median {first:.2f} s for the step that generates, scores and computes the reference's and the "
+          f"old policy's log-probs, {update:.2f} s for an update step; ours: median {sampling:.2f} s for a "
+          "rollout's sampling and scoring)")
+    shutdown()  # the rlvr trainer's process group of one
 
 
 # --- main -------------------------------------------------------------------------------------------------------
@@ -382,7 +402,9 @@ def main() -> None:
     if unknown:
         parser.error(f"--only: unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PARTS)}")
     warnings.filterwarnings("ignore")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # e.g. that the rlvr trainer's group of one is not TRL's distributed mode
     plan = check(ROOT / "specs" / "tiny.toml").plan
     m = plan.model
     print(f"threads {torch.get_num_threads()}; tiny model: {m.n_layers} layers, d_model {m.d_model}, fp32; "
