@@ -341,7 +341,7 @@ class RlvrTrainer(Trainer):
 
     def logps(self, model: torch.nn.Module, r: Rollout, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
         logits = response_logits(model, r.tokens[rows], r.starts[rows], r.responses.shape[1])
-        return token_logps(logits, r.responses[rows], self.settings.temperature, self.banned)
+        return token_logps(logits, r.responses[rows], self.settings.temperature, self.banned, in_place=True)
 
     @torch.no_grad()
     def reference_logps(self, r: Rollout) -> torch.Tensor:

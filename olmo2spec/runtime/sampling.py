@@ -54,18 +54,28 @@ def sampling_generator(seed: int, step: int, device: torch.device) -> torch.Gene
     return generator
 
 
-def _tempered_logps(logits: torch.Tensor, temperature: float, banned: torch.Tensor) -> torch.Tensor:
-    scaled = logits.float() / temperature if temperature > 0 else logits.float()
-    return scaled.masked_fill(banned, float("-inf")).log_softmax(dim=-1)
+def _tempered_logps(logits: torch.Tensor, temperature: float, banned: torch.Tensor, in_place: bool = False
+                    ) -> torch.Tensor:
+    """log_softmax(logits / temperature) over the ids that may be emitted, in fp32: one full-vocabulary copy
+    (the result), and one more unless `in_place` lets it scale `logits` itself (when they are fp32)."""
+    scaled = logits.float()
+    if scaled is logits and not in_place:
+        scaled = scaled.clone()
+    if temperature > 0:
+        scaled.div_(temperature)
+    return scaled.masked_fill_(banned, float("-inf")).log_softmax(dim=-1)
 
 
-def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, banned: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs (B, T) of `tokens` under `logits` (B, T, V), and the distributions' entropies (B, T, no grad)."""
-    logps = _tempered_logps(logits, temperature, banned)
+def token_logps(logits: torch.Tensor, tokens: torch.Tensor, temperature: float, banned: torch.Tensor, *,
+                in_place: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs (B, T) of `tokens` under `logits` (B, T, V), and the distributions' entropies (B, T, no grad).
+
+    in_place: `logits` are the caller's to overwrite (a fresh forward's): saves a full-vocabulary copy.
+    """
+    logps = _tempered_logps(logits, temperature, banned, in_place)
     picked = logps.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    with torch.no_grad():  # a metric: no graph
-        entropy = -(logps.exp() * logps.masked_fill(banned, 0.0)).sum(-1)
+    with torch.no_grad():  # a metric: no graph; entr(0) = 0 for the banned ids
+        entropy = torch.special.entr(logps.exp()).sum(-1)
     return picked, entropy
 
 
@@ -143,7 +153,7 @@ def _sample(model: Transformer, prompts: list[list[int]], max_new_tokens: int, e
     noise_rows = torch.tensor(rows, device=device)
     logits = model(tokens, cache=cache, last_only=True)  # (B, V)
     for t in range(max_new_tokens):
-        step_logps = _tempered_logps(logits, temperature, banned)
+        step_logps = _tempered_logps(logits, temperature, banned, in_place=True)
         if temperature > 0:
             noise = torch.empty((global_rows, step_logps.shape[-1]), device=device)
             noise.exponential_(generator=generator)
