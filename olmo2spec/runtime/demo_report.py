@@ -117,7 +117,7 @@ def cached_instruct(plan: Plan, path: Path, data: InstructData) -> dict[str, Any
         raise EvalDataError(f"{exc.filename} not found: rebuild the demo corpus there "
                             "(`olmo2spec demo-data DATA_ROOT` writes the held-out post-training files)") from None
     key = {"checkpoint": str(path), "complete": _digest(path), "files": files, "response_len": data.response_len,
-           "verifier": data.verifier, "seq_len": data.seq_len}
+           "verifier": data.verifier, "temperature": data.temperature, "seq_len": data.seq_len}
     cache = path.parent / INSTRUCT_CACHE
     cached = _read_cache(cache)
     if cached is None or cached.get("key") != key:

@@ -12,10 +12,12 @@ written by `olmo2spec demo-data`: prompts no train file asks, math from the held
 - `preferences`, after DPO (the dpo stage's dataset): `accuracy` is the share of held-out pairs whose
   chosen response has the higher length-normalised log-probability under the model (the quantity
   `dpo_norm` trains; a reference-free form of DPO's reward accuracy, so every model is comparable).
-- `math`, after RLVR (the rlvr stage's dataset and first verifier): on held-out math prompts, the
-  greedy response within the stage's `response_len`; `reward` is the mean verifier score (0 or 1
-  each, before the stage's `verifier_reward` scale), `exact` the exact-match accuracy of the answer
-  `evaluate.extract_answer` reads (the number after "answer is", else after the last "=").
+- `math`, after RLVR (the rlvr stage's dataset, first verifier and temperature): on held-out math
+  prompts, `reward` is the mean verifier score (0 or 1 each, before the stage's `verifier_reward`
+  scale) of `MATH_SAMPLES` responses sampled per prompt as RLVR samples them (the stage's
+  temperature and `response_len`; fixed noise, so a rerun gives the same number): what RLVR
+  optimises. `exact` is the exact-match accuracy of the greedy response's answer as
+  `evaluate.extract_answer` reads it (the number after "answer is", else after the last "=").
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ __all__ = ["INSTRUCT_TASKS", "InstructData", "heldout_file", "chat_format", "pre
 
 INSTRUCT_TASKS = ("chat", "preferences", "math")
 TURN_TAGS = ("<|user|>", "<|assistant|>", "<|system|>")
+MATH_SAMPLES = 4
+"""Responses sampled per held-out math prompt for the mean verifier reward."""
+MATH_SEED = 0
 CHAT_SLACK_TOKENS = 16
 """Tokens allowed beyond the longest held-out reference answer before an answer counts as unended."""
 
@@ -58,6 +63,7 @@ class InstructData:
         self.seq_len = plan.model.max_seq_len
         self.response_len = 0
         self.verifier = "gsm8k"
+        self.temperature = 1.0
         for stage in plan.stages:
             if not isinstance(stage, PostTrainStagePlan):
                 continue
@@ -75,6 +81,9 @@ class InstructData:
                 verifiers = hp.get("verifiers") or ["gsm8k"]
                 assert isinstance(verifiers, list)
                 self.verifier = str(verifiers[0])
+                temperature = hp.get("temperature", 1.0)
+                assert isinstance(temperature, int | float), temperature
+                self.temperature = float(temperature)
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -141,9 +150,25 @@ def preference_accuracy(model: Transformer, tokenizer: Tokenizer, pairs: Sequenc
     return {"accuracy": wins / n if n else 0.0, "margin": float(np.mean(margins)) if margins else 0.0, "n": n}
 
 
+def _sampled(model: Transformer, tokenizer: Tokenizer, prompts: Sequence[str], samples: int, response_len: int,
+             temperature: float) -> list[str]:
+    """`samples` sampled responses to each prompt (prompt-major), eos and padding left out."""
+    from olmo2spec.runtime.sampling import banned_ids, sample, sampling_generator
+
+    device = next(model.parameters()).device
+    ids = [tokenizer.encode(p, allow_special=True) for p in prompts for _ in range(samples)]
+    banned = banned_ids(model.args.vocab_rows, tokenizer.vocab_size, tokenizer.pad_id, device)
+    out = sample(model, ids, max_new_tokens=response_len, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+                 temperature=temperature, banned=banned, generator=sampling_generator(MATH_SEED, 0, device))
+    keep = out.mask & (out.responses != tokenizer.eos_id)
+    return [tokenizer.decode(row[k].tolist()) for row, k in zip(out.responses, keep, strict=True)]
+
+
 def math_reward(model: Transformer, tokenizer: Tokenizer, records: Sequence[Mapping[str, Any]], response_len: int,
-                verifier: str) -> dict[str, Any]:
-    """Greedy responses to held-out math prompts {"messages": [user], "answer"}: mean verifier score, exact match."""
+                verifier: str, temperature: float = 1.0, samples: int = MATH_SAMPLES) -> dict[str, Any]:
+    """Held-out math prompts {"messages": [user], "answer"}: the mean verifier score of `samples` sampled
+    responses per prompt (`reward`), and of the greedy response (`greedy_reward`), and the greedy answer's
+    exact match (`exact`)."""
     from olmo2spec.posttrain.verifiers import VerifierError, verify
 
     prompts, answers = [], []
@@ -154,13 +179,16 @@ def math_reward(model: Transformer, tokenizer: Tokenizer, records: Sequence[Mapp
         prompts.append(_prompt(messages))
         answers.append(str(answer))
     turns = greedy_turns(model, tokenizer, prompts, response_len, stop=None)
+    sampled = _sampled(model, tokenizer, prompts, samples, response_len, temperature) if prompts else []
     try:
-        scores = [verify(verifier, text, answer) for (text, _), answer in zip(turns, answers, strict=True)]
+        greedy = [verify(verifier, text, answer) for (text, _), answer in zip(turns, answers, strict=True)]
+        scores = [verify(verifier, text, answers[i // samples]) for i, text in enumerate(sampled)]
     except VerifierError as exc:
         raise EvalError(f"verifier {verifier!r}: {exc}") from None
     exact = [answers_match(extract_answer(text), answer) for (text, _), answer in zip(turns, answers, strict=True)]
     n = len(records)
-    return {"reward": sum(scores) / n if n else 0.0, "exact": sum(exact) / n if n else 0.0, "n": n,
+    return {"reward": sum(scores) / len(scores) if scores else 0.0, "greedy_reward": sum(greedy) / n if n else 0.0,
+            "exact": sum(exact) / n if n else 0.0, "n": n, "samples": samples, "temperature": temperature,
             "verifier": verifier, "eos": sum(e for _, e in turns) / n if n else 0.0}
 
 
@@ -181,7 +209,8 @@ def evaluate_instruct(plan: Plan, model: Transformer, data: InstructData) -> dic
                 raise EvalDataError(str(exc)) from None
             result[task] = preference_accuracy(model, tokenizer, pairs, data.seq_len, plan.tokenizer.pad_id)
         else:
-            result[task] = math_reward(model, tokenizer, _records(path), data.response_len, data.verifier)
+            result[task] = math_reward(model, tokenizer, _records(path), data.response_len, data.verifier,
+                                       data.temperature)
         seconds[task] = round(time.perf_counter() - start, 2)
     result["seconds"] = seconds
     return result

@@ -79,8 +79,13 @@ def test_math_reward_is_the_verifier_score_and_exact_match_of_greedy_answers(pla
     model = bigram_model(plan, {NL: ord("7"), ord("7"): TOK.eos_id})
     prompts = [{"messages": [{"role": "user", "content": "What is 3 + 4?"}], "answer": "7"},
                {"messages": [{"role": "user", "content": "What is 3 + 5?"}], "answer": "8"}]
-    result = ie.math_reward(model, TOK, prompts, 8, "gsm8k")
-    assert (result["reward"], result["exact"], result["eos"], result["n"]) == (0.5, 0.5, 1.0, 2)
+    result = ie.math_reward(model, TOK, prompts, 8, "gsm8k", temperature=0.0)
+    assert (result["reward"], result["greedy_reward"], result["exact"], result["eos"]) == (0.5, 0.5, 0.5, 1.0)
+    # sampled at temperature 1 from a model sure of its "7": the same; from an unsure one, reproducible
+    assert ie.math_reward(model, TOK, prompts, 8, "gsm8k", temperature=1.0)["reward"] == 0.5
+    unsure = random_model(plan, seed=3, noise=0.1)
+    first = ie.math_reward(unsure, TOK, prompts, 8, "gsm8k", samples=3)
+    assert first == ie.math_reward(unsure, TOK, prompts, 8, "gsm8k", samples=3) and first["samples"] == 3
     with pytest.raises(EvalDataError, match='held-out math prompt 1: needs "messages"'):
         ie.math_reward(model, TOK, [{"answer": "7"}], 8, "gsm8k")
 
