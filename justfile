@@ -12,10 +12,11 @@ install-dev:
     {{python}} -m pip install -q torch==2.13.0
     {{python}} -m pip install -q -e '.[dev]'
 
-# The main job: build the 13B bundle, then run the tiny recipe's base-model stages end to end on
-# this machine (demo data -> prepare -> pretrain -> microanneals -> 2 anneal ingredients -> soup
-# -> eval, with an HF export of the soup) and print the table. Reruns skip what is done; .demo/
-# holds everything.
+# The main job: build the 13B bundle, then run the tiny recipe end to end on this machine (demo
+# data -> prepare -> pretrain -> microanneals -> 2 anneal ingredients -> soup -> eval, with an HF
+# export of the soup; then SFT -> DPO -> RLVR (GRPO) -> eval -> HF export of the RLVR model) and
+# print the table, instruct rows on held-out post-training data included. Reruns skip what is
+# done; .demo/ holds everything.
 demo: install-dev
     #!/usr/bin/env bash
     set -euo pipefail
@@ -27,7 +28,8 @@ demo: install-dev
     {{python}} -m olmo2spec build specs/tiny.toml
     export DATA_ROOT="$PWD/.demo/data" CHECKPOINT_ROOT="$PWD/.demo/checkpoints"
     {{python}} -m olmo2spec demo-data "$DATA_ROOT"
-    bash generated/tiny/launch/local.sh prepare pretrain microanneal anneal soup eval-base
+    bash generated/tiny/launch/local.sh prepare pretrain microanneal anneal soup eval-base \
+        sft dpo rlvr eval-instruct export
     {{python}} -m olmo2spec demo-report generated/tiny
 
 # Pretrain + one anneal ingredient + eval for 5 recipe seeds x 1 and 2 threads per process, 10-22 minutes

@@ -814,12 +814,14 @@ def _instruction(rng: random.Random) -> tuple[str, str, str]:
 
 
 def _math_answer(p: MathProblem, wrong: bool = False) -> str:
-    if not wrong:
-        return f"{p.solution}\nThe answer is {p.answer}." if p.kind == "word_problem" else \
-            f"{p.solution[:-1]}. The answer is {p.answer}."
     a, op, b, c = p.steps[-1]
     delta = 1 if c < 20 else 10
     bad = c - delta if c % 2 and c >= delta else c + delta
+    if p.kind == "drill":  # answered as the math corpus answers drills: what the base model learned
+        return f"The answer is {bad if wrong else c}."
+    if not wrong:
+        return f"{p.solution}\nThe answer is {p.answer}." if p.kind == "word_problem" else \
+            f"{p.solution[:-1]}. The answer is {p.answer}."
     lines = p.solution.split("\n")
     lines[-1] = lines[-1].replace(f"{a} {op} {b} = {c}", f"{a} {op} {b} = {bad}")
     body = "\n".join(lines)
@@ -833,11 +835,19 @@ def _chat_pair(rng: random.Random, split: str = "train") -> tuple[str, str, str]
         if r < 0.25:
             user, good, bad = _instruction(rng)
         else:
-            make = _word_problem if r < 0.5 else (lambda g: _arithmetic(g, rng.choice((1, 2, 2, 3))))
+            # drills: the math a model of the tiny recipe's size learns (copying a number), so the one
+            # RLVR and DPO can sharpen; word problems and arithmetic mostly teach the answer's format
+            make = _drill if r < 0.75 else _word_problem if r < 0.85 else \
+                (lambda g: _arithmetic(g, rng.choice((1, 2, 2, 3))))
             p = _draw(rng, make, split)
             user, good, bad = p.question, _math_answer(p), _math_answer(p, wrong=True)
         if len((user + max(good, bad, key=len)).encode("utf-8")) <= CHAT_MAX_BYTES:
             return user, good, bad
+
+
+def _math_prompt(rng: random.Random, split: str) -> MathProblem:
+    """An RLVR prompt: a drill, or (a quarter of them) two-digit arithmetic."""
+    return _draw(rng, _drill if rng.random() < 0.75 else (lambda r: _arithmetic(r, 2)), split)
 
 
 def _post_training(seed: int) -> dict[str, list[dict[str, Any]]]:
@@ -855,7 +865,7 @@ def _post_training(seed: int) -> dict[str, list[dict[str, Any]]]:
     prompts: list[dict[str, Any]] = []
     asked: set[str] = set()
     while len(prompts) < MATH_PROMPTS:
-        p = _draw(rng, lambda r: _arithmetic(r, 2), "train")
+        p = _math_prompt(rng, "train")
         if len(p.question.encode("utf-8")) <= PROMPT_MAX_BYTES and p.question not in asked:
             asked.add(p.question)
             prompts.append({"messages": [_user(p.question)], "answer": str(p.answer)})
@@ -888,7 +898,7 @@ def _post_training_heldout(seed: int, train: dict[str, list[dict[str, Any]]]) ->
     rng = random.Random(f"demo-math-prompts-heldout:{seed}")
     prompts: list[dict[str, Any]] = []
     while len(prompts) < HELDOUT_MATH_PROMPTS:
-        p = _draw(rng, lambda r: _arithmetic(r, 2), "heldout")
+        p = _math_prompt(rng, "heldout")
         if len(p.question.encode("utf-8")) <= PROMPT_MAX_BYTES and p.question not in seen:
             seen.add(p.question)
             prompts.append({"messages": [_user(p.question)], "answer": str(p.answer)})
