@@ -370,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="weights' dtype")
     p.set_defaults(func=cmd_export_hf)
 
-    p = sub.add_parser("demo-report", help="the demo's table: pretrained, ingredients and soup, loss and math")
+    p = sub.add_parser("demo-report", help="the demo's table: pretrained, ingredients, soup and post-trained models, "
+                       "loss and math, and held-out chat, preference and RLVR numbers")
     p.add_argument("bundle", type=_path, help="the tiny recipe's bundle (checkpoints under $CHECKPOINT_ROOT)")
     p.add_argument("--limit", type=_whole_number(1), default=None,
                    help="evaluate only the first N math items of each split")
