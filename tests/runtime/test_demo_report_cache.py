@@ -61,3 +61,44 @@ def test_a_checkpoint_saved_again_at_the_same_step_is_evaluated_again(plans, tmp
     (step / COMPLETE).write_text(json.dumps({"step": 8, "final": True, "checksums": "b" * 64}))
     demo_rows(plan, tmp_path, tmp_path, limit=None)
     assert calls == [step, step]
+
+
+def test_post_trained_rows_are_prompted_in_chat_and_gain_instruct_numbers(plans, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    import olmo2spec.runtime.demo_report as demo_report
+    import olmo2spec.runtime.instruct_eval as instruct_eval
+
+    plan = plans["tiny"]
+    for run in ("soup", "sft"):
+        step = step_dir(tmp_path / run, 4)
+        step.mkdir(parents=True)
+        (step / COMPLETE).write_text("{}")
+    for name in ("demo-chat", "demo-preferences", "demo-math-prompts"):
+        (tmp_path / "post-training" / name).mkdir(parents=True)
+        (tmp_path / "post-training" / name / "heldout.jsonl").write_text("{}\n")
+    formats = {}
+
+    def fake(plan, path, data_root, limit, prompt_format="base"):  # type: ignore[no-untyped-def]
+        formats[path.parent.name] = prompt_format
+        return RESULT
+
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", fake)
+    monkeypatch.setattr(evaluate, "load_model", lambda plan, path: path)
+    monkeypatch.setattr(instruct_eval, "evaluate_instruct", lambda plan, model, data: {"chat": {"format": 1.0}})
+    rows = {r["label"]: r for r in demo_report.demo_rows(plan, tmp_path, tmp_path)}
+    assert formats == {"soup": "base", "sft": "chat"}
+    assert rows["soup of 2"]["instruct"]["chat"] == {"format": 1.0} and "from" not in rows["soup of 2"]
+    assert rows["sft"]["from"] == "soup" and rows["sft"]["kind"] == "sft"
+    assert (tmp_path / "sft" / "demo-instruct-results.json").exists()
+
+
+def test_before_post_training_the_soup_gets_no_instruct_numbers(plans, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch):
+    from olmo2spec.runtime.demo_report import demo_rows
+
+    step = step_dir(tmp_path / "soup", 4)
+    step.mkdir(parents=True)
+    (step / COMPLETE).write_text("{}")
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", lambda *a, **k: RESULT)
+    (row,) = demo_rows(plans["tiny"], tmp_path, tmp_path)  # no held-out files needed either
+    assert row["label"] == "soup of 2" and "instruct" not in row
