@@ -37,6 +37,11 @@ demo: install-dev
 demo-range: install-dev
     {{python}} benchmarks/demo_range.py --seeds 1234,1,2,3,4 --threads 1,2 --work .demo-range
 
+# SFT -> DPO -> RLVR from the demo's soup for post-training seeds 1234, 1 x 1 and 2 threads per process, 6-7
+# minutes each on 2 cores (`just demo` first; .posttrain-range/ keeps them): does each stage raise its number every run?
+posttrain-range: install-dev
+    {{python}} benchmarks/posttrain_range.py --base .demo/checkpoints --data .demo/data --seeds 1234,1 --threads 1,2
+
 # Rebuild the golden bundles in generated/ from specs/ (review the diff, then commit).
 golden: install
     for spec in specs/*.toml; do {{python}} -m olmo2spec build "$spec" || exit 1; done
