@@ -12,22 +12,20 @@ margin and the preference accuracy (the share of pairs whose chosen reward is th
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from olmo2spec.data.preferences import PreferenceBatches, read_preference_file
-from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, final_step, latest_complete, read_marker
+from olmo2spec.runtime.checkpoint import latest_complete, read_marker
 from olmo2spec.runtime.dpo_loss import dpo_losses, response_logps
 from olmo2spec.runtime.dpo_reference import load_reference, reference_key, save_reference
 from olmo2spec.runtime.metrics import StepBuffers
 from olmo2spec.runtime.optim import apply_lr
-from olmo2spec.runtime.trainer import Trainer, TrainingError, run_with
+from olmo2spec.runtime.trainer import Trainer, run_with
 
 __all__ = ["DpoTrainer", "run_dpo_stage"]
 
@@ -69,13 +67,6 @@ class DpoTrainer(Trainer):
                      f"than max_seq_len {self.seq_len}; it is cut to it")
 
     # -- starting point ----------------------------------------------------------------------
-    def _from_step(self) -> Path:
-        try:
-            return final_step(self.ctx.checkpoint_root / self.stage.init_from)
-        except CheckpointError as exc:
-            raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
-                                ExitCode.CHECKPOINT) from None
-
     def restore(self) -> bool:
         own = latest_complete(self.ctx.run_dir)
         if own is None or not read_marker(own).get("final"):  # a finished run needs no reference
@@ -84,13 +75,13 @@ class DpoTrainer(Trainer):
 
     def start(self) -> None:
         """From the `from` stage's final model weights; the optimizer starts afresh."""
-        path = self._from_step()
+        path = self.from_step()
         self.checkpointer.load(path, self.model, None)
         self.say(f"starting {self.ctx.run} from {path} (model weights)")
 
     def prepare_reference(self) -> None:
         """The reference log-probs: from the run directory's cache, else computed from the `from` checkpoint."""
-        start = self._from_step()
+        start = self.from_step()
         key = reference_key(start=start, dataset=self.dataset, examples=self.stage.examples, loss=self.loss,
                             max_seq_len=self.seq_len, tokenizer=self.ctx.plan.tokenizer.name, template="tulu")
         pairs = len(self.batches.sequences)

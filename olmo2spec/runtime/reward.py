@@ -16,14 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from olmo2spec.data.preferences import PreferenceBatches, read_preference_file
-from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, final_step
 from olmo2spec.runtime.metrics import StepBuffers
 from olmo2spec.runtime.optim import apply_lr
 from olmo2spec.runtime.scalar_model import ScalarModel, last_token_scores, load_scalar_model
-from olmo2spec.runtime.trainer import Trainer, TrainingError, run_with
+from olmo2spec.runtime.trainer import Trainer, run_with
 
 __all__ = ["RewardTrainer", "run_reward_stage", "bradley_terry_losses"]
 
@@ -69,11 +67,7 @@ class RewardTrainer(Trainer):
 
     def start(self) -> None:
         """From the `from` stage's final model: its trunk, and a fresh score head (a policy has none)."""
-        try:
-            path = final_step(self.ctx.checkpoint_root / self.stage.init_from)
-        except CheckpointError as exc:
-            raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
-                                ExitCode.CHECKPOINT) from None
+        path = self.from_step()
         marker = load_scalar_model(self.checkpointer, path, self.model)
         head = "its score head" if marker["score_loaded"] else "a fresh score head"
         self.say(f"starting {self.ctx.run} from {path} (model weights, {head})")

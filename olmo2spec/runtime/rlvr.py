@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -246,17 +245,10 @@ class RlvrTrainer(Trainer):
         self._orders: dict[int, np.ndarray] = {}
 
     # -- starting point ----------------------------------------------------------------------
-    def _from_step(self) -> Path:
-        try:
-            return final_step(self.ctx.checkpoint_root / self.stage.init_from)
-        except CheckpointError as exc:
-            raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
-                                ExitCode.CHECKPOINT) from None
-
     def restore(self) -> bool:
         own = latest_complete(self.ctx.run_dir)
         if own is None or not read_marker(own).get("final"):  # a finished run needs no reference
-            start = self._from_step()
+            start = self.from_step()
             try:
                 self.reference = load_model(self.ctx.plan, start, self.dist.device).requires_grad_(False)
                 _compute_in(self.reference, self.compute_dtype)
@@ -267,7 +259,7 @@ class RlvrTrainer(Trainer):
 
     def start(self) -> None:
         """From the `from` stage's final model weights; the optimizer starts afresh."""
-        path = self._from_step()
+        path = self.from_step()
         self.checkpointer.load(path, self.model, None)
         self.say(f"starting {self.ctx.run} from {path} (model weights)")
         if self.ppo:

@@ -13,14 +13,12 @@ import torch
 
 from olmo2spec.data.chat import read_chat_file
 from olmo2spec.data.sft_batches import SftBatches
-from olmo2spec.exitcodes import ExitCode
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
-from olmo2spec.runtime.checkpoint import CheckpointError, final_step
 from olmo2spec.runtime.loss import weighted_ce
 from olmo2spec.runtime.metrics import StepBuffers
 from olmo2spec.runtime.optim import apply_lr
-from olmo2spec.runtime.trainer import Trainer, TrainingError, run_with
+from olmo2spec.runtime.trainer import Trainer, run_with
 
 __all__ = ["SftTrainer", "run_sft_stage"]
 
@@ -56,11 +54,7 @@ class SftTrainer(Trainer):
 
     def start(self) -> None:
         """From the `from` stage's final model weights; the optimizer starts afresh."""
-        try:
-            path = final_step(self.ctx.checkpoint_root / self.stage.init_from)
-        except CheckpointError as exc:
-            raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
-                                ExitCode.CHECKPOINT) from None
+        path = self.from_step()
         self.checkpointer.load(path, self.model, None)
         self.say(f"starting {self.ctx.run} from {path} (model weights)")
 

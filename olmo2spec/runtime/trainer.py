@@ -154,14 +154,22 @@ class Trainer:
         self.start()
         return True
 
+    def from_step(self) -> Path:
+        """The final checkpoint of the stage this one starts `from`.
+
+        Raises:
+            TrainingError: (exit CHECKPOINT) naming the stage and why there is none.
+        """
+        try:
+            return final_step(self.ctx.checkpoint_root / self.stage.init_from)
+        except CheckpointError as exc:
+            raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
+                                ExitCode.CHECKPOINT) from None
+
     def start(self) -> None:
         """Begin a run that has no checkpoint of its own: from the predecessor's final checkpoint, if any."""
         if self.stage.init_from:
-            try:
-                path = final_step(self.ctx.checkpoint_root / self.stage.init_from)
-            except CheckpointError as exc:
-                raise TrainingError(f"{self.stage.name} starts from {self.stage.init_from}: {exc}",
-                                    ExitCode.CHECKPOINT) from None
+            path = self.from_step()
             if self.stage.restore_optimizer and read_marker(path).get("optimizer") is False:
                 raise TrainingError(f"{self.stage.name} restores the optimizer state of {self.stage.init_from}, but "
                                     f"{path} holds none (a soup averages weights only): set restore_optimizer = false")

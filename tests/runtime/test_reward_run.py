@@ -136,7 +136,10 @@ def test_two_processes_train_on_the_same_pairs_as_one(root: Path, uninterrupted:
     one, two = _records(uninterrupted), _records(checkpoints)
     assert sorted(two) == sorted(one)
     for key in ("loss", "grad_norm", "margin", "chosen_score"):
-        assert two[1][key] == pytest.approx(one[1][key], rel=1e-6), key  # the same start: fresh score head included
+        # the same start, fresh score head included; a micro-batch of other rows and the gradient's sum over 2
+        # ranks round differently (~2e-6 of the grad norm, 4e-7 of a 0.014 margin on the demo's pairs), far below
+        # what another start or head would change
+        assert two[1][key] == pytest.approx(one[1][key], rel=1e-5, abs=1e-6), key
         # then the ranks' reduction order differs by float rounding, which lr 1e-3 amplifies step by step
         assert all(two[s][key] == pytest.approx(one[s][key], rel=1e-3, abs=1e-3) for s in range(2, 5)), key
     assert [two[s]["accuracy"] for s in two] == [one[s]["accuracy"] for s in one]
