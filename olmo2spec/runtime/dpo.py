@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from olmo2spec.data.preferences import PreferenceBatches, read_preference_file
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.checkpoint import latest_complete, read_marker
@@ -25,15 +24,13 @@ from olmo2spec.runtime.dpo_loss import dpo_losses, response_logps
 from olmo2spec.runtime.dpo_reference import load_reference, reference_key, save_reference
 from olmo2spec.runtime.metrics import StepBuffers
 from olmo2spec.runtime.optim import apply_lr
-from olmo2spec.runtime.trainer import Trainer, run_with
+from olmo2spec.runtime.pair_trainer import PairTrainer
+from olmo2spec.runtime.trainer import run_with
 
 __all__ = ["DpoTrainer", "run_dpo_stage"]
 
 
-class DpoTrainer(Trainer):
-    # narrower than the Trainer's TrainStagePlan: the base methods reading fields only that has are overridden
-    stage: PostTrainStagePlan  # type: ignore[assignment]
-    batches: PreferenceBatches
+class DpoTrainer(PairTrainer):
     reference: np.ndarray
     """(pairs, 2): the reference model's log-probs of each pair's chosen and rejected response."""
     per_example_metrics = ("chosen_reward", "rejected_reward", "margin", "accuracy")
@@ -47,24 +44,8 @@ class DpoTrainer(Trainer):
         self.beta = float(beta)
         self.loss = str(self.stage.hyperparameters["loss"])
 
-    def build_layout(self) -> None:
-        # micro_batch counts sequences; a pair is two of them, in the same forward
-        self.micro_batch, self.grad_accum = max(1, self.stage.parallel.micro_batch // 2), 0
-
     def layout_text(self) -> str:
         return f"{self.micro_batch} pair(s) (chosen and rejected rows) per micro-batch, {self.loss}, beta {self.beta:g}"
-
-    def build_loader(self) -> None:
-        plan, stage = self.ctx.plan, self.stage
-        self.dataset, pairs = self.read_dataset(read_preference_file, "preference pairs")
-        self.batches = PreferenceBatches(pairs, batch_size=stage.batch_size, epochs=stage.epochs,
-                                         seq_len=self.seq_len, seed=stage.seed, pad_id=plan.tokenizer.pad_id,
-                                         micro_pairs=self.micro_batch, rank=self.dist.rank,
-                                         world_size=self.dist.world_size)
-        assert self.batches.steps == stage.steps, (self.batches.steps, stage.steps)  # one formula, in the plan
-        if self.batches.cut:
-            self.say(f"warning: {self.batches.cut:,} of {len(pairs):,} pairs of {self.dataset} have a side longer "
-                     f"than max_seq_len {self.seq_len}; it is cut to it")
 
     # -- starting point ----------------------------------------------------------------------
     def restore(self) -> bool:

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from olmo2spec.data.preferences import PreferenceBatches, read_preference_file
 from olmo2spec.plan.plan import PostTrainStagePlan
 from olmo2spec.runtime.bundle import RunContext
 from olmo2spec.runtime.metrics import StepBuffers
 from olmo2spec.runtime.optim import apply_lr
+from olmo2spec.runtime.pair_trainer import PairTrainer
 from olmo2spec.runtime.scalar_model import ScalarModel, last_token_scores, load_scalar_model
-from olmo2spec.runtime.trainer import Trainer, run_with
+from olmo2spec.runtime.trainer import run_with
 
 __all__ = ["RewardTrainer", "run_reward_stage", "bradley_terry_losses"]
 
@@ -31,39 +31,24 @@ def bradley_terry_losses(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.
     return -F.logsigmoid(chosen - rejected)
 
 
-class RewardTrainer(Trainer):
-    # narrower than the Trainer's: the base methods reading fields only those have are overridden
-    stage: PostTrainStagePlan  # type: ignore[assignment]
-    model: ScalarModel
+class RewardTrainer(PairTrainer):
+    model: ScalarModel  # narrower than the Trainer's Transformer
     model_class = ScalarModel
-    batches: PreferenceBatches
     per_example_metrics = ("accuracy", "chosen_score", "rejected_score", "margin")
+    cut_note = "it is cut to it and scored at its last kept token"
 
     def bind_stage(self) -> None:
         assert isinstance(self.ctx.stage, PostTrainStagePlan) and self.ctx.stage.kind == "reward"
         self.stage = self.ctx.stage
         self.seq_len = self.stage.max_seq_len
 
-    def build_layout(self) -> None:
-        # micro_batch counts sequences; a pair is two of them, in the same forward
-        self.micro_batch, self.grad_accum = max(1, self.stage.parallel.micro_batch // 2), 0
-
     def layout_text(self) -> str:
         return f"{self.micro_batch} pair(s) (chosen and rejected rows) per micro-batch, Bradley-Terry loss"
 
     def build_loader(self) -> None:
-        plan, stage = self.ctx.plan, self.stage
-        self.dataset, pairs = self.read_dataset(read_preference_file, "preference pairs")
-        self.batches = PreferenceBatches(pairs, batch_size=stage.batch_size, epochs=stage.epochs,
-                                         seq_len=self.seq_len, seed=stage.seed, pad_id=plan.tokenizer.pad_id,
-                                         micro_pairs=self.micro_batch, rank=self.dist.rank,
-                                         world_size=self.dist.world_size)
-        assert self.batches.steps == stage.steps, (self.batches.steps, stage.steps)  # one formula, in the plan
+        super().build_loader()
         # a side's score is read at its last token: one cut to max_seq_len is scored mid-response
         self.lengths = np.array([[len(c[0]), len(r[0])] for c, r in self.batches.sequences], dtype=np.int64)
-        if self.batches.cut:
-            self.say(f"warning: {self.batches.cut:,} of {len(pairs):,} pairs of {self.dataset} have a side longer "
-                     f"than max_seq_len {self.seq_len}; it is cut to it and scored at its last kept token")
 
     def start(self) -> None:
         """From the `from` stage's final model: its trunk, and a fresh score head (a policy has none)."""
