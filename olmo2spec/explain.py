@@ -137,6 +137,17 @@ def optimizer_table(plan: Plan) -> Table:
     return t
 
 
+def masking_table(plan: Plan) -> Table:
+    """Each training stage's repeated n-gram masking (section 3.1): on with its thresholds, or off."""
+    data = plan.data
+    t = _table("Instance masking (section 3.1)", "stage", "repeated n-grams", right_from=2)
+    on = f"masked: {data.ngram_min_repeats}+ repeats of a 1..{data.ngram_max_period}-gram"
+    for stage in plan.stages:
+        if isinstance(stage, TrainStagePlan):
+            _row(t, stage.name, on if stage.ngram_masking else "trained on (masking off)")
+    return t
+
+
 def mix_table(mix: MixPlan) -> Table:
     t = _table(mix_title(mix), *MIX_COLUMNS)
     for i, row in enumerate(mix.rows):
@@ -196,5 +207,5 @@ def render_plan(plan: Plan, console: Console) -> None:
         title.append(f": {printable(plan.recipe.description)}", style="")
     mixes = [mix_table(m) for m in plan.mixes.values()]
     console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), optimizer_table(plan),
-                        *mixes,
+                        masking_table(plan), *mixes,
                         memory_table(plan), estimates_table(plan)))

@@ -9,7 +9,8 @@
 - Global batch b is pool positions [b*B, (b+1)*B); rank r of W reads its contiguous slice.
   So batch b depends only on (seed, b): resuming at step N needs no loader state, and the
   sequence of global batches is the same at any world size.
-- Instances holding a repeated n-gram run (section 3.1) get their labels masked.
+- Instances holding a repeated n-gram run (section 3.1) get their labels masked, where the stage's plan
+  says so (`ngram_masking`).
 """
 
 from __future__ import annotations
@@ -196,4 +197,4 @@ def loader_for_run(plan: Plan, stage: TrainStagePlan, run: RunPlan, *, data_root
     data = plan.data
     return MixtureLoader(shares, seq_len=stage.seq_len, global_batch=stage.batch_size, seed=run.seed, rank=rank,
                          world_size=world_size, mask_period=data.ngram_max_period, mask_repeats=data.ngram_min_repeats,
-                         masking=data.ngram_masking)
+                         masking=stage.ngram_masking)

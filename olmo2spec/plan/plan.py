@@ -150,6 +150,9 @@ class TrainStagePlan(_StageCommon):
     lr: LrSchedule
     optimizer: OptimizerSpec
     """The recipe's [optimizer] with the stage's `optimizer` keys over it: what this stage trains with."""
+    ngram_masking: bool
+    """Whether instances holding a repeated n-gram run have their labels masked (the stage's own setting, else
+    [data].ngram_masking)."""
     parallel: ParallelPlan
     memory: MemoryEstimate
     cost: Cost
@@ -318,6 +321,20 @@ def _stage_optimizers_of_older_plans(data: dict[str, Any]) -> None:
             stage["optimizer"] = optimizer
 
 
+def _stage_masking_of_older_plans(data: dict[str, Any]) -> None:
+    """Plans written before training stages had their own `ngram_masking` masked as [data] said: give each
+    training stage that value, so that an older bundle still trains as it did."""
+    from olmo2spec.kinds import STAGE_KINDS  # the table names this module's classes: imported when plans are read
+
+    masking = {name for name, row in STAGE_KINDS.items() if "ngram_masking" in attrs.fields_dict(row.plan)}
+    stages, settings = data.get("stages"), data.get("data")
+    if not isinstance(stages, list) or not isinstance(settings, dict) or "ngram_masking" not in settings:
+        return  # not a plan: structuring says so
+    for stage in stages:
+        if isinstance(stage, dict) and stage.get("kind") in masking and "ngram_masking" not in stage:
+            stage["ngram_masking"] = settings["ngram_masking"]
+
+
 def from_json(text: str) -> Plan:
     """Read plan.json.
 
@@ -334,6 +351,7 @@ def from_json(text: str) -> Plan:
             f"{PLAN_VERSION} (olmo2spec {__version__}); rebuild the bundle with this olmo2spec, or install the "
             f"version that built it")
     _stage_optimizers_of_older_plans(data)
+    _stage_masking_of_older_plans(data)
     try:
         return _converter.structure(data, Plan)
     except (cattrs.BaseValidationError, KeyError, TypeError, ValueError) as exc:

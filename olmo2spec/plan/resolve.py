@@ -287,6 +287,7 @@ class _Resolver:
             init_from=init, restore_optimizer=restore and parent is not None, runs=runs,
             batch_size=batch, seq_len=seq_len, tokens_per_step=tps, steps=steps, tokens=steps * tps,
             mix_epochs=mix_epochs, lr=lr, optimizer=resolve_optimizer(self.recipe.optimizer, stage.optimizer),
+            ngram_masking=self.recipe.data.ngram_masking if stage.ngram_masking is None else stage.ngram_masking,
             parallel=parallel, memory=memory,
             cost=self.cost(steps * tps * len(runs), seq_len, parallel.gpus))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from olmo2spec.spec.diagnostics import Reporter
 from olmo2spec.spec.recipe import Recipe
 from olmo2spec.spec.schedules import CosineSchedule, WsdSchedule
-from olmo2spec.spec.stages import PrepareStage, PretrainStage
+from olmo2spec.spec.stages import PrepareStage, PretrainStage, TrainStage
 
 __all__ = ["lint"]
 
@@ -36,9 +36,7 @@ def lint(recipe: Recipe, report: Reporter) -> None:
         report.warning("W105", ("optimizer", "decay_embeddings"), "weight decay on embeddings: section 3.4.2 "
                        "found it shrinks embeddings and raises gradient norms (spike score 0.16 vs 0.092)",
                        "decay_embeddings = false")
-    if not recipe.data.ngram_masking:
-        report.warning("W107", ("data", "ngram_masking"), "repeated n-gram masking off: section 3.1 traces "
-                       "loss spikes to instances with long repeated n-grams", "ngram_masking = true")
+    _lint_masking(recipe, report)
     for i, stage in enumerate(recipe.stages):
         if isinstance(stage, PrepareStage) and "repeated_ngrams" not in stage.filters:
             report.warning("W107", ("stages", i, "filters"), "no repeated n-gram filter: section 2.4.1 removes "
@@ -54,3 +52,20 @@ def lint(recipe: Recipe, report: Reporter) -> None:
                                f"warmup of {warmup} steps is far shorter than OLMo 2's {PAPER_WARMUP_STEPS}: "
                                "section 3.2 provokes loss spikes precisely by shortening warmup",
                                f"warmup_steps = {PAPER_WARMUP_STEPS}")
+
+
+def _lint_masking(recipe: Recipe, report: Reporter) -> None:
+    """W107 where a training stage trains without repeated n-gram masking: on the stage that turns it off, or once
+    on [data] for the stages that inherit it."""
+    inherits_off = False
+    for i, stage in enumerate(recipe.stages):
+        if not isinstance(stage, TrainStage):
+            continue
+        if stage.ngram_masking is False:
+            report.warning("W107", ("stages", i, "ngram_masking"), f"repeated n-gram masking off in {stage.name}: "
+                           "section 3.1 traces loss spikes to instances with long repeated n-grams",
+                           "ngram_masking = true")
+        inherits_off |= stage.ngram_masking is None and not recipe.data.ngram_masking
+    if inherits_off:
+        report.warning("W107", ("data", "ngram_masking"), "repeated n-gram masking off: section 3.1 traces "
+                       "loss spikes to instances with long repeated n-grams", "ngram_masking = true")

@@ -125,6 +125,10 @@ class TrainStage(ParallelStage):
     lr: Schedule = doc("Learning-rate schedule.")
     repeat_mix: bool = doc("Allow the stage to train on more tokens than its mix holds (epochs > 1).",
                            default=False)
+    ngram_masking: bool | None = doc(
+        "Mask the labels of this stage's instances that hold a repeated n-gram run (section 3.1); default: "
+        "[data].ngram_masking. The released OLMo-2-0325-32B trained without it and skipped outlier steps "
+        "instead (optimizer.name = \"skip_step_adamw\").", default=None)
 
 
 @attrs.frozen(kw_only=True)

@@ -118,6 +118,7 @@ ALTERNATIVE: dict[str, Any] = {
     "stages.*.optimizer.betas": [0.8, 0.99], "stages.*.optimizer.eps": 1e-6, "stages.*.optimizer.weight_decay": 0.05,
     "stages.*.optimizer.decay_embeddings": True, "stages.rlvr.optimizer.decay_embeddings": False,
     "stages.*.optimizer.decay_norms": False, "stages.*.optimizer.grad_clip": 0.5, "stages.*.optimizer.z_loss": 1e-4,
+    "stages.*.ngram_masking": False,  # unset (None) unless the stage gives it: tiny masks as [data] says
 }
 """The value tried for a field, where the automatic one is not a valid recipe."""
 
