@@ -77,7 +77,8 @@ def _shape(stage: StagePlan) -> tuple[str, str, str, str, str]:
         return str(runs), f"{stage.steps:,}", tokens, layout, f"{stage.memory.total_gib:.1f}"
     if isinstance(stage, SoupStagePlan):
         weights = "uniform" if len(set(stage.weights)) == 1 else "weighted"
-        return str(len(stage.ingredients)), "", "", f"{weights} average of {len(stage.ingredients)} runs", ""
+        n = len(stage.ingredients)
+        return str(n), "", "", f"{weights} average of {n} run{'s' * (n != 1)}", ""
     return "", "", "", "", ""
 
 
@@ -167,6 +168,18 @@ def mix_cells(row: MixRow) -> tuple[str, ...]:
             format_tokens(row.tokens), f"{row.repeats:.2f}x")
 
 
+def soups_table(plan: Plan) -> Table | None:
+    """Which runs each soup averages, with their weights (a soup may take one run of an anneal, not all)."""
+    soups = [s for s in plan.stages if isinstance(s, SoupStagePlan)]
+    if not soups:
+        return None
+    t = _table("Soups", "soup", "ingredient run", "weight", right_from=2)
+    for soup in soups:
+        for i, (run, weight) in enumerate(zip(soup.ingredients, soup.weights, strict=True)):
+            _row(t, soup.name if i == 0 else "", run, f"{weight:.4g}", end_section=i == len(soup.ingredients) - 1)
+    return t
+
+
 def memory_table(plan: Plan) -> Table:
     t = _table(f"Memory per GPU, GiB (capacity {plan.cluster.gpu_memory_gib:g}; activations with the chosen "
                "setting, and without / with checkpointing)", "stage", "params", "grads", "optimizer", "transient",
@@ -206,6 +219,7 @@ def render_plan(plan: Plan, console: Console) -> None:
     if plan.recipe.description:
         title.append(f": {printable(plan.recipe.description)}", style="")
     mixes = [mix_table(m) for m in plan.mixes.values()]
+    soups = [t for t in (soups_table(plan),) if t is not None]
     console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), optimizer_table(plan),
-                        masking_table(plan), *mixes,
+                        masking_table(plan), *mixes, *soups,
                         memory_table(plan), estimates_table(plan)))

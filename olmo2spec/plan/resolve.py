@@ -44,6 +44,7 @@ from olmo2spec.plan.soup_weights import SoupWeightsError, normalise_soup_weights
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.hardware import GPUS
 from olmo2spec.spec.recipe import Recipe
+from olmo2spec.spec.references import parse_ref, stage_of
 from olmo2spec.spec.rules import parents, stage_order
 from olmo2spec.spec.schedules import ConstantSchedule, CosineSchedule, LinearSchedule, Schedule, WsdSchedule
 from olmo2spec.spec.stages import (
@@ -89,15 +90,18 @@ class _Resolver:
         """Stages that could not be resolved (their errors are reported); what follows them is skipped."""
 
     # -- helpers ---------------------------------------------------------------------------
-    def runs_of(self, name: str) -> list[str]:
-        """Checkpoints a finished stage leaves: one per run."""
-        stage = self.done.get(name)
+    def runs_of(self, reference: str | None) -> list[str]:
+        """Checkpoints a finished stage leaves, one per run; of an anneal named `STAGE@seed:N`, that seed's run."""
+        ref = parse_ref(reference or "")
+        stage = self.done.get(ref.stage) if ref is not None else None
+        if ref is None or stage is None:
+            return []
         if isinstance(stage, TrainStagePlan):
-            return [run.name for run in stage.runs]
-        return [name] if stage is not None else []
+            return [run.name for run in stage.runs if ref.seed is None or run.seed == ref.seed]
+        return [stage.name]
 
     def parent_train(self, stage: StageSpec) -> TrainStagePlan | PostTrainStagePlan | None:
-        parent = self.done.get(stage.from_ or "")
+        parent = self.done.get(stage_of(stage.from_ or ""))
         return parent if isinstance(parent, (TrainStagePlan, PostTrainStagePlan)) else None
 
     def cost(self, tokens: int, seq_len: int, gpus: int, multiplier: float = 1.0) -> Cost:
@@ -279,9 +283,9 @@ class _Resolver:
             return None
         parallel, memory = layout
         restore = stage.restore_optimizer if isinstance(stage, AnnealStage) else isinstance(stage, MicroannealStage)
-        source = self.done.get(stage.from_ or "")
-        # starts from a checkpoint: a training stage's first run, or a soup; never a prepare stage
-        init = self.runs_of(source.name)[0] if source is not None and source.kind != "prepare" else ""
+        source = self.done.get(stage_of(stage.from_ or ""))
+        # starts from a checkpoint: a training stage's first (or selected) run, or a soup; never a prepare stage
+        init = self.runs_of(stage.from_)[0] if source is not None and source.kind != "prepare" else ""
         return TrainStagePlan(
             name=stage.name, kind=stage.kind, description=stage.description, depends_on=self.depends(stage),
             init_from=init, restore_optimizer=restore and parent is not None, runs=runs,
@@ -356,7 +360,7 @@ class _Resolver:
         hyper = _own_settings(stage)
         return PostTrainStagePlan(
             name=stage.name, kind=stage.kind, description=stage.description, depends_on=self.depends(stage),
-            init_from=self.runs_of(stage.from_ or "")[-1] if self.runs_of(stage.from_ or "") else "",
+            init_from=self.runs_of(stage.from_)[-1] if self.runs_of(stage.from_) else "",
             dataset=stage.dataset, examples=stage.examples, epochs=epochs, batch_size=stage.batch_size,
             max_seq_len=stage.max_seq_len, steps=steps, seed=stage.seed or self.recipe.recipe.seed, lr=lr,
             optimizer=resolve_optimizer(self.recipe.optimizer, stage.optimizer),
@@ -398,17 +402,17 @@ class _Resolver:
             return PrepareStagePlan(**common, sources=stage.sources or sorted(self.recipe.sources),
                                     text_field=stage.text_field, filters=stage.filters)
         if isinstance(stage, SoupStage):
-            ingredients = [run for name in stage.ingredients for run in self.runs_of(name)]
+            ingredients = [run for reference in stage.ingredients for run in self.runs_of(reference)]
             weights = self.soup_weights(stage, path, len(ingredients), ingredients)
             if not ingredients or weights is None:
                 return None
             return SoupStagePlan(**common, ingredients=ingredients, weights=weights)
         if isinstance(stage, EvalStage):
             dev, heldout = SUITES[stage.suite]
-            return EvalStagePlan(**common, targets=self.runs_of(stage.from_ or ""), suite=stage.suite,
+            return EvalStagePlan(**common, targets=self.runs_of(stage.from_), suite=stage.suite,
                                  dev_tasks=[*dev, *stage.tasks], heldout_tasks=list(heldout))
         assert isinstance(stage, ExportStage)
-        runs = self.runs_of(stage.from_ or "")
+        runs = self.runs_of(stage.from_)
         return ExportStagePlan(**common, source=runs[-1] if runs else "", format=stage.format)
 
     # -- the whole plan --------------------------------------------------------------------

@@ -17,6 +17,7 @@ from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.fields import SAFE_NAME, shown
 from olmo2spec.spec.mixes import MixSpec
 from olmo2spec.spec.recipe import Recipe
+from olmo2spec.spec.references import SELECTOR_FORMS, StageRef, parse_ref, stage_of
 from olmo2spec.spec.stages import (
     AnnealStage,
     MicroannealStage,
@@ -134,10 +135,19 @@ def check_mix_totals(name: str, mix: MixSpec, report: Reporter) -> None:
                      "give the budget the mix % divide, e.g. tokens = \"50B\"")
 
 
-def _check_ref(name: str | None, path: Path, stage_index: dict[str, int], here: int, kinds: tuple[str, ...],
-               recipe: Recipe, report: Reporter, what: str) -> None:
-    if name is None:
+def _check_ref(text: str | None, path: Path, stage_index: dict[str, int], here: int, kinds: tuple[str, ...],
+               recipe: Recipe, report: Reporter, what: str, selectors: tuple[str, ...] = ()) -> None:
+    """`text` names a stage of one of `kinds` other than stage `here`, with only the `selectors` (seed, step)
+    that `what` may carry, each naming something that stage has."""
+    if text is None:
         return
+    ref = parse_ref(text)
+    if ref is None:
+        forms = ["STAGE", *(SELECTOR_FORMS[s] for s in selectors)]
+        report.error("E046", path, f"{what} {shown(text)} is not a stage reference",
+                     f"write {', '.join(forms[:-1])} or {forms[-1]}" if selectors else "name a stage, with no @")
+        return
+    name = ref.stage
     if name not in stage_index:
         report.error("E040", path, f"no stage named {name!r}", _did_you_mean(name, stage_index, "stages"))
     elif stage_index[name] == here:
@@ -147,15 +157,35 @@ def _check_ref(name: str | None, path: Path, stage_index: dict[str, int], here: 
         article = "an" if found[0] in "aeiou" else "a"
         report.error("E043", path, f"{what} {name!r} is {article} {found} stage, which leaves no usable result here",
                      f"name a stage of kind {', '.join(kinds)}")
+    else:
+        _check_selectors(text, ref, recipe.stages[stage_index[name]], path, report, what, selectors)
+
+
+def _check_selectors(text: str, ref: StageRef, stage: StageSpec, path: Path, report: Reporter, what: str,
+                     selectors: tuple[str, ...]) -> None:
+    """`@seed:N` names one of an anneal's seeds; `@step:N` is checked by the resolver, which knows the steps."""
+    for selector in ("seed", "step"):
+        if getattr(ref, selector) is not None and selector not in selectors:
+            report.error("E046", path, f"{what} {shown(text)} cannot select a {selector} here",
+                         f"name the stage alone: {ref.stage}")
+            return
+    if ref.seed is None:
+        return
+    if not isinstance(stage, AnnealStage):
+        report.error("E046", path, f"{what} {shown(text)} selects a seed, but {stage.kind} stage {ref.stage!r} has "
+                     "no seeds to select from", f"name the stage alone: {ref.stage}")
+    elif ref.seed not in stage.seeds:
+        report.error("E046", path, f"anneal {ref.stage!r} has no run of seed {ref.seed}",
+                     f"select one of its seeds: {', '.join(f'{ref.stage}@seed:{s}' for s in stage.seeds)}")
 
 
 def parents(stage: StageSpec) -> list[str]:
     """Names of the stages `stage` waits for: its `from`, its soup ingredients, an rlvr stage's `value_from`."""
-    names = [stage.from_] if stage.from_ else []
+    names = [stage_of(stage.from_)] if stage.from_ else []
     if isinstance(stage, SoupStage):
-        names += [n for n in stage.ingredients if n not in names]
-    if isinstance(stage, RlvrStage) and stage.value_from and stage.value_from not in names:
-        names.append(stage.value_from)  # PPO's value function starts from the reward model
+        names += [n for n in dict.fromkeys(map(stage_of, stage.ingredients)) if n not in names]
+    if isinstance(stage, RlvrStage) and stage.value_from and stage_of(stage.value_from) not in names:
+        names.append(stage_of(stage.value_from))  # PPO's value function starts from the reward model
     return names
 
 
@@ -207,6 +237,13 @@ def run_names(stage: StageSpec) -> list[str]:
     return [stage.name]
 
 
+def selected_run_names(stage: StageSpec, ref: StageRef) -> list[str]:
+    """The runs of `stage` that a reference to it selects: its run of seed `ref.seed`, or all."""
+    if ref.seed is not None and isinstance(stage, AnnealStage):
+        return [f"{stage.name}-seed{ref.seed}"] if ref.seed in stage.seeds else []
+    return run_names(stage)
+
+
 def check_stage_names(recipe: Recipe, report: Reporter) -> dict[str, int]:
     """Stage names are unique, no launcher keyword, and no two runs share a checkpoint directory."""
     stage_index: dict[str, int] = {}
@@ -239,7 +276,8 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
     stage_index = check_stage_names(recipe, report)
     for i, stage in enumerate(recipe.stages):
         path: Path = ("stages", i)
-        _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`")
+        _check_ref(stage.from_, path + ("from",), stage_index, i, _from_kinds(stage), recipe, report, "`from`",
+                   selectors=("seed",))
         if not stage_kind(stage.kind).runnable:
             report.warning("W301", path + ("kind",), f"{stage.kind} stages are not yet runnable: olmo2spec runtime "
                            f"{__version__} cannot run them, so the bundle has no job for this stage and its "
@@ -252,12 +290,7 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
         if isinstance(stage, SoupStage):
             if not stage.ingredients:
                 report.error("E011", path + ("ingredients",), "a soup needs at least one ingredient", at_key=True)
-            for j, name in enumerate(stage.ingredients):
-                _check_ref(name, path + ("ingredients", j), stage_index, i, kinds_leaving("checkpoint"), recipe, report,
-                           "ingredient")
-                if name in stage.ingredients[:j]:
-                    report.error("E042", path + ("ingredients", j), f"ingredient {name!r} is listed twice",
-                                 "list each stage once; to count a run more, give weights")
+            check_ingredients(stage, path, stage_index, i, recipe, report)
         if isinstance(stage, TrainStage):
             check_train_stage(stage, path, recipe, report)
         if isinstance(stage, RlvrStage):
@@ -267,6 +300,29 @@ def check_stages(recipe: Recipe, report: Reporter) -> None:
                 if source not in recipe.sources:
                     report.error("E050", path + ("sources", j), f"unknown source {source!r}",
                                  _did_you_mean(source, recipe.sources, "sources"))
+
+
+def check_ingredients(stage: SoupStage, path: Path, stage_index: dict[str, int], here: int, recipe: Recipe,
+                      report: Reporter) -> None:
+    """Each ingredient names a stage that leaves a checkpoint, or one run of an anneal; no run comes twice."""
+    taken: dict[str, str] = {}  # run -> the ingredient that took it
+    for j, text in enumerate(stage.ingredients):
+        at = path + ("ingredients", j)
+        _check_ref(text, at, stage_index, here, kinds_leaving("checkpoint"), recipe, report, "ingredient",
+                   selectors=("seed",))
+        if text in stage.ingredients[:j]:
+            report.error("E042", at, f"ingredient {text!r} is listed twice",
+                         "list each stage once; to count a run more, give weights")
+            continue
+        ref = parse_ref(text)
+        if ref is None or ref.stage not in stage_index:
+            continue
+        for run in dict.fromkeys(selected_run_names(recipe.stages[stage_index[ref.stage]], ref)):
+            if run in taken:  # (a seed repeated within the anneal is E035's)
+                report.error("E042", at, f"ingredient {text!r} takes run {run!r}, which ingredient "
+                             f"{taken[run]!r} takes too", "list each run once; to count a run more, give weights")
+                break
+            taken[run] = text
 
 
 def check_value_from(stage: RlvrStage, path: Path, stage_index: dict[str, int], here: int, recipe: Recipe,

@@ -74,8 +74,8 @@ class StageSpec:
 
     name: str = doc("Unique stage name; used in job names and file names.", validator=safe_name)
     description: str = doc("Free text for people; never used in scripts.", default="")
-    from_: str | None = doc("The stage this one starts from (its final checkpoint).", default=None,
-                            key="from")
+    from_: str | None = doc("The stage this one starts from (its final checkpoint; of an anneal, its first run's, "
+                            "or the run `STAGE@seed:N` names).", default=None, key="from")
     nodes: int | None = doc("Nodes for this stage (default: cluster.nodes).", default=None, validator=positive)
 
 
@@ -179,8 +179,11 @@ class SoupStage(StageSpec):
     """Average ingredient checkpoints ('model souping', section 4.5)."""
 
     kind: Literal["soup"] = doc("Stage kind.")
-    ingredients: list[str] = doc("Stages whose final checkpoints are averaged (every run of each).")
-    weights: list[float] = doc("One weight per ingredient run; empty: uniform.", factory=list,
+    ingredients: list[str] = doc("Stages whose final checkpoints are averaged: every run of a stage named alone, "
+                                 "one run of an anneal named with its seed, e.g. [\"anneal-100b@seed:1110\", "
+                                 "\"anneal-300b\"].")
+    weights: list[float] = doc("One weight per ingredient run (in the order the ingredients select them); empty: "
+                               "uniform.", factory=list,
                                validator=each(non_negative))
 
 

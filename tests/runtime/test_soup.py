@@ -350,3 +350,24 @@ def test_soup_stage_refuses_bad_ingredients(tiny_bundle, tmp_path, monkeypatch, 
     assert "ingredient anneal-seed42: weight 'layers.0.mlp.gate_proj.weight' has shape [128, 64], the plan's " \
            "model expects [96, 64]" in capsys.readouterr().err
     assert not (tmp_path / "soup").exists()
+
+
+def test_a_soup_naming_runs_averages_exactly_those(tmp_path_factory, tmp_path, monkeypatch, capsys
+                                                  ):  # type: ignore[no-untyped-def]
+    """`ingredients = ["anneal@seed:42", "anneal@seed:666"]`: two of the three runs, the third never read (it
+    need not even exist), each with its own weight."""
+    root = tmp_path_factory.mktemp("soup-selected")
+    checked = check(SPECS / "tiny.toml", [*SMALL, 'stages.soup.ingredients=["anneal@seed:666", "anneal@seed:42"]',
+                                          "stages.soup.weights=[3, 1]"])
+    build_bundle(checked, root / "bundle", "tiny.toml")
+    assert checked.plan.stage("soup").ingredients == ["anneal-seed666", "anneal-seed42"]
+    args = ModelArgs.from_plan(checked.plan)
+    runs = ["anneal-seed666", "anneal-seed42"]
+    sds = [save(tmp_path / run, seed=i, args=args, step=12) for i, run in enumerate(runs)]
+    ctx = stage_context(root / "bundle", tmp_path, monkeypatch)
+
+    assert run_soup_stage(ctx) == 0
+    assert "soup of 2 ingredients" in capsys.readouterr().out
+    out = tmp_path / "soup" / "step-0000000"
+    assert [i["run"] for i in read_marker(out)["ingredients"]] == ["anneal-seed666", "anneal-seed42"]
+    assert_weighted_mean(load_model_weights(out), sds, [0.75, 0.25])

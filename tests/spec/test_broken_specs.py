@@ -423,6 +423,27 @@ CASES: dict[str, Case] = {
         "  hint: list each stage once; to count a run more, give weights",
         "1 error, 0 warnings",
     )),
+    "soup-unknown-seed": Case(lines=(
+        "tests/data/broken/soup-unknown-seed.toml:5:16: error[E046]: stages.soup.ingredients[0]: anneal 'anneal' has "
+        "no run of seed 43",
+        "  hint: select one of its seeds: anneal@seed:42, anneal@seed:42069",
+        "1 error, 0 warnings",
+    )),
+    "soup-run-twice": Case(lines=(
+        "tests/data/broken/soup-run-twice.toml:5:34: error[E042]: stages.soup.ingredients[1]: ingredient 'anneal' "
+        "takes run 'anneal-seed42', which ingredient 'anneal@seed:42' takes too",
+        "  hint: list each run once; to count a run more, give weights",
+        "1 error, 0 warnings",
+    )),
+    "ref-malformed": Case(lines=(
+        "tests/data/broken/ref-malformed.toml:5:16: error[E046]: stages.soup.ingredients[0]: ingredient "
+        "'anneal@seed42' is not a stage reference",
+        "  hint: write STAGE or STAGE@seed:N (one run of an anneal)",
+        "tests/data/broken/ref-malformed.toml:9:8: error[E046]: stages.sft.from: `from` 'soup@seed:42' selects a "
+        "seed, but soup stage 'soup' has no seeds to select from",
+        "  hint: name the stage alone: soup",
+        "2 errors, 0 warnings",
+    )),
     "run-name-collision": Case(lines=(
         "tests/data/broken/run-name-collision.toml:5:8: error[E042]: stages.anneal-seed42.name: stage "
         "'anneal-seed42' names a run 'anneal-seed42', as stage 'anneal' does: their checkpoints would share a "
