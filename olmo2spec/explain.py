@@ -16,7 +16,7 @@ from olmo2spec.spec.quantity import format_tokens
 from olmo2spec.spec.training import OptimizerSpec
 from olmo2spec.terminal import printable
 
-__all__ = ["render_plan", "mix_table", "mix_title", "mix_cells", "MIX_COLUMNS"]
+__all__ = ["render_plan", "departures_table", "mix_table", "mix_title", "mix_cells", "MIX_COLUMNS"]
 
 MIX_COLUMNS = ("source", "source tokens", "source %", "mix %", "tokens", "repeats")
 """The columns of a mix table (Table 13's, with repeats)."""
@@ -214,6 +214,15 @@ def estimates_table(plan: Plan) -> Table:
     return t
 
 
+def departures_table(plan: Plan) -> Table:
+    """The recipe's [[departures]]: each field's value in the recipe beside the paper's, and what it follows."""
+    t = _table("Departures from the paper (the recipe follows the released runs)", "field", "paper", "recipe",
+               "follows", right_from=4)
+    for d in plan.departures:
+        _row(t, d.field, d.paper, d.recipe, d.source + (f" ({d.note})" if d.note else ""))
+    return t
+
+
 def render_plan(plan: Plan, console: Console) -> None:
     title = Text(printable(plan.recipe.name), style="bold")
     if plan.recipe.description:
@@ -222,4 +231,5 @@ def render_plan(plan: Plan, console: Console) -> None:
     soups = [t for t in (soups_table(plan),) if t is not None]
     console.print(Group(title, model_table(plan), stages_table(plan), schedules_table(plan), optimizer_table(plan),
                         masking_table(plan), *mixes, *soups,
-                        memory_table(plan), estimates_table(plan)))
+                        memory_table(plan), estimates_table(plan),
+                        *([departures_table(plan)] if plan.departures else [])))

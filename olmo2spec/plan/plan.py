@@ -27,7 +27,7 @@ from olmo2spec.spec.training import CheckpointSpec, DataSpec, OptimizerSpec, Run
 __all__ = [
     "PLAN_VERSION", "Plan", "ModelPlan", "ClusterPlan", "ParallelPlan", "Cost", "RunPlan", "PrepareStagePlan",
     "TrainStagePlan", "SoupStagePlan", "PostTrainStagePlan", "EvalStagePlan", "ExportStagePlan", "StagePlan",
-    "Estimates", "to_json", "from_json", "to_dict", "PlanVersionError",
+    "Estimates", "Departure", "to_json", "from_json", "to_dict", "PlanVersionError",
 ]
 
 PLAN_VERSION = 1
@@ -236,6 +236,18 @@ class Estimates:
 
 
 @attrs.frozen(kw_only=True)
+class Departure:
+    """A `[[departures]]` entry with the value the recipe gives its field, as `explain` prints it."""
+
+    field: str
+    paper: str
+    recipe: str
+    """The field's value in the recipe (a stage's optimizer key it leaves unset: the stage's resolved value)."""
+    source: str
+    note: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class Plan:
     version: int
     olmo2spec_version: str
@@ -251,6 +263,8 @@ class Plan:
     mixes: dict[str, MixPlan]
     stages: list[StagePlan]
     estimates: Estimates
+    departures: list[Departure] = attrs.field(factory=list)
+    """Added after PLAN_VERSION 1: left out of plan.json while empty, read back as empty when absent."""
 
     def stage(self, name: str) -> StagePlan:
         """The stage called `name`.
@@ -291,6 +305,18 @@ def _unstructure_runtime(runtime: RuntimeSpec) -> dict[str, Any]:
 
 
 _converter.register_unstructure_hook(RuntimeSpec, _unstructure_runtime)
+_plan_fields = make_dict_unstructure_fn(Plan, _converter)
+
+
+def _unstructure_plan(plan: Plan) -> dict[str, Any]:
+    """A plan without departures is byte-identical to one built before they existed."""
+    fields = _plan_fields(plan)
+    if not plan.departures:
+        del fields["departures"]
+    return fields
+
+
+_converter.register_unstructure_hook(Plan, _unstructure_plan)
 
 
 def to_dict(plan: Plan) -> dict[str, Any]:

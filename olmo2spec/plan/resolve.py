@@ -7,6 +7,7 @@ as the spec's own rules, pointing at the field to change.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 from typing import Any
@@ -25,6 +26,7 @@ from olmo2spec.plan.plan import (
     PLAN_VERSION,
     ClusterPlan,
     Cost,
+    Departure,
     Estimates,
     EvalStagePlan,
     ExportStagePlan,
@@ -41,6 +43,7 @@ from olmo2spec.plan.plan import (
 )
 from olmo2spec.plan.schedule import LrSchedule, build_schedule
 from olmo2spec.plan.soup_weights import SoupWeightsError, normalise_soup_weights
+from olmo2spec.spec.departures import DepartureSpec, FieldNotFound, resolve_field, show_value
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.hardware import GPUS
 from olmo2spec.spec.recipe import Recipe
@@ -447,6 +450,7 @@ class _Resolver:
                     runtime=r.runtime,
                     cluster=cluster, sources=dict(r.sources), mixes=self.mixes, stages=stages,
                     estimates=_estimates(stages, self.counts))
+        plan = attrs.evolve(plan, departures=[_departure(d, r, plan) for d in r.departures])
         for field, value in _non_finite(to_dict(plan), "plan"):
             # every input is finite, so a derived figure overflowed: extreme cluster figures (mfu 1e-300)
             self.report.error("E013", ("cluster",), f"{field} comes out as {value} from these figures",
@@ -454,6 +458,17 @@ class _Resolver:
                               at_key=True)
             return None
         return plan
+
+
+def _departure(spec: DepartureSpec, recipe: Recipe, plan: Plan) -> Departure:
+    """The entry with its field's value: the recipe's, or where the recipe leaves it unset (a stage's optimizer
+    override) the value the plan resolved for it."""
+    value = resolve_field(recipe, spec.field)
+    if value is None:
+        with contextlib.suppress(FieldNotFound):  # a key the plan does not have either: "not set"
+            value = resolve_field(plan, spec.field)
+    return Departure(field=spec.field, paper=spec.paper, recipe=show_value(value), source=spec.source,
+                     note=spec.note)
 
 
 def _non_finite(value: Any, path: str) -> Iterator[tuple[str, float]]:

@@ -105,29 +105,33 @@ def _merge(base: Any, over: Any, path: Path) -> Any:
         for key, value in over.items():
             out[key] = _merge(base[key], value, path + (key,)) if key in base else value
         return out
-    if path == ("stages",) and isinstance(base, list) and isinstance(over, list):
-        return _merge_stages(base, over)
+    if len(path) == 1 and path[0] in _KEYED_LISTS and isinstance(base, list) and isinstance(over, list):
+        return _merge_keyed(base, over, path, _KEYED_LISTS[path[0]])
     return over
 
 
-def _stage_name(stage: Any) -> Any:
-    if isinstance(stage, dict) and isinstance(stage.get("name"), _Leaf):
-        return stage["name"].value
+_KEYED_LISTS = {"stages": "name", "departures": "field"}
+"""Arrays of tables merged item by item, matched by this key: a file restates or adds items, never drops any."""
+
+
+def _item_key(item: Any, key: str) -> Any:
+    if isinstance(item, dict) and isinstance(item.get(key), _Leaf):
+        return item[key].value
     return None
 
 
-def _merge_stages(base: list[Any], over: list[Any]) -> _LList:
+def _merge_keyed(base: list[Any], over: list[Any], path: Path, key: str) -> _LList:
     out = _LList(base)
     out.origin = getattr(over, "origin", None) or getattr(base, "origin", None)
     merged: set[Any] = set()
-    for stage in over:
-        name = _stage_name(stage)
-        match = [i for i, s in enumerate(base) if name is not None and _stage_name(s) == name]
+    for item in over:
+        name = _item_key(item, key)
+        match = [i for i, s in enumerate(base) if name is not None and _item_key(s, key) == name]
         if match and name not in merged:
-            out[match[0]] = _merge(out[match[0]], stage, ("stages", match[0]))
+            out[match[0]] = _merge(out[match[0]], item, path + (match[0],))
             merged.add(name)
-        else:  # a new stage, or a name used twice in one file (reported by the rules)
-            out.append(stage)
+        else:  # a new item, or a name used twice in one file (reported by the rules)
+            out.append(item)
     return out
 
 
@@ -310,9 +314,9 @@ def _apply_override(composer: _Composer, tree: _LDict, index: int, text: str) ->
     node: Any = root
     for key in keys[:-1]:
         if isinstance(node, list):  # stages are addressed by name
-            named = [i for i, s in enumerate(node) if _stage_name(s) == key]
+            named = [i for i, s in enumerate(node) if _item_key(s, "name") == key]
             if not named:
-                names = [str(_stage_name(s)) for s in node]
+                names = [str(_item_key(s, "name")) for s in node]
                 close = difflib.get_close_matches(key, names, n=1)
                 composer.error("E070", ".".join(keys), f"no stage named {key!r} (stages: {', '.join(names)})",
                                f"did you mean {close[0]!r}?" if close else "", at)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import attrs
 
 from olmo2spec.spec.cluster import ClusterSpec
+from olmo2spec.spec.departures import DepartureSpec
 from olmo2spec.spec.fields import doc, safe_name, seed_range
 from olmo2spec.spec.mixes import MixSpec, SourceSpec
 from olmo2spec.spec.model import ModelSpec, TokenizerSpec
@@ -39,3 +40,6 @@ class Recipe:
     sources: dict[str, SourceSpec] = doc("Data sources by name.", factory=dict)
     mixes: dict[str, MixSpec] = doc("Data mixes by name.", factory=dict)
     stages: list[Stage] = doc("The stages, in order.")
+    departures: list[DepartureSpec] = doc("Values that follow the released runs rather than the paper, each with "
+                                          "the paper's value and the artifact followed (`explain` shows them).",
+                                          factory=list)

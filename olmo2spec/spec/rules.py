@@ -13,6 +13,7 @@ import attrs
 
 from olmo2spec import __version__
 from olmo2spec.kinds import kinds_leaving, stage_kind
+from olmo2spec.spec.departures import FieldNotFound, resolve_field
 from olmo2spec.spec.diagnostics import Path, Reporter
 from olmo2spec.spec.fields import SAFE_NAME, shown
 from olmo2spec.spec.mixes import MixSpec
@@ -392,6 +393,24 @@ def check_runtime(recipe: Recipe, report: Reporter) -> None:
                        'add "wandb" to runtime.metrics_sinks, or drop wandb_project')
 
 
+def check_departures(recipe: Recipe, report: Reporter) -> None:
+    """Each departure names a real field, once: the table explain prints shows that field's value."""
+    seen: set[str] = set()
+    for i, departure in enumerate(recipe.departures):
+        path: Path = ("departures", i, "field")
+        if departure.field in seen:
+            report.error("E013", path, f"{departure.field!r} has a departure already",
+                         "give each field one [[departures]] entry")
+            continue
+        seen.add(departure.field)
+        try:
+            resolve_field(recipe, departure.field)
+        except FieldNotFound as exc:
+            hint = _did_you_mean(exc.part, exc.known, "names") if exc.part else ""
+            report.error("E013", path, f"{departure.field!r} names no recipe value: {exc}",
+                         hint or "name a value as --set would, e.g. stages.pretrain.lr.warmup_steps")
+
+
 def check_rules(recipe: Recipe, report: Reporter) -> None:
     check_names(recipe, report)
     check_model(recipe, report)
@@ -400,3 +419,4 @@ def check_rules(recipe: Recipe, report: Reporter) -> None:
     check_stages(recipe, report)
     check_cycles(recipe, report)
     check_runtime(recipe, report)
+    check_departures(recipe, report)

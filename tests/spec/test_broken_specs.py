@@ -110,6 +110,18 @@ CASES: dict[str, Case] = {
         "  hint: did you mean `weight_decay`?",
         "1 error, 0 warnings",
     )),
+    "departure-unknown-field": Case(lines=(
+        "tests/data/broken/departure-unknown-field.toml:4:9: error[E013]: departures[0].field: "
+        "'stages.pretrain.lr.warmup' names no recipe value: stages.pretrain.lr has no key 'warmup'",
+        "  hint: did you mean 'warmup_steps'?",
+        "tests/data/broken/departure-unknown-field.toml:9:9: error[E013]: departures[1].field: "
+        "'stages.pretrian.batch_size' names no recipe value: no stage named 'pretrian'",
+        "  hint: did you mean 'pretrain'?",
+        "tests/data/broken/departure-unknown-field.toml:14:9: error[E013]: departures[2].field: 'optimizer' names "
+        "no recipe value: 'optimizer' is a table, not a value: name one of its keys",
+        "  hint: name a value as --set would, e.g. stages.pretrain.lr.warmup_steps",
+        "3 errors, 0 warnings",
+    )),
     "stage-optimizer-bad-value": Case(lines=(
         "tests/data/broken/stage-optimizer-bad-value.toml:5:23: error[E013]: stages.dpo.optimizer.betas: must be two "
         "numbers in [0, 1) (got [0.9])",

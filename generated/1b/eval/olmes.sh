@@ -58,17 +58,8 @@ olmes_suite() {
   run olmes --model "$model" --model-type vllm --gpus "$GPUS" --task "$@" --output-dir "$out"
 }
 
-# eval-instruct: suite olmes-instruct
-eval_06() {
-  local model
-  model="$MODEL"
-  [ -n "$model" ] || model="$CHECKPOINT_ROOT/"rlvr/hf
-  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr/dev tulu_3_dev
-  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr/held-out tulu_3_unseen
-}
-
 # eval-base: suite olmes-base
-eval_08() {
+eval_06() {
   local model
   model="$MODEL"
   [ -n "$model" ] || model="$CHECKPOINT_ROOT/"anneal-seed42/hf
@@ -76,12 +67,21 @@ eval_08() {
   olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-base/anneal-seed42/held-out olmo_2_heldout::olmes
 }
 
+# eval-instruct: suite olmes-instruct
+eval_08() {
+  local model
+  model="$MODEL"
+  [ -n "$model" ] || model="$CHECKPOINT_ROOT/"rlvr-math/hf
+  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr-math/dev tulu_3_dev
+  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr-math/held-out tulu_3_unseen
+}
+
 case "$TARGET" in
   all)
     eval_06
     eval_08
     ;;
-  eval-instruct) eval_06 ;;
-  eval-base) eval_08 ;;
+  eval-base) eval_06 ;;
+  eval-instruct) eval_08 ;;
   *) echo "unknown eval stage: $TARGET" >&2; exit 2 ;;
 esac

@@ -102,31 +102,37 @@ stage_05() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/05-rlvr.py --run-name rlvr
 }
 
-# 06 eval-instruct (eval)
+# 06 eval-base (eval)
 stage_06() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-instruct.py --run-name eval-instruct
-}
-
-# 07 export (export)
-stage_07() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/07-export.py --run-name export
-}
-
-# 08 eval-base (eval)
-stage_08() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-base.py --run-name eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/06-eval-base.py --run-name eval-base
+}
+
+# 07 rlvr-math (rlvr)
+stage_07() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr-math --run rlvr-math
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/07-rlvr-math.py --run-name rlvr-math
+}
+
+# 08 eval-instruct (eval)
+stage_08() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/08-eval-instruct.py --run-name eval-instruct
+}
+
+# 09 export (export)
+stage_09() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/09-export.py --run-name export
 }
 
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal|sft|dpo|rlvr|eval-instruct|export|eval-base) ;;
+    all|pretrain|anneal|sft|dpo|rlvr|eval-base|rlvr-math|eval-instruct|export) ;;
     *)
       echo "unknown stage: $target" >&2
-      echo stages: pretrain anneal sft dpo rlvr eval-instruct export eval-base >&2
+      echo stages: pretrain anneal sft dpo rlvr eval-base rlvr-math eval-instruct export >&2
       exit 2
       ;;
   esac
@@ -144,14 +150,16 @@ for target in "${TARGETS[@]}"; do
       stage_06
       stage_07
       stage_08
+      stage_09
       ;;
     pretrain) stage_01 ;;
     anneal) stage_02 ;;
     sft) stage_03 ;;
     dpo) stage_04 ;;
     rlvr) stage_05 ;;
-    eval-instruct) stage_06 ;;
-    export) stage_07 ;;
-    eval-base) stage_08 ;;
+    eval-base) stage_06 ;;
+    rlvr-math) stage_07 ;;
+    eval-instruct) stage_08 ;;
+    export) stage_09 ;;
   esac
 done

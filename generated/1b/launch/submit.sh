@@ -15,9 +15,10 @@
 #   03 sft sft <- anneal
 #   04 dpo dpo <- sft
 #   05 rlvr rlvr <- dpo
-#   06 eval-instruct eval <- rlvr
-#   07 export export <- rlvr
-#   08 eval-base eval <- anneal
+#   06 eval-base eval <- anneal
+#   07 rlvr-math rlvr <- rlvr
+#   08 eval-instruct eval <- rlvr-math
+#   09 export export <- rlvr-math
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-STAGES=( pretrain anneal sft dpo rlvr eval-instruct export eval-base )  # in submission order
+STAGES=( pretrain anneal sft dpo rlvr eval-base rlvr-math eval-instruct export )  # in submission order
 # position STAGE: print STAGE's index in STAGES; fails for an unknown stage
 position() {
   local i
@@ -126,6 +127,7 @@ submit 02 anneal launch/slurm/02-anneal.sbatch 01
 submit 03 sft launch/slurm/03-sft.sbatch 02
 submit 04 dpo launch/slurm/04-dpo.sbatch 03
 submit 05 rlvr launch/slurm/05-rlvr.sbatch 04
-submit 06 eval-instruct launch/slurm/06-eval-instruct.sbatch 05
-submit 07 export launch/slurm/07-export.sbatch 05
-submit 08 eval-base launch/slurm/08-eval-base.sbatch 02
+submit 06 eval-base launch/slurm/06-eval-base.sbatch 02
+submit 07 rlvr-math launch/slurm/07-rlvr-math.sbatch 05
+submit 08 eval-instruct launch/slurm/08-eval-instruct.sbatch 07
+submit 09 export launch/slurm/09-export.sbatch 07
