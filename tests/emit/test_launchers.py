@@ -283,7 +283,8 @@ def test_submit_from_a_stage_on(env: Env, bundles: dict[str, Path], tmp_path: Pa
     jobs = _parse_submit(result.stdout)
     names = [s["name"] for s in plan["stages"]]
     after, notes = _launched(plan, names[names.index("soup"):])
-    assert after == ["soup", "sft", "dpo", "reward", "rlvr", "eval-instruct", "export", "eval-base"]
+    assert after == ["soup", "sft", "dpo", "reward", "rlvr", "eval-base", "rlvr-gsm8k", "rlvr-math", "eval-instruct",
+                     "export"]
     assert result.stderr.splitlines() == notes
     assert [number for number, _ in jobs] == [numbers[n] for n in after]
     submitted = {f"$JOB_{numbers[n]}" for n in after}
@@ -368,8 +369,8 @@ def test_submit_rejects_bad_arguments(env: Env, bundles: dict[str, Path], tmp_pa
     if args[-1] == "nope":
         assert "unknown stage: nope" in result.stderr
     if args[-1] == "nope" or args == ["--from", "dpo", "--until", "sft"]:
-        assert "stages: pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-instruct export eval-base" \
-            in result.stderr
+        assert ("stages: pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-base rlvr-gsm8k rlvr-math "
+                "eval-instruct export") in result.stderr
     if args == ["--from", "dpo", "--until", "sft"]:
         assert "--until sft comes before --from dpo: nothing to submit" in result.stderr
     if "--only" in args and len(args) > 2:
@@ -402,7 +403,7 @@ def test_submit_skips_a_stage_that_is_not_runnable_and_the_stages_after_it(env: 
     assert result.returncode == 0, result.stderr
     launched, notes = _launched(plan, not_runnable=("rlvr",))
     assert "dpo" in launched and "rlvr" not in launched and "eval-instruct" not in launched and "eval-base" in launched
-    assert result.stderr.splitlines() == notes and len(notes) == 3
+    assert result.stderr.splitlines() == notes and len(notes) == 5  # 3 rlvr stages, then eval-instruct and export
     assert [number for number, _ in _parse_submit(result.stdout)] == [numbers[n] for n in launched]
     assert env.calls() == []
 
@@ -499,19 +500,20 @@ def test_submit_for_real_from_a_stage_on(env: Env, tmp_path: Path):
     _, calls = _submit_range(env, tmp_path, "13b", "--from", "anneal-300b")
     assert [Path(c[-1]).name for c in calls] == ["03-anneal-300b.sbatch", "04-soup.sbatch", "05-sft.sbatch",
                                                  "06-dpo.sbatch", "07-reward.sbatch", "08-rlvr.sbatch",
-                                                 "09-eval-instruct.sbatch", "10-export.sbatch", "11-eval-base.sbatch"]
-    # reward after sft; rlvr after dpo and reward (PPO's value function starts from it)
+                                                 "09-eval-base.sbatch", "10-rlvr-gsm8k.sbatch", "11-rlvr-math.sbatch",
+                                                 "12-eval-instruct.sbatch", "13-export.sbatch"]
+    # reward after sft; each rlvr after its predecessor and reward (PPO's value function starts from it)
     assert [_dependencies(c[1:]) for c in calls] == [[], ["1001"], ["1002"], ["1003"], ["1003"], ["1004", "1005"],
-                                                     ["1006"], ["1006"], ["1002"]]
+                                                     ["1002"], ["1006", "1005"], ["1008", "1005"], ["1009"], ["1009"]]
 
 
 def test_submit_for_real_past_the_stages_that_are_not_runnable(env: Env, tmp_path: Path):
     """rlvr trained elsewhere: --from eval-instruct submits what starts from it, without a dependency."""
     stdout, calls = _submit_range(env, tmp_path, "13b", "--from", "eval-instruct")
-    assert [Path(c[-1]).name for c in calls] == ["09-eval-instruct.sbatch", "10-export.sbatch", "11-eval-base.sbatch"]
-    assert [_dependencies(c[1:]) for c in calls] == [[], [], []]
+    assert [Path(c[-1]).name for c in calls] == ["12-eval-instruct.sbatch", "13-export.sbatch"]
+    assert [_dependencies(c[1:]) for c in calls] == [[], []]
     assert [line.split() for line in stdout.splitlines()] == [
-        ["stage", "job"], ["eval-instruct", "1001"], ["export", "1002"], ["eval-base", "1003"]]
+        ["stage", "job"], ["eval-instruct", "1001"], ["export", "1002"]]
 
 
 def test_submit_for_real_until_a_stage(env: Env, tmp_path: Path):
@@ -771,12 +773,12 @@ def test_olmes_dry_run_keeps_dev_and_held_out_apart(env: Env, bundles: dict[str,
     result = _run(["bash", str(bundle / "eval" / "olmes.sh"), "--dry-run"], env.vars(), tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines == [*_olmes_expected(bundle, stages["eval-instruct"]), *_olmes_expected(bundle, stages["eval-base"])]
-    assert f"--task tulu_3_dev --output-dir {bundle}/eval/results/eval-instruct/rlvr/dev" in lines[0]
-    assert f"--task tulu_3_unseen --output-dir {bundle}/eval/results/eval-instruct/rlvr/held-out" in lines[1]
+    assert lines == [*_olmes_expected(bundle, stages["eval-base"]), *_olmes_expected(bundle, stages["eval-instruct"])]
     assert ("--task core_9mcqa::olmes mmlu:mc::olmes olmo_2_generative::olmes "
-            f"--output-dir {bundle}/eval/results/eval-base/soup/dev") in lines[2]
-    assert f"--task olmo_2_heldout::olmes --output-dir {bundle}/eval/results/eval-base/soup/held-out" in lines[3]
+            f"--output-dir {bundle}/eval/results/eval-base/soup/dev") in lines[0]
+    assert f"--task olmo_2_heldout::olmes --output-dir {bundle}/eval/results/eval-base/soup/held-out" in lines[1]
+    assert f"--task tulu_3_dev --output-dir {bundle}/eval/results/eval-instruct/rlvr-math/dev" in lines[2]
+    assert f"--task tulu_3_unseen --output-dir {bundle}/eval/results/eval-instruct/rlvr-math/held-out" in lines[3]
     assert env.calls() == []
 
 

@@ -38,12 +38,12 @@ def test_linear_and_wsd_and_constant():
     assert lr_at(const, 4) == 0.3
 
 
-def test_7b_pretraining_is_truncated_and_the_anneal_inherits_its_lr(plans):
-    pretrain, anneal = plans["7b"].stage("pretrain"), plans["7b"].stage("anneal")
-    assert pretrain.lr.horizon_steps == round(5e12 / (1024 * 4096))
-    assert pretrain.steps == 928_646 < pretrain.lr.horizon_steps
-    assert pretrain.lr.lr_at_stop == pytest.approx(lr_at(pretrain.lr, 928_646))
-    assert pretrain.lr.lr_at_stop == pytest.approx(6.135e-5, rel=1e-3)
+def test_1b_pretraining_is_truncated_and_the_anneal_inherits_its_lr(plans):
+    pretrain, anneal = plans["1b"].stage("pretrain"), plans["1b"].stage("anneal")
+    assert pretrain.lr.horizon_steps == round(5e12 / (512 * 4096))
+    assert pretrain.steps == 1_907_359 < pretrain.lr.horizon_steps
+    assert pretrain.lr.lr_at_stop == pytest.approx(lr_at(pretrain.lr, 1_907_359))
+    assert pretrain.lr.lr_at_stop == pytest.approx(0.000074487, rel=1e-4)  # OLMo2-1B-stage2-seed42.yaml's
     assert anneal.lr.peak == pretrain.lr.lr_at_stop
     assert lr_at(anneal.lr, 0) == pretrain.lr.lr_at_stop  # first anneal step
     assert lr_at(anneal.lr, anneal.steps) == 0.0
@@ -56,5 +56,7 @@ def test_13b_runs_the_whole_cosine_so_anneals_start_at_the_floor(plans):
 
 
 def test_anneal_steps_match_the_paper(plans):
-    # Section 2.3: 13B's 100B anneals take as many steps as 7B's 50B ones.
-    assert plans["13b"].stage("anneal-100b").steps == plans["7b"].stage("anneal").steps == 11_921
+    # Section 2.3: 13B's 100B anneals take as many steps as 7B's 50B ones: round(tokens / step) + 10 as the
+    # released configs stopped them (stop_at), 11,921 as the 32B's (OLMo-core) did.
+    assert plans["13b"].stage("anneal-100b").steps == plans["7b"].stage("anneal").steps == 11_921 + 10
+    assert plans["32b"].stage("anneal-100b").steps == 11_921

@@ -58,17 +58,8 @@ olmes_suite() {
   run olmes --model "$model" --model-type vllm --gpus "$GPUS" --task "$@" --output-dir "$out"
 }
 
-# eval-instruct: suite olmes-instruct
-eval_09() {
-  local model
-  model="$MODEL"
-  [ -n "$model" ] || model="$CHECKPOINT_ROOT/"rlvr/hf
-  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr/dev tulu_3_dev
-  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr/held-out tulu_3_unseen
-}
-
 # eval-base: suite olmes-base
-eval_11() {
+eval_09() {
   local model
   model="$MODEL"
   [ -n "$model" ] || model="$CHECKPOINT_ROOT/"soup/hf
@@ -76,12 +67,21 @@ eval_11() {
   olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-base/soup/held-out olmo_2_heldout::olmes
 }
 
+# eval-instruct: suite olmes-instruct
+eval_12() {
+  local model
+  model="$MODEL"
+  [ -n "$model" ] || model="$CHECKPOINT_ROOT/"rlvr-math/hf
+  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr-math/dev tulu_3_dev
+  olmes_suite "$model" "$BUNDLE_DIR/eval/results/"eval-instruct/rlvr-math/held-out tulu_3_unseen
+}
+
 case "$TARGET" in
   all)
     eval_09
-    eval_11
+    eval_12
     ;;
-  eval-instruct) eval_09 ;;
-  eval-base) eval_11 ;;
+  eval-base) eval_09 ;;
+  eval-instruct) eval_12 ;;
   *) echo "unknown eval stage: $TARGET" >&2; exit 2 ;;
 esac

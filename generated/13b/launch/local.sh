@@ -124,31 +124,43 @@ stage_08() {
   run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/08-rlvr.py --run-name rlvr
 }
 
-# 09 eval-instruct (eval)
+# 09 eval-base (eval)
 stage_09() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
-  run "$PYTHON" "$BUNDLE_DIR/"stages/09-eval-instruct.py --run-name eval-instruct
-}
-
-# 10 export (export)
-stage_10() {
-  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
-  run "$PYTHON" "$BUNDLE_DIR/"stages/10-export.py --run-name export
-}
-
-# 11 eval-base (eval)
-stage_11() {
   run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-base --run eval-base
-  run "$PYTHON" "$BUNDLE_DIR/"stages/11-eval-base.py --run-name eval-base
+  run "$PYTHON" "$BUNDLE_DIR/"stages/09-eval-base.py --run-name eval-base
+}
+
+# 10 rlvr-gsm8k (rlvr)
+stage_10() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr-gsm8k --run rlvr-gsm8k
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/10-rlvr-gsm8k.py --run-name rlvr-gsm8k
+}
+
+# 11 rlvr-math (rlvr)
+stage_11() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage rlvr-math --run rlvr-math
+  run "$PYTHON" -m torch.distributed.run --standalone --nproc-per-node "$NPROC" "$BUNDLE_DIR/"stages/11-rlvr-math.py --run-name rlvr-math
+}
+
+# 12 eval-instruct (eval)
+stage_12() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage eval-instruct --run eval-instruct
+  run "$PYTHON" "$BUNDLE_DIR/"stages/12-eval-instruct.py --run-name eval-instruct
+}
+
+# 13 export (export)
+stage_13() {
+  run "$PYTHON" -m olmo2spec.runtime preflight --bundle "$BUNDLE_DIR" --stage export --run export
+  run "$PYTHON" "$BUNDLE_DIR/"stages/13-export.py --run-name export
 }
 
 [ -n "${TARGETS[*]:-}" ] || TARGETS=(all)  # no stage given (an empty one is refused above)
 for target in "${TARGETS[@]}"; do  # every name checked before anything runs
   case "$target" in
-    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|reward|rlvr|eval-instruct|export|eval-base) ;;
+    all|pretrain|anneal-100b|anneal-300b|soup|sft|dpo|reward|rlvr|eval-base|rlvr-gsm8k|rlvr-math|eval-instruct|export) ;;
     *)
       echo "unknown stage: $target" >&2
-      echo stages: pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-instruct export eval-base >&2
+      echo stages: pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-base rlvr-gsm8k rlvr-math eval-instruct export >&2
       exit 2
       ;;
   esac
@@ -169,6 +181,8 @@ for target in "${TARGETS[@]}"; do
       stage_09
       stage_10
       stage_11
+      stage_12
+      stage_13
       ;;
     pretrain) stage_01 ;;
     anneal-100b) stage_02 ;;
@@ -178,8 +192,10 @@ for target in "${TARGETS[@]}"; do
     dpo) stage_06 ;;
     reward) stage_07 ;;
     rlvr) stage_08 ;;
-    eval-instruct) stage_09 ;;
-    export) stage_10 ;;
-    eval-base) stage_11 ;;
+    eval-base) stage_09 ;;
+    rlvr-gsm8k) stage_10 ;;
+    rlvr-math) stage_11 ;;
+    eval-instruct) stage_12 ;;
+    export) stage_13 ;;
   esac
 done

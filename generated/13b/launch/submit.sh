@@ -18,9 +18,11 @@
 #   06 dpo dpo <- sft
 #   07 reward reward <- sft
 #   08 rlvr rlvr <- dpo, reward
-#   09 eval-instruct eval <- rlvr
-#   10 export export <- rlvr
-#   11 eval-base eval <- soup
+#   09 eval-base eval <- soup
+#   10 rlvr-gsm8k rlvr <- rlvr, reward
+#   11 rlvr-math rlvr <- rlvr-gsm8k, reward
+#   12 eval-instruct eval <- rlvr-math
+#   13 export export <- rlvr-math
 set -euo pipefail
 
 BUNDLE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +50,7 @@ while [ $# -gt 0 ]; do
   shift
 done
 
-STAGES=( pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-instruct export eval-base )  # in submission order
+STAGES=( pretrain anneal-100b anneal-300b soup sft dpo reward rlvr eval-base rlvr-gsm8k rlvr-math eval-instruct export )  # in submission order
 # position STAGE: print STAGE's index in STAGES; fails for an unknown stage
 position() {
   local i
@@ -132,6 +134,8 @@ submit 05 sft launch/slurm/05-sft.sbatch 04
 submit 06 dpo launch/slurm/06-dpo.sbatch 05
 submit 07 reward launch/slurm/07-reward.sbatch 05
 submit 08 rlvr launch/slurm/08-rlvr.sbatch 06 07
-submit 09 eval-instruct launch/slurm/09-eval-instruct.sbatch 08
-submit 10 export launch/slurm/10-export.sbatch 08
-submit 11 eval-base launch/slurm/11-eval-base.sbatch 04
+submit 09 eval-base launch/slurm/09-eval-base.sbatch 04
+submit 10 rlvr-gsm8k launch/slurm/10-rlvr-gsm8k.sbatch 08 07
+submit 11 rlvr-math launch/slurm/11-rlvr-math.sbatch 10 07
+submit 12 eval-instruct launch/slurm/12-eval-instruct.sbatch 11
+submit 13 export launch/slurm/13-export.sbatch 11
