@@ -62,7 +62,10 @@ def check(path: str | os.PathLike[str], overrides: Sequence[str] = (), *, strict
     check_rules(recipe, report)
     lint(recipe, report)
     plan = None if report.has_errors else resolve(recipe, report)
-    diagnostics = report.diagnostics
+    # a lint warning on a field the recipe lists in [[departures]] is acknowledged there, with its source
+    acknowledged = {d.field for d in recipe.departures}
+    diagnostics = [d for d in report.diagnostics
+                   if not (d.severity is Severity.WARNING and d.code.startswith("W1") and d.field in acknowledged)]
     if strict:
         diagnostics = [attrs.evolve(d, severity=Severity.ERROR) for d in diagnostics]
     if plan is None or any(d.severity is Severity.ERROR for d in diagnostics):

@@ -82,3 +82,12 @@ def test_explain_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["explain", str(ROOT / "specs" / "1b.toml")]) == 0
     out = capsys.readouterr().out
     assert "Departures from the paper" in out and "stages.pretrain.lr.warmup_steps" in out
+
+
+def test_a_departure_acknowledges_the_stability_lint_on_its_field(tiny_copy: Path) -> None:
+    spec = tiny_copy / "dep.toml"
+    spec.write_text('extends = "tiny.toml"\n\n[[stages]]\nname = "pretrain"\nngram_masking = false\n')
+    assert [d.code for d in check(spec).warnings] == ["W107"]
+    spec.write_text(spec.read_text() + '\n[[departures]]\nfield = "stages.pretrain.ngram_masking"\npaper = "true"\n'
+                                       'source = "allenai/OLMo-core ...-train.py"\n')
+    assert check(spec).warnings == []
