@@ -123,3 +123,11 @@ def test_32b_soup_is_the_three_released_runs(plans) -> None:
 
 def test_32b_sft_batch_is_the_released_256(plans) -> None:
     assert (_post(plans, "32b", "sft").batch_size, _post(plans, "32b", "sft").lr.peak) == (256, 4e-6)
+
+
+@pytest.mark.parametrize(("size", "seeds"), [
+    ("1b", {"sft": 1, "dpo": 111, "rlvr": 1, "rlvr-math": 1}),                   # open-instruct docs/olmo2.md
+    ("13b", {"sft": 1, "dpo": 8, "rlvr": 52, "rlvr-gsm8k": 52, "rlvr-math": 52}),  # archived_dev_scripts/olmo2_1124.sh
+])
+def test_post_training_seeds_as_released(plans, size: str, seeds: dict[str, int]) -> None:
+    assert {name: _post(plans, size, name).seed for name in seeds} == seeds
